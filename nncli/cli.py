@@ -9,6 +9,7 @@ is shown only with ``nncli --debug``.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import traceback
 
@@ -35,6 +36,12 @@ def handled(func):
             if debug:
                 traceback.print_exc()
             _fail(exc.message, exc.exit_code)
+        except BrokenPipeError:  # e.g. `nncli predict ... | head`: the reader left; not an error
+            try:
+                sys.stdout = open(os.devnull, "w")
+            except OSError:
+                pass
+            sys.exit(0)
         except KeyboardInterrupt:
             if debug:
                 traceback.print_exc()
@@ -57,6 +64,107 @@ def handled(func):
 def main(ctx: click.Context, debug: bool) -> None:
     """nncli: train neural networks from YAML configs, built on PyTensor."""
     ctx.obj = {"debug": debug}
+
+def _format_metrics(metrics: dict) -> str:
+    return "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--output", "-o", type=click.Path(file_okay=False), help="Output folder (overrides the config).")
+@click.option("--resume", is_flag=True, help="Continue from last.h5 in the output folder.")
+@click.option("--epochs", type=click.IntRange(min=1), help="Total number of epochs (overrides the config).")
+@click.option("--seed", type=click.IntRange(min=0, max=2**32 - 1), help="Random seed (overrides the config).")
+@click.option("--backend", "backend_name", type=click.Choice(["auto", "jax", "numba", "c"]),
+              help="PyTensor backend (overrides the config).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output; just the summary.")
+@handled
+def train(config, output, resume, epochs, seed, backend_name, quiet):
+    """Train the network described by CONFIG (a YAML file)."""
+    from nncli import progress, trainer
+
+    result = trainer.train(config, output=output, resume=resume, epochs=epochs, seed=seed,
+                           backend_name=backend_name, reporter=progress.for_stream(sys.stderr, quiet))
+    stopped = " (stopped early)" if result.stopped_early else ""
+    click.echo(f"trained {result.epochs_run} epochs in {result.seconds:.1f}s{stopped}; {result.backend}")
+    if result.best:
+        click.echo(f"best epoch {result.best_epoch}: {_format_metrics(result.best)}")
+    if result.test:
+        click.echo(f"test: {_format_metrics(result.test)}")
+    click.echo(f"model saved to {result.output / 'model.h5'} (resume state: {result.output / 'last.h5'})")
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("input", type=click.Path(dir_okay=False))
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the CSV here (default: stdout).")
+@click.option("--proba/--no-proba", default=True, show_default=True,
+              help="Add one probability column per class (classifiers).")
+@handled
+def predict(model, input, output, proba):
+    """Predict with MODEL (a checkpoint) on INPUT (.csv or .h5)."""
+    from nncli import inference
+
+    count = inference.predict(model, input, output=output, proba=proba, stream=sys.stdout)
+    if output:
+        click.echo(f"wrote {count} predictions to {output}", err=True)
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("data", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@handled
+def evaluate(model, data, as_json):
+    """Loss and metrics of MODEL on a labelled DATA file."""
+    import json
+
+    from nncli import inference
+
+    result = inference.evaluate(model, data)
+    if as_json:
+        click.echo(json.dumps({"examples": result.examples, **result.metrics}))
+    else:
+        click.echo(f"{result.examples} examples: {_format_metrics(result.metrics)}")
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@handled
+def inspect(model, as_json):
+    """Show the network, training history and config stored in MODEL."""
+    import json
+
+    from nncli import inference
+
+    info = inference.inspect(model)
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    click.echo(f"{info['path']}: nncli checkpoint (nncli {info['nncli_version']}, {info['created']}), "
+               f"epoch {info['epoch']}, step {info['step']}, backend {info['backend']}")
+    click.echo(f"task {info['task']}, loss {info['loss']}, input shape {tuple(info['input_shape'])}, "
+               f"normalization {info['normalization']}")
+    if info["classes"]:
+        click.echo(f"classes: {', '.join(info['classes'])}")
+    click.echo("")
+    width = max(12, *(len(l["name"]) for l in info["layers"]))
+    click.echo(f"{'layer':<{width}}  {'type':<12}  {'output shape':<16}  {'params':>10}")
+    for l in info["layers"]:
+        shape = "(batch, " + ", ".join(str(d) for d in l["output_shape"]) + ")"
+        click.echo(f"{l['name']:<{width}}  {l['type']:<12}  {shape:<16}  {l['params']:>10,}")
+    click.echo(f"{'total':<{width}}  {'':<12}  {'':<16}  {info['total_params']:>10,}")
+    hist = info["history"]
+    if hist.get("loss"):
+        click.echo("")
+        keys = [k for k in hist if k not in ("seconds", "learning_rate")]
+        click.echo(f"history: {len(hist['loss'])} epochs; best epoch {info['best_epoch']}; last: "
+                   + "  ".join(f"{k} {hist[k][-1]:.4f}" for k in keys))
+    click.echo("")
+    click.echo("config:")
+    for line in info["config"].rstrip().splitlines():
+        click.echo(f"  {line}")
 
 
 # --- grad -------------------------------------------------------------------

@@ -1,0 +1,429 @@
+"""Reading CSV and HDF5 data, label encoding, normalisation, splits and minibatches.
+
+Inputs are float32 arrays shaped (examples, *input_shape). Targets reach the
+graph as float32 matrices shaped like the network output: class labels are
+encoded (the encoding goes into the checkpoint) and turned into one-hot rows.
+Every problem with a file is a DataError naming the file and, where there is
+one, the row and column.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import h5py
+import numpy as np
+
+from nncli.errors import DataError
+
+HDF5_SUFFIXES = (".h5", ".hdf5")
+MAX_CLASSES = 10_000
+
+
+def is_hdf5(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in HDF5_SUFFIXES
+
+
+@dataclass
+class Table:
+    """Examples read from one file: inputs, optional raw targets, and where they came from."""
+
+    x: np.ndarray
+    y: np.ndarray | None
+    source: str
+    x_names: list[str] | None = None   # CSV input columns / HDF5 dataset name
+    y_name: str | None = None
+
+
+# --- CSV ----------------------------------------------------------------------
+
+def _csv_rows(path: str) -> tuple[list[str], list[list[str]]]:
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (bad byte at offset {exc.start})") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc.strerror}") from None
+    if "\x00" in text:
+        raise DataError(f"{path}: contains NUL bytes; expected a CSV text file")
+    try:
+        reader = csv.reader(io.StringIO(text), strict=True)
+        rows = [r for r in reader]
+    except csv.Error as exc:
+        raise DataError(f"{path}: malformed CSV: {exc}") from None
+    while rows and not any(c.strip() for c in rows[-1]):
+        rows.pop()
+    if not rows:
+        raise DataError(f"{path}: the file is empty; expected a header row and data rows")
+    header = [h.strip() for h in rows[0]]
+    if any(not h for h in header):
+        raise DataError(f"{path}: line 1: empty column name in the header (column {header.index('') + 1})")
+    dupes = sorted({h for h in header if header.count(h) > 1})
+    if dupes:
+        raise DataError(f"{path}: line 1: duplicate column name '{dupes[0]}' in the header")
+    body = rows[1:]
+    if not body:
+        raise DataError(f"{path}: no data rows after the header")
+    for i, row in enumerate(body):
+        if len(row) != len(header):
+            raise DataError(f"{path}: line {i + 2}: expected {len(header)} columns as in the header, got {len(row)}")
+    return header, body
+
+
+def _to_float(path: str, cells: np.ndarray, names: Sequence[str], row_offset: int = 2) -> np.ndarray:
+    """Convert a (rows, cols) array of strings to float32, naming the first bad cell."""
+    try:
+        out = np.char.strip(cells).astype(np.float64)
+    except ValueError:
+        out = None
+    if out is not None and np.isfinite(out).all():
+        return out.astype(np.float32)
+    for r, row in enumerate(cells):
+        for c, cell in enumerate(row):
+            try:
+                v = float(cell)
+            except ValueError:
+                raise DataError(f"{path}: line {r + row_offset}, column '{names[c]}': "
+                                f"expected a number, got {cell.strip()[:40]!r}") from None
+            if not np.isfinite(v):
+                raise DataError(f"{path}: line {r + row_offset}, column '{names[c]}': "
+                                f"non-finite value {cell.strip()!r}")
+    raise DataError(f"{path}: cannot read numbers")  # pragma: no cover
+
+
+def read_csv(path: str, x_cols: Sequence[str] | str | None, y_col: str | None, *,
+             with_targets: bool = True, expect_x: Sequence[str] | None = None) -> Table:
+    """Read a CSV with a header row.
+
+    Training (`with_targets`): the target is `y_col` (default: the last column);
+    inputs are `x_cols` (default: every other column).
+    Prediction (`expect_x` given): the inputs are the columns named in `expect_x`
+    when the header has them all, else every column but the target, by position.
+    """
+    header, body = _csv_rows(path)
+    cells = np.array(body, dtype=str)
+    if expect_x is not None:
+        if all(c in header for c in expect_x):
+            idx = [header.index(c) for c in expect_x]
+        else:
+            idx = [i for i, h in enumerate(header) if h != y_col]
+            if len(idx) != len(expect_x):
+                raise DataError(f"{path}: expected {len(expect_x)} input columns "
+                                f"({_preview(expect_x)}), got {len(idx)} ({_preview([header[i] for i in idx])})")
+        x = _to_float(path, cells[:, idx], [header[i] for i in idx])
+        y = None
+        if y_col is not None and y_col in header and with_targets:
+            y = _targets(path, cells[:, header.index(y_col)], y_col)
+        elif with_targets:
+            raise DataError(f"{path}: no target column '{y_col}' to evaluate against")
+        return Table(x, y, path, list(expect_x), y_col)
+    if isinstance(x_cols, str):
+        x_cols = [x_cols]
+    y_name = y_col if y_col is not None else header[-1]
+    if y_name not in header:
+        raise DataError(f"{path}: no column '{y_name}' for the target; columns: {_preview(header)}")
+    if x_cols is None:
+        x_cols = [h for h in header if h != y_name]
+    for c in x_cols:
+        if c not in header:
+            raise DataError(f"{path}: no input column '{c}'; columns: {_preview(header)}")
+    if not x_cols:
+        raise DataError(f"{path}: no input columns besides the target column '{y_name}'")
+    idx = [header.index(c) for c in x_cols]
+    x = _to_float(path, cells[:, idx], list(x_cols))
+    y = _targets(path, cells[:, header.index(y_name)], y_name) if with_targets else None
+    return Table(x, y, path, list(x_cols), y_name)
+
+
+def _targets(path: str, column: np.ndarray, name: str) -> np.ndarray:
+    """A CSV target column: numbers when every cell is one, else the (stripped) strings."""
+    y = np.char.strip(column)
+    if (y == "").any():
+        raise DataError(f"{path}: line {int(np.argmax(y == '')) + 2}, column '{name}': empty target")
+    try:
+        values = y.astype(np.float64)
+    except ValueError:
+        return y
+    if not np.isfinite(values).all():
+        raise DataError(f"{path}: line {int(np.argmax(~np.isfinite(values))) + 2}, column '{name}': "
+                        f"non-finite target")
+    return values
+
+
+def _preview(names: Sequence[str], n: int = 6) -> str:
+    names = list(names)
+    return ", ".join(names[:n]) + (f", ... ({len(names)} in all)" if len(names) > n else "")
+
+
+# --- HDF5 ---------------------------------------------------------------------
+
+def _open_h5(path: str) -> h5py.File:
+    try:
+        return h5py.File(path, "r")
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except OSError:
+        raise DataError(f"{path}: not a readable HDF5 file") from None
+
+
+def _h5_array(f: h5py.File, path: str, name: str, what: str) -> np.ndarray:
+    if name not in f:
+        names = [k for k in f.keys() if isinstance(f[k], h5py.Dataset)]
+        raise DataError(f"{path}: no dataset '{name}' for the {what}; datasets: {_preview(names) or 'none'}")
+    ds = f[name]
+    if not isinstance(ds, h5py.Dataset):
+        raise DataError(f"{path}: '{name}' is a group, expected a dataset for the {what}")
+    if ds.shape is None or len(ds.shape) == 0:
+        raise DataError(f"{path}: dataset '{name}' is a scalar; expected one row per example")
+    if ds.shape[0] == 0:
+        raise DataError(f"{path}: dataset '{name}' has no rows")
+    kind = ds.dtype.kind
+    if kind not in "biuf" and not (what == "targets" and kind in "SOU"):
+        raise DataError(f"{path}: dataset '{name}' has type {ds.dtype}, expected numbers")
+    try:
+        arr = ds[()]
+    except (OSError, TypeError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read dataset '{name}': {str(exc).splitlines()[0]}") from None
+    if kind in "SO":
+        arr = np.array([v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in arr.ravel()])
+    return arr
+
+
+def read_hdf5(path: str, x_name: str | None, y_name: str | None, *, with_targets: bool = True) -> Table:
+    x_name = x_name or "x"
+    if not isinstance(x_name, str):
+        raise DataError(f"{path}: data.x must name one HDF5 dataset, got a list")
+    y_name = y_name or "y"
+    with _open_h5(path) as f:
+        x = _h5_array(f, path, x_name, "inputs")
+        y = _h5_array(f, path, y_name, "targets") if with_targets else None
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        bad = np.argwhere(~np.isfinite(x))[0]
+        raise DataError(f"{path}: dataset '{x_name}' has a non-finite value at index {tuple(int(i) for i in bad)}")
+    if y is not None and len(y) != len(x):
+        raise DataError(f"{path}: '{x_name}' has {len(x)} rows but '{y_name}' has {len(y)}")
+    if y is not None and y.dtype.kind == "f" and not np.isfinite(y).all():
+        raise DataError(f"{path}: dataset '{y_name}' has a non-finite value at row {int(np.argmax(~np.isfinite(y).reshape(len(y), -1).all(1)))}")
+    return Table(x.astype(np.float32), y, path, [x_name], y_name)
+
+
+def read(path: str, x: Sequence[str] | str | None = None, y: str | None = None, *,
+         with_targets: bool = True, expect_x: Sequence[str] | None = None) -> Table:
+    """Read a labelled (or, for prediction, unlabelled) CSV or HDF5 file."""
+    path = str(path)
+    if not os.path.exists(path):
+        raise DataError(f"{path}: file not found")
+    if os.path.isdir(path):
+        raise DataError(f"{path}: is a folder, expected a .csv or .h5 file")
+    if is_hdf5(path):
+        name = expect_x[0] if expect_x else x
+        return read_hdf5(path, name, y, with_targets=with_targets)
+    return read_csv(path, x, y, with_targets=with_targets, expect_x=expect_x)
+
+
+# --- targets ------------------------------------------------------------------
+
+class UnitsMismatch(DataError):
+    """The targets need a different number of output units than the last layer has."""
+
+
+@dataclass
+class Encoding:
+    """How targets map to output columns.
+
+    kind: "categorical" (one-hot over `classes`), "binary" (one 0/1 column:
+    classes[1] is the positive class), or "values" (regression / multi-label: as is).
+    """
+
+    kind: str
+    classes: list[str] | None = None
+    numeric: bool = False  # class labels were numbers (printed back as numbers)
+
+    def __post_init__(self):
+        if self.classes is not None:
+            self.classes = [str(c) for c in self.classes]
+
+
+def _label_strings(y: np.ndarray) -> tuple[np.ndarray, bool]:
+    if y.dtype.kind in "iub":
+        return y.astype(np.int64).astype(str), True
+    if y.dtype.kind == "f":
+        if not np.all(np.mod(y, 1) == 0):
+            raise ValueError("class labels must be integers or names, got fractional numbers")
+        return y.astype(np.int64).astype(str), True
+    strs = np.char.strip(y.astype(str))
+    try:
+        as_num = strs.astype(np.float64)
+        if np.all(np.mod(as_num, 1) == 0):
+            return as_num.astype(np.int64).astype(str), True
+    except ValueError:
+        pass
+    return strs, False
+
+
+def _sort_classes(labels: np.ndarray, numeric: bool) -> list[str]:
+    uniq = np.unique(labels)
+    return [str(c) for c in (sorted(uniq, key=lambda s: int(s)) if numeric else sorted(uniq))]
+
+
+def fit_encoding(table: Table, loss: str, output_units: int) -> Encoding:
+    """Decide how `table.y` maps onto the network's output, or explain why it cannot."""
+    y = table.y
+    where = f"{table.source}: target '{table.y_name}'"
+    if loss == "categorical_crossentropy":
+        if y.ndim == 2 and y.shape[1] > 1:  # one-hot or probability rows
+            if y.dtype.kind not in "biuf":
+                raise DataError(f"{where}: one-hot targets must be numbers")
+            if y.shape[1] != output_units:
+                raise UnitsMismatch(f"{where}: {y.shape[1]} one-hot columns but the last layer has {output_units} units")
+            return Encoding("categorical", [str(i) for i in range(y.shape[1])], numeric=True)
+        try:
+            labels, numeric = _label_strings(y.reshape(-1) if y.ndim > 1 else y)
+        except ValueError as exc:
+            raise DataError(f"{where}: {exc}") from None
+        classes = _sort_classes(labels, numeric)
+        if len(classes) > MAX_CLASSES:
+            raise DataError(f"{where}: {len(classes)} distinct classes; is this a regression target?")
+        if numeric and all(0 <= int(c) < output_units for c in classes):
+            classes = [str(i) for i in range(output_units)]  # integer labels index the outputs
+        if len(classes) != output_units:
+            raise UnitsMismatch(f"{where}: {len(classes)} classes ({_preview(classes)}) but the last layer has "
+                            f"{output_units} units; set layers[-1].units to {len(classes)}")
+        return Encoding("categorical", classes, numeric)
+    if loss == "binary_crossentropy":
+        if y.ndim == 2 and y.shape[1] > 1 or output_units > 1:
+            yy = y.reshape(len(y), -1)
+            if yy.dtype.kind not in "biuf" or not np.isin(yy, (0, 1)).all():
+                raise DataError(f"{where}: multi-label targets must be 0/1 columns")
+            if yy.shape[1] != output_units:
+                raise UnitsMismatch(f"{where}: {yy.shape[1]} target columns but the last layer has {output_units} units")
+            return Encoding("values")
+        try:
+            labels, numeric = _label_strings(y.reshape(-1))
+        except ValueError as exc:
+            raise DataError(f"{where}: {exc}") from None
+        classes = _sort_classes(labels, numeric)
+        if numeric and set(classes) <= {"0", "1"}:
+            classes = ["0", "1"]
+        if len(classes) != 2:
+            raise DataError(f"{where}: binary_crossentropy needs 2 classes, found {len(classes)} "
+                            f"({_preview(classes)}); use categorical_crossentropy with a softmax layer")
+        return Encoding("binary", classes, numeric)
+    if y.dtype.kind not in "biuf":
+        raise DataError(f"{where}: regression targets must be numbers, got text such as {str(y.reshape(-1)[0])[:30]!r}")
+    return Encoding("values")
+
+
+def encode_targets(table: Table, enc: Encoding, output_shape: tuple[int, ...]) -> np.ndarray:
+    """Targets as a float32 array shaped (examples, *output_shape)."""
+    y = table.y
+    where = f"{table.source}: target '{table.y_name}'"
+    n = len(y)
+    if enc.kind in ("categorical", "binary") and not (enc.kind == "categorical" and y.ndim == 2 and y.shape[1] > 1):
+        try:
+            labels, _ = _label_strings(y.reshape(-1))
+        except ValueError as exc:
+            raise DataError(f"{where}: {exc}") from None
+        uniq, inverse = np.unique(labels, return_inverse=True)
+        index = {c: i for i, c in enumerate(enc.classes)}
+        codes = np.array([index.get(str(u), -1) for u in uniq], dtype=np.int64)
+        if (codes < 0).any():
+            raise DataError(f"{where}: unknown class '{uniq[codes < 0][0]}' (the model knows {_preview(enc.classes)})")
+        idx = codes[inverse]
+        if enc.kind == "binary":
+            return idx.astype(np.float32).reshape(n, *output_shape)
+        return np.eye(len(enc.classes), dtype=np.float32)[idx].reshape(n, *output_shape)
+    arr = np.asarray(y, dtype=np.float32)
+    if arr.size != n * int(np.prod(output_shape)):
+        per = arr.size // max(n, 1)
+        raise UnitsMismatch(f"{where}: {per} target value(s) per example but the network outputs shape "
+                        f"{tuple(output_shape)}")
+    return arr.reshape(n, *output_shape)
+
+
+def decode(enc: Encoding, output: np.ndarray) -> np.ndarray:
+    """Predicted class names (classification) for network outputs."""
+    if enc.kind == "categorical":
+        return np.asarray(enc.classes)[np.argmax(output.reshape(len(output), -1), axis=1)]
+    if enc.kind == "binary":
+        return np.asarray(enc.classes)[(output.reshape(len(output)) > 0.5).astype(int)]
+    raise ValueError("regression outputs have no classes")
+
+
+# --- normalisation ------------------------------------------------------------
+
+@dataclass
+class Normalizer:
+    """x -> (x - shift) * scale, per input feature; fitted on the training split only."""
+
+    kind: str
+    shift: np.ndarray | None = None
+    scale: np.ndarray | None = None
+
+    @classmethod
+    def fit(cls, kind: str, x: np.ndarray) -> "Normalizer":
+        if kind == "none":
+            return cls("none")
+        x64 = x.astype(np.float64)
+        if kind == "standard":
+            shift, spread = x64.mean(axis=0), x64.std(axis=0)
+        else:
+            shift, spread = x64.min(axis=0), x64.max(axis=0) - x64.min(axis=0)
+        scale = np.where(spread > 0, 1.0 / np.where(spread > 0, spread, 1.0), 1.0)
+        return cls(kind, shift.astype(np.float32), scale.astype(np.float32))
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        if self.kind == "none":
+            return x
+        return ((x - self.shift) * self.scale).astype(np.float32)
+
+
+# --- splits and batches -------------------------------------------------------
+
+def split(n: int, fraction: float, rng: np.random.Generator, strata: np.ndarray | None = None
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded (train, validation) index arrays; stratified by `strata` when given."""
+    if fraction <= 0:
+        return np.arange(n), np.arange(0)
+    if strata is None:
+        perm = rng.permutation(n)
+        k = int(round(fraction * n))
+        return np.sort(perm[k:]), np.sort(perm[:k])
+    val = []
+    for cls in np.unique(strata):
+        members = np.flatnonzero(strata == cls)
+        members = members[rng.permutation(len(members))]
+        val.append(members[:int(round(fraction * len(members)))])
+    val_idx = np.sort(np.concatenate(val))
+    return np.setdiff1d(np.arange(n), val_idx), val_idx
+
+
+def batches(x: np.ndarray, t: np.ndarray | None, batch_size: int, order: np.ndarray | None = None
+            ) -> Iterator[tuple[np.ndarray, np.ndarray | None, np.ndarray]]:
+    """Minibatches of a fixed shape: the last one is padded with zero rows of weight 0.
+
+    Fixed shapes mean one compiled function (the JAX backend retraces per shape).
+    """
+    if order is not None:
+        x = x[order]
+        t = t[order] if t is not None else None
+    n = len(x)
+    for start in range(0, n, batch_size):
+        xb = x[start:start + batch_size]
+        tb = t[start:start + batch_size] if t is not None else None
+        w = np.ones(len(xb), dtype=np.float32)
+        if len(xb) < batch_size:
+            pad = batch_size - len(xb)
+            xb = np.concatenate([xb, np.zeros((pad, *xb.shape[1:]), dtype=xb.dtype)])
+            if tb is not None:
+                tb = np.concatenate([tb, np.zeros((pad, *tb.shape[1:]), dtype=tb.dtype)])
+            w = np.concatenate([w, np.zeros(pad, dtype=np.float32)])
+        yield xb, tb, w

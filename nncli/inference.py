@@ -1,0 +1,169 @@
+"""Using a checkpoint: `predict`, `evaluate` and `inspect`.
+
+The network is rebuilt from the config stored in the checkpoint, every
+parameter's shape is checked against it, and the stored normalisation and
+label encoding are applied, so a checkpoint from anyone works the same way.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import yaml
+
+from nncli import backend, checkpoint, data, fileio, network
+from nncli import spec as spec_mod
+from nncli.errors import CheckpointError, DataError, NncliError
+
+PREDICT_BATCH = 1024
+
+
+@dataclass
+class Loaded:
+    path: str
+    ck: checkpoint.Checkpoint
+    config: dict[str, Any]
+    net: network.Network
+
+
+def load_model(path: str | os.PathLike, compile_backend: bool = True) -> Loaded:
+    where = str(path)
+    ck = checkpoint.load(where)
+    try:
+        config = yaml.safe_load(ck.config_yaml)
+    except yaml.YAMLError:
+        raise CheckpointError(f"{where}: damaged checkpoint: the stored config is not valid YAML") from None
+    if not isinstance(config, dict) or "layers" not in config:
+        raise CheckpointError(f"{where}: damaged checkpoint: the stored config has no layers")
+    try:
+        layers = spec_mod.parse_layers(config["layers"], f"{where}:/config")
+        net = network.Network(layers, ck.input_shape)
+    except (NncliError, network.LayerShapeError) as exc:
+        raise CheckpointError(f"{where}: the stored network cannot be rebuilt: {exc}") from None
+    params, state = net.initial_values(np.random.default_rng(0))
+    for key, value in {**params, **state}.items():
+        if key not in ck.params:
+            raise CheckpointError(f"{where}: damaged checkpoint: missing /params/{key}")
+        if tuple(ck.params[key].shape) != tuple(np.shape(value)):
+            raise CheckpointError(f"{where}: damaged checkpoint: /params/{key} has shape "
+                                  f"{tuple(ck.params[key].shape)}, the network needs {tuple(np.shape(value))}")
+        if ck.params[key].dtype.kind == "f" and not np.isfinite(ck.params[key]).all():
+            raise CheckpointError(f"{where}: damaged checkpoint: /params/{key} has non-finite values")
+    if compile_backend:
+        choice = backend.choose(config.get("backend", "auto"), "cpu" if config.get("device") != "gpu" else "gpu")
+        backend.activate(choice)
+        net.create_shared({k: ck.params[k] for k in params}, {k: ck.params[k] for k in state})
+    return Loaded(where, ck, config, net)
+
+
+def _read_inputs(model: Loaded, path: str, with_targets: bool) -> data.Table:
+    ck = model.ck
+    table = data.read(path, None, ck.y_name, with_targets=with_targets, expect_x=ck.x_names or None)
+    if table.x.shape[1:] != ck.input_shape:
+        raise DataError(f"{path}: inputs of shape {table.x.shape[1:]} per example, the model expects {ck.input_shape}")
+    table.x = ck.normalizer.apply(table.x)
+    return table
+
+
+def outputs(model: Loaded, x: np.ndarray) -> np.ndarray:
+    """Network outputs for already-normalised inputs, computed in fixed-size batches."""
+    from nncli import model as model_mod
+
+    batch = max(1, min(PREDICT_BATCH, len(x)))
+    fn = model_mod.compile_predict(model.net, batch)
+    parts = list(model_mod.run_predict(fn, data.batches(x, None, batch)))
+    return np.concatenate(parts) if parts else np.zeros((0, *model.net.output_shape), np.float32)
+
+
+def _fmt(v: float) -> str:
+    return f"{float(v):.9g}"
+
+
+def prediction_rows(model: Loaded, out: np.ndarray, proba: bool) -> tuple[list[str], list[list[str]]]:
+    enc = model.ck.encoding
+    n = len(out)
+    if enc.kind in ("categorical", "binary"):
+        labels = data.decode(enc, out)
+        header = ["label"]
+        if enc.kind == "binary":
+            p1 = out.reshape(n)
+            probs = np.stack([1.0 - p1, p1], axis=1)
+        else:
+            probs = out.reshape(n, -1)
+        if proba:
+            header += [f"p_{c}" for c in enc.classes]
+        rows = [[str(lab)] + ([_fmt(v) for v in pr] if proba else []) for lab, pr in zip(labels, probs)]
+        return header, rows
+    flat = out.reshape(n, -1)
+    name = model.ck.y_name or "output"
+    header = [name] if flat.shape[1] == 1 else [f"{name}_{i}" for i in range(flat.shape[1])]
+    return header, [[_fmt(v) for v in row] for row in flat]
+
+
+def write_output(path: str | os.PathLike, text: str) -> None:
+    if Path(path).is_dir():
+        raise DataError(f"{path}: is a folder; give a file name for the output")
+    try:
+        fileio.write_text(path, text)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot write: {exc.strerror or exc}; nothing was written") from None
+
+
+def predict(model_path: str, input_path: str, output: str | None = None, proba: bool = True,
+            stream: TextIO | None = None) -> int:
+    """Write predictions as CSV to `output` (atomically) or to `stream`; return the row count."""
+    model = load_model(model_path)
+    table = _read_inputs(model, input_path, with_targets=False)
+    header, rows = prediction_rows(model, outputs(model, table.x), proba)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    if output:
+        write_output(output, buf.getvalue())
+    elif stream is not None:
+        stream.write(buf.getvalue())
+    return len(rows)
+
+
+@dataclass
+class Evaluation:
+    metrics: dict[str, float]
+    examples: int
+
+
+def evaluate(model_path: str | os.PathLike, data_path: str) -> Evaluation:
+    """Loss and metrics of a checkpoint on a labelled file."""
+    from nncli import model as model_mod
+
+    model = load_model(model_path)
+    table = _read_inputs(model, data_path, with_targets=True)
+    t = data.encode_targets(table, model.ck.encoding, model.net.output_shape)
+    metrics = list(model.config.get("metrics") or [])
+    batch = max(1, min(PREDICT_BATCH, len(table.x)))
+    fn = model_mod.compile_eval(model.net, model.ck.loss, metrics, batch)
+    return Evaluation(model_mod.run_sums(fn, data.batches(table.x, t, batch)), len(table.x))
+
+
+def inspect(model_path: str) -> dict[str, Any]:
+    """What is in a checkpoint: layers, shapes, parameter counts, history, config."""
+    model = load_model(model_path, compile_backend=False)
+    ck = model.ck
+    trainable = {k: v for k, v in ck.params.items() if k in ck.trainable}
+    rows = model.net.summary(trainable)
+    return {
+        "path": model.path, "epoch": ck.epoch, "step": ck.step, "created": ck.created,
+        "nncli_version": ck.nncli_version, "backend": ck.backend, "task": ck.task, "loss": ck.loss,
+        "input_shape": list(ck.input_shape),
+        "layers": [{"name": n, "type": t, "output_shape": list(s), "params": c} for n, t, s, c in rows],
+        "total_params": int(sum(r[3] for r in rows)),
+        "classes": ck.encoding.classes, "normalization": ck.normalizer.kind,
+        "best_epoch": ck.best_epoch, "best_value": ck.best_value,
+        "history": ck.history, "config": ck.config_yaml,
+    }

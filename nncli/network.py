@@ -1,0 +1,106 @@
+"""Spec -> layers -> symbolic graph.
+
+A :class:`Network` knows its layers, the shape after each (checked at
+validation time, before anything is compiled), its parameters as shared
+variables named ``<layer>/<param>``, and builds the forward graph for
+training (dropout on, batch statistics) or inference from the same spec.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import pytensor
+
+from nncli import activations
+from nncli.layers import LAYERS, Context, Layer, ShapeError
+from nncli.spec import LayerSpec, Spec
+
+
+class Network:
+    def __init__(self, layer_specs: Sequence[LayerSpec], input_shape: tuple[int, ...]):
+        self.specs = tuple(layer_specs)
+        self.input_shape = tuple(int(d) for d in input_shape)
+        self.layers: list[Layer] = [LAYERS.get(s.type)(s.name, dict(s.config)) for s in self.specs]
+        self.shapes: list[tuple[int, ...]] = []
+        shape = self.input_shape
+        for spec, layer in zip(self.specs, self.layers):
+            try:
+                shape = tuple(int(d) for d in layer.output_shape(shape))
+            except ShapeError as exc:
+                raise LayerShapeError(spec, str(exc)) from None
+            self.shapes.append(shape)
+        self.params: dict[str, Any] = {}   # "<layer>/<param>" -> shared (trainable)
+        self.state: dict[str, Any] = {}    # "<layer>/<name>" -> shared (non-trainable)
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return self.shapes[-1]
+
+    @property
+    def last_activation(self) -> str | None:
+        for layer in reversed(self.layers):
+            if layer.activation is not None:
+                return layer.activation
+            if layer.keys:  # a layer with its own output (e.g. a recurrent layer) ends the search
+                return None
+        return None
+
+    def initial_values(self, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Initial (trainable parameters, non-trainable state), drawn from `rng` in layer order."""
+        params, state = {}, {}
+        shape = self.input_shape
+        for layer, out_shape in zip(self.layers, self.shapes):
+            params.update({f"{layer.name}/{n}": v for n, v in layer.init_params(shape, rng).items()})
+            state.update({f"{layer.name}/{n}": v for n, v in layer.init_state(shape).items()})
+            shape = out_shape
+        return params, state
+
+    def create_shared(self, params: dict[str, np.ndarray], state: dict[str, np.ndarray]) -> None:
+        floatx = pytensor.config.floatX
+
+        def shared(key, value):
+            arr = np.asarray(value)
+            return pytensor.shared(arr.astype(floatx) if arr.dtype.kind == "f" else arr, name=key)
+
+        self.params = {k: shared(k, v) for k, v in params.items()}
+        self.state = {k: shared(k, v) for k, v in state.items()}
+
+    def values(self) -> dict[str, np.ndarray]:
+        return {k: np.asarray(v.get_value()) for k, v in {**self.params, **self.state}.items()}
+
+    def set_values(self, values: dict[str, np.ndarray]) -> None:
+        for key, var in {**self.params, **self.state}.items():
+            var.set_value(np.asarray(values[key], dtype=var.dtype))
+
+    def forward(self, x, ctx: Context):
+        """Return (output, pre-activation of the last layer, last activation name)."""
+        z, act = x, None
+        for layer in self.layers:
+            params = {k.split("/", 1)[1]: v for k, v in {**self.params, **self.state}.items()
+                      if k.split("/", 1)[0] == layer.name}
+            z = layer.linear(x, params, ctx)
+            act = layer.activation
+            x = activations.apply(act, z) if act else z
+        return x, z, act
+
+    def summary(self, params: dict[str, np.ndarray]) -> list[tuple[str, str, tuple[int, ...], int]]:
+        """(name, type, output shape, trainable parameter count) per layer."""
+        return [(layer.name, spec.type, out_shape,
+                 sum(int(np.prod(np.shape(v))) for k, v in params.items() if k.split("/", 1)[0] == layer.name))
+                for spec, layer, out_shape in zip(self.specs, self.layers, self.shapes)]
+
+
+class LayerShapeError(Exception):
+    def __init__(self, spec: LayerSpec, message: str):
+        super().__init__(message)
+        self.spec, self.message = spec, message
+
+
+def build(spec: Spec, input_shape: tuple[int, ...]) -> Network:
+    """Build a network for `spec` on inputs of `input_shape`; shape errors name the layer."""
+    try:
+        return Network(spec.layers, input_shape)
+    except LayerShapeError as exc:
+        raise spec.error(exc.spec.path, f"{exc.spec.type} '{exc.spec.name}': {exc.message}") from None

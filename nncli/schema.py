@@ -1,0 +1,197 @@
+"""Small composable validators for config values.
+
+A validator is a callable ``(value, path) -> value`` that returns the
+(normalised) value or raises :class:`Invalid` with the key path and what is
+allowed. Layers, optimizers and the top-level spec declare their keys with
+these, so every family validates the same way and every error names its key.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from nncli.registry import Registry, UnknownName, did_you_mean
+
+Validator = Callable[[Any, str], Any]
+
+REQUIRED = object()  # marker default: the key must be given
+
+
+class Invalid(Exception):
+    """A bad config value: the key path and a message saying what is allowed."""
+
+    def __init__(self, path: str, message: str):
+        super().__init__(f"{path}: {message}")
+        self.path, self.message = path, message
+
+
+def show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "a list", dict: "a mapping"}.get(type(value), type(value).__name__)
+
+
+def integer(min: int | None = None, max: int | None = None) -> Validator:
+    def check(value, path):
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+                value = int(value)
+            else:
+                raise Invalid(path, f"expected an integer{_range(min, max)}, got {show(value)}")
+        if (min is not None and value < min) or (max is not None and value > max):
+            raise Invalid(path, f"expected an integer{_range(min, max)}, got {value}")
+        return value
+    return check
+
+
+def number(min: float | None = None, max: float | None = None,
+           min_open: bool = False, max_open: bool = False) -> Validator:
+    def describe():
+        parts = []
+        if min is not None:
+            parts.append(f"{'>' if min_open else '>='} {min}")
+        if max is not None:
+            parts.append(f"{'<' if max_open else '<='} {max}")
+        return "a number" + (" " + " and ".join(parts) if parts else "")
+
+    def check(value, path):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise Invalid(path, f"expected {describe()}, got {show(value)}")
+        value = float(value)
+        if not math.isfinite(value):
+            raise Invalid(path, f"expected a finite number, got {value}")
+        if min is not None and (value < min or (min_open and value == min)):
+            raise Invalid(path, f"expected {describe()}, got {value}")
+        if max is not None and (value > max or (max_open and value == max)):
+            raise Invalid(path, f"expected {describe()}, got {value}")
+        return value
+    return check
+
+
+def _range(min, max) -> str:
+    if min is not None and max is not None:
+        return f" from {min} to {max}"
+    if min is not None:
+        return f" >= {min}"
+    if max is not None:
+        return f" <= {max}"
+    return ""
+
+
+def boolean() -> Validator:
+    def check(value, path):
+        if not isinstance(value, bool):
+            raise Invalid(path, f"expected true or false, got {show(value)}")
+        return value
+    return check
+
+
+def string(nonempty: bool = True) -> Validator:
+    def check(value, path):
+        if not isinstance(value, str) or (nonempty and not value.strip()):
+            raise Invalid(path, f"expected a non-empty string, got {show(value)}")
+        return value
+    return check
+
+
+def choice(*options: str) -> Validator:
+    def check(value, path):
+        if value not in options:
+            hint = did_you_mean(value, list(options)) if isinstance(value, str) else ""
+            raise Invalid(path, f"expected one of {', '.join(options)}, got {show(value)}{hint}")
+        return value
+    return check
+
+
+def name_in(registry: Registry) -> Validator:
+    def check(value, path):
+        if not isinstance(value, str):
+            raise Invalid(path, f"expected a {registry.family} name (one of {', '.join(registry.names())}), "
+                                f"got {show(value)}")
+        try:
+            registry.get(value)
+        except UnknownName as exc:
+            raise Invalid(path, exc.describe()) from None
+        return value
+    return check
+
+
+def optional(inner: Validator) -> Validator:
+    def check(value, path):
+        return None if value is None else inner(value, path)
+    return check
+
+
+def list_of(inner: Validator, min_len: int = 0, max_len: int | None = None) -> Validator:
+    def check(value, path):
+        if not isinstance(value, list):
+            raise Invalid(path, f"expected a list, got {_kind(value)} {show(value)}")
+        if len(value) < min_len or (max_len is not None and len(value) > max_len):
+            span = f"{min_len} to {max_len}" if max_len is not None else f"at least {min_len}"
+            raise Invalid(path, f"expected a list of {span} items, got {len(value)}")
+        return [inner(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    return check
+
+
+def int_tuple(length: int, min: int = 1) -> Validator:
+    """An int (repeated) or a list of `length` ints, e.g. kernel_size: 3 or [3, 3]."""
+    one = integer(min=min)
+
+    def check(value, path):
+        if isinstance(value, list):
+            if len(value) != length:
+                raise Invalid(path, f"expected {length} integers, got {len(value)}")
+            return tuple(one(v, f"{path}[{i}]") for i, v in enumerate(value))
+        return (one(value, path),) * length
+    return check
+
+
+def either(*validators: Validator, expected: str) -> Validator:
+    def check(value, path):
+        for v in validators:
+            try:
+                return v(value, path)
+            except Invalid:
+                continue
+        raise Invalid(path, f"expected {expected}, got {show(value)}")
+    return check
+
+
+@dataclass(frozen=True)
+class Key:
+    validator: Validator
+    default: Any = REQUIRED
+    doc: str = ""
+
+
+def mapping(value: Any, path: str, keys: dict[str, Key], what: str = "mapping") -> dict[str, Any]:
+    """Validate a mapping against declared keys: unknown keys, missing keys, each value."""
+    if not isinstance(value, dict):
+        raise Invalid(path or "(top level)", f"expected a {what}, got {_kind(value)} {show(value)}")
+    out = {}
+    for key in value:
+        if key not in keys:
+            known = sorted(keys)
+            raise Invalid(_join(path, key), f"unknown key{did_you_mean(str(key), known)}; "
+                                             f"allowed: {', '.join(known)}")
+    for key, spec in keys.items():
+        sub = _join(path, key)
+        if key in value:
+            out[key] = spec.validator(value[key], sub)
+        elif spec.default is REQUIRED:
+            raise Invalid(sub, f"missing required key ({spec.doc or 'no default'})")
+        else:
+            out[key] = spec.default
+    return out
+
+
+def _join(path: str, key: Any) -> str:
+    return f"{path}.{key}" if path else str(key)

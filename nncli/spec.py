@@ -1,0 +1,332 @@
+"""YAML config -> validated, frozen spec.
+
+Everything is checked before anything is compiled: unknown keys, types,
+ranges, names (with "did you mean"), paths of data files. Each error is one
+line naming the config file, the key path, the YAML line and what is
+allowed. Layer shapes are checked against the data in :mod:`nncli.network`
+(they need the data's shape), with the same kind of message.
+
+YAML is read with PyYAML's safe loader only; aliases are followed with a
+node budget so an alias bomb is an error, not an out-of-memory.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+import yaml
+
+from nncli.errors import ConfigError
+from nncli.layers import LAYERS
+from nncli.losses import CLASSIFICATION_LOSSES, LOSSES, METRICS
+from nncli.optimizers import OPTIMIZERS
+from nncli.registry import did_you_mean
+from nncli.schema import (Invalid, Key, boolean, choice, either, integer, list_of, mapping, name_in,
+                          number, optional, show, string)
+
+MAX_CONFIG_BYTES = 1_000_000
+MAX_NODES = 20_000
+MAX_DEPTH = 50
+
+
+# --- YAML with line numbers ---------------------------------------------------
+
+def _walk(node: yaml.Node, path: str, lines: dict[str, int], budget: list[int], depth: int, where: str) -> None:
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise ConfigError(f"{where}: the config is too large (more than {MAX_NODES} values after "
+                          f"expanding YAML aliases)")
+    if depth > MAX_DEPTH:
+        raise ConfigError(f"{where}: {path or '(top level)'} (line {node.start_mark.line + 1}): "
+                          f"nested more than {MAX_DEPTH} levels deep")
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen = set()
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"
+            sub = f"{path}.{key}" if path else str(key)
+            if key in seen:
+                raise ConfigError(f"{where}: {sub} (line {key_node.start_mark.line + 1}): duplicate key")
+            seen.add(key)
+            _walk(value_node, sub, lines, budget, depth + 1, where)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _walk(item, f"{path}[{i}]", lines, budget, depth + 1, where)
+
+
+def load_yaml(path: str | os.PathLike) -> tuple[Any, dict[str, int]]:
+    """Read a YAML file safely; return the data and a map key-path -> line number."""
+    where = str(path)
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"{where}: config file not found")
+    if p.is_dir():
+        raise ConfigError(f"{where}: is a folder, expected a YAML config file")
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read config file: {exc.strerror}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{where}: config file is larger than {MAX_CONFIG_BYTES // 1000} kB")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{where}: not UTF-8 text (bad byte at offset {exc.start})") from None
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise ConfigError(f"{where}: the config file is empty")
+        lines: dict[str, int] = {}
+        _walk(node, "", lines, [MAX_NODES], 0, where)
+        data = loader.construct_document(node)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = (exc.problem or exc.context or "invalid YAML").strip()
+        raise ConfigError(f"{where}: invalid YAML{at}: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: invalid YAML: {str(exc).splitlines()[0]}") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: the config is nested too deeply") from None
+    finally:
+        loader.dispose()
+    return data, lines
+
+
+# --- the spec -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LayerSpec:
+    index: int
+    type: str
+    name: str
+    config: Mapping[str, Any]
+
+    @property
+    def path(self) -> str:
+        return f"layers[{self.index}]"
+
+
+@dataclass(frozen=True)
+class Spec:
+    source: str                      # the config file, as given
+    cfg: Mapping[str, Any]           # every top-level key, defaults filled in, paths resolved
+    layers: tuple[LayerSpec, ...]
+    lines: Mapping[str, int]
+
+    def __getitem__(self, key: str) -> Any:
+        return self.cfg[key]
+
+    @property
+    def task(self) -> str:
+        return "classification" if self.cfg["loss"] in CLASSIFICATION_LOSSES else "regression"
+
+    def error(self, path: str, message: str, exit_code: int = 2) -> ConfigError:
+        return ConfigError(located(self.source, self.lines, path, message), exit_code)
+
+    def resolved(self) -> dict[str, Any]:
+        """The full config as plain data (what the checkpoint stores)."""
+        out = {k: _plain(v) for k, v in self.cfg.items()}
+        out["layers"] = [{"type": l.type, "name": l.name, **_plain(l.config)} for l in self.layers]
+        return out
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.resolved(), sort_keys=False)
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, Mapping):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    return v
+
+
+def located(source: str, lines: Mapping[str, int], path: str, message: str) -> str:
+    probe = path
+    while probe and probe not in lines:  # a missing key: point at its parent
+        probe = probe.rsplit(".", 1)[0] if "." in probe else (probe.rsplit("[", 1)[0] if "[" in probe else "")
+    line = lines.get(probe)
+    at = f" (line {line})" if line else ""
+    return f"{source}: {path}{at}: {message}"
+
+
+def _path_or_fraction(base: Path, what: str):
+    def check(value, path):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return number(min=0.0, max=1.0, max_open=True)(value, path)
+        return _data_path(base, what)(value, path)
+    return check
+
+
+def _data_path(base: Path, what: str):
+    def check(value, path):
+        value = string()(value, path)
+        p = (base / value).resolve() if not os.path.isabs(value) else Path(value)
+        if not p.exists():
+            raise Invalid(path, f"{what} file not found: {p}")
+        if p.suffix.lower() not in (".csv", ".h5", ".hdf5"):
+            raise Invalid(path, f"expected a .csv, .h5 or .hdf5 file, got '{p.name}'")
+        return str(p)
+    return check
+
+
+def _columns():
+    return either(string(), list_of(string(), min_len=1), expected="a column/dataset name or a list of column names")
+
+
+def data_keys(base: Path) -> dict[str, Key]:
+    return {
+        "train": Key(_data_path(base, "training data"), doc="path of the training data (.csv or .h5)"),
+        "x": Key(optional(_columns()), None, "inputs: HDF5 dataset (default x) or CSV columns (default all but y)"),
+        "y": Key(optional(string()), None, "targets: HDF5 dataset (default y) or CSV column (default the last)"),
+        "validation": Key(optional(_path_or_fraction(base, "validation")), None,
+                          "fraction in [0, 1) held out (seeded, stratified), or a data file"),
+        "test": Key(optional(_data_path(base, "test")), None, "a labelled file evaluated after training"),
+        "normalize": Key(choice("none", "standard", "minmax"), "none", "input normalisation"),
+        "shuffle": Key(boolean(), True, "shuffle training examples each epoch"),
+    }
+
+
+def _optimizer(value, path):
+    if isinstance(value, str):
+        value = {"type": value}
+    if not isinstance(value, dict):
+        raise Invalid(path, f"expected an optimizer name or a mapping with 'type', got {show(value)}")
+    if "type" not in value:
+        raise Invalid(f"{path}.type", f"missing required key (one of {', '.join(OPTIMIZERS.names())})")
+    kind = name_in(OPTIMIZERS)(value["type"], f"{path}.type")
+    cls = OPTIMIZERS.get(kind)
+    rest = {k: v for k, v in value.items() if k != "type"}
+    if "learning_rate" in rest:
+        raise Invalid(f"{path}.learning_rate", "set the learning rate with the top-level key learning_rate")
+    return {"type": kind, **mapping(rest, path, cls.keys, "optimizer mapping")}
+
+
+def _early_stopping(value, path):
+    keys = {
+        "monitor": Key(string(), "val_loss", "what to watch: loss, val_loss, val_<metric>, <metric>"),
+        "mode": Key(choice("auto", "min", "max"), "auto", "min for losses and errors, max for accuracy"),
+        "patience": Key(integer(min=0), 10, "epochs without improvement before stopping"),
+        "min_delta": Key(number(min=0.0), 0.0, "smallest change that counts as improvement"),
+        "restore_best": Key(boolean(), True, "model.h5 holds the best epoch"),
+    }
+    if value is False or value is None:
+        return None
+    if value is True:
+        value = {}
+    return mapping(value, path, keys, "mapping (or true/false)")
+
+
+def top_keys(base: Path) -> dict[str, Key]:
+    return {
+        "name": Key(string(), None, "run name (default: the config file's name)"),
+        "seed": Key(integer(min=0, max=2**32 - 1), 0, "random seed"),
+        "device": Key(choice("cpu", "gpu", "auto"), "auto", "where to train"),
+        "backend": Key(choice("auto", "jax", "numba", "c"), "auto", "PyTensor backend"),
+        "data": Key(lambda v, p: mapping(v, p, data_keys(base)), doc="the data section"),
+        "layers": Key(list_of(lambda v, p: v, min_len=1, max_len=1000), doc="the list of layers"),
+        "loss": Key(optional(name_in(LOSSES)), None, "loss (default from the last activation)"),
+        "metrics": Key(optional(list_of(name_in(METRICS))), None, "metrics (default accuracy or mae)"),
+        "optimizer": Key(_optimizer, {"type": "adam"}, "optimizer"),
+        "learning_rate": Key(optional(number(min=0.0, min_open=True, max=1e3)), None, "learning rate"),
+        "epochs": Key(integer(min=1, max=1_000_000), 10, "number of epochs"),
+        "batch_size": Key(integer(min=1, max=1_000_000), 32, "examples per minibatch"),
+        "early_stopping": Key(_early_stopping, "default", "early stopping"),
+        "output": Key(optional(string()), None, "output folder (default runs/<name>)"),
+        "checkpoint_interval": Key(number(min=0.0), 5.0,
+                                   "seconds between checkpoint writes (0: after every epoch); "
+                                   "the last epoch and interrupts always write"),
+    }
+
+
+def _layer(item: Any, path: str, index: int) -> LayerSpec:
+    if not isinstance(item, dict):
+        raise Invalid(path, f"expected a mapping with 'type' (e.g. {{type: dense, units: 10}}), got {show(item)}")
+    if "type" not in item:
+        raise Invalid(f"{path}.type", f"missing required key (one of {', '.join(LAYERS.names())})")
+    kind = name_in(LAYERS)(item["type"], f"{path}.type")
+    cls = LAYERS.get(kind)
+    rest = {k: v for k, v in item.items() if k not in ("type", "name")}
+    config = mapping(rest, path, cls.keys, "layer mapping")
+    name = item.get("name", f"{kind}_{index + 1}")
+    name = string()(name, f"{path}.name")
+    if "/" in name or name.startswith("."):
+        raise Invalid(f"{path}.name", f"layer names may not contain '/' or start with '.', got {show(name)}")
+    return LayerSpec(index, kind, name, MappingProxyType(config))
+
+
+def parse_layers(items: Any, source: str, lines: Mapping[str, int] | None = None) -> tuple[LayerSpec, ...]:
+    """Validate just the layers list (used when rebuilding a network from a checkpoint)."""
+    try:
+        layers = list_of(lambda v, p: v, min_len=1)(items, "layers")
+        return tuple(_layer(item, f"layers[{i}]", i) for i, item in enumerate(layers))
+    except Invalid as exc:
+        raise ConfigError(located(source, lines or {}, exc.path, exc.message)) from None
+
+
+def _default_loss(layers: tuple[LayerSpec, ...]) -> str:
+    last_act = next((l.config.get("activation") for l in reversed(layers) if "activation" in l.config), None)
+    if last_act == "softmax":
+        return "categorical_crossentropy"
+    if last_act == "sigmoid":
+        return "binary_crossentropy"
+    return "mse"
+
+
+def load(path: str | os.PathLike, overrides: Mapping[str, Any] | None = None) -> Spec:
+    """Read and validate a config file. `overrides` replace top-level keys (CLI options)."""
+    source = str(path)
+    data, lines = load_yaml(path)
+    if isinstance(data, dict):
+        data = {**data, **{k: v for k, v in (overrides or {}).items() if v is not None}}
+    return from_dict(data, source, lines, base=Path(path).resolve().parent)
+
+
+def from_dict(data: Any, source: str, lines: Mapping[str, int] | None = None, base: Path | None = None) -> Spec:
+    lines = lines or {}
+    base = base or Path.cwd()
+    try:
+        cfg = mapping(data, "", top_keys(base), "mapping of config keys")
+        layers = tuple(_layer(item, f"layers[{i}]", i) for i, item in enumerate(cfg.pop("layers")))
+        names = [l.name for l in layers]
+        for l in layers:
+            if names.count(l.name) > 1:
+                raise Invalid(f"{l.path}.name", f"duplicate layer name '{l.name}'")
+    except Invalid as exc:
+        raise ConfigError(located(source, lines, exc.path, exc.message)) from None
+    if cfg["name"] is None:
+        cfg["name"] = Path(source).stem
+    if cfg["loss"] is None:
+        cfg["loss"] = _default_loss(layers)
+    classification = cfg["loss"] in CLASSIFICATION_LOSSES
+    if cfg["metrics"] is None:
+        cfg["metrics"] = ["accuracy"] if classification else ["mae"]
+    elif "accuracy" in cfg["metrics"] and not classification:
+        i = cfg["metrics"].index("accuracy")
+        raise ConfigError(located(source, lines, f"metrics[{i}]",
+                                  f"accuracy needs a classification loss ({', '.join(CLASSIFICATION_LOSSES)}), "
+                                  f"the loss is {cfg['loss']}"))
+    if cfg["learning_rate"] is None:
+        cfg["learning_rate"] = OPTIMIZERS.get(cfg["optimizer"]["type"]).default_learning_rate
+    has_validation = cfg["data"]["validation"] not in (None, 0.0)
+    if cfg["early_stopping"] == "default":
+        cfg["early_stopping"] = _early_stopping({}, "early_stopping") if has_validation else None
+    es = cfg["early_stopping"]
+    if es is not None:
+        allowed = ["loss"] + [m for m in cfg["metrics"]]
+        allowed += [f"val_{m}" for m in allowed] if has_validation else []
+        if es["monitor"] not in allowed:
+            raise ConfigError(located(source, lines, "early_stopping.monitor",
+                                      f"cannot monitor '{es['monitor']}'{did_you_mean(es['monitor'], allowed)}; "
+                                      f"allowed: {', '.join(allowed)}"))
+    if cfg["output"] is None:
+        cfg["output"] = str(Path("runs") / cfg["name"])
+    elif not os.path.isabs(cfg["output"]):
+        cfg["output"] = str((base / cfg["output"]).resolve())
+    return Spec(source, MappingProxyType(cfg), layers, MappingProxyType(dict(lines)))

@@ -1,0 +1,395 @@
+"""`nncli train`: data -> network -> one compiled step -> epoch loop -> checkpoints.
+
+The loop does O(1) Python work per batch (a call of the compiled step and a
+few scalar additions); shuffling is one numpy permutation per epoch.
+
+Files in the output folder:
+  last.h5      the latest state, for --resume (written after every epoch and on Ctrl-C)
+  model.h5     the best epoch by the monitored value (the last epoch without validation)
+  metrics.csv  one row per epoch
+
+A checkpoint always describes a batch boundary: the epoch in progress, how
+many of its batches are done, the running sums and the shuffle generator's
+state at the start of that epoch. So resuming replays the same permutation
+and continues bit for bit, whether the run stopped at an epoch's end or was
+interrupted mid-epoch.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import signal
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from nncli import backend, checkpoint, data, fileio, network, optimizers, progress
+from nncli import spec as spec_mod
+from nncli.errors import CheckpointError, ConfigError, DataError, Interrupted, TrainingError
+
+MAX_METRICS = ("accuracy",)
+
+
+@dataclass
+class Prepared:
+    """Everything loaded and validated before compiling."""
+
+    spec: spec_mod.Spec
+    net: network.Network
+    encoding: data.Encoding
+    normalizer: data.Normalizer
+    x_train: np.ndarray
+    t_train: np.ndarray
+    x_val: np.ndarray | None
+    t_val: np.ndarray | None
+    x_names: list[str]
+    y_name: str | None
+
+
+@dataclass
+class Result:
+    output: Path
+    epochs_run: int
+    best_epoch: int
+    best: dict[str, float]
+    last: dict[str, float]
+    test: dict[str, float] | None
+    seconds: float
+    backend: str
+    stopped_early: bool = False
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+
+def _read_table(spec: spec_mod.Spec, path: str, key: str) -> data.Table:
+    d = spec["data"]
+    try:
+        return data.read(path, d["x"], d["y"])
+    except DataError as exc:
+        raise DataError(f"{exc.message} (from {spec.source}: data.{key})") from None
+
+
+def prepare(spec: spec_mod.Spec) -> Prepared:
+    d = spec["data"]
+    table = _read_table(spec, d["train"], "train")
+    if len(table.x) < 1:
+        raise DataError(f"{d['train']}: no examples")
+    net = network.build(spec, table.x.shape[1:])
+    last = spec.layers[-1]
+    try:
+        enc = data.fit_encoding(table, spec["loss"], net.output_shape[-1])
+        t_all = data.encode_targets(table, enc, net.output_shape)
+    except data.UnitsMismatch as exc:
+        raise spec.error(f"{last.path}", f"{exc.message}") from None
+    x_all = table.x
+    val = d["validation"]
+    if isinstance(val, str):
+        vt = _read_table(spec, val, "validation")
+        if vt.x.shape[1:] != x_all.shape[1:]:
+            raise DataError(f"{val}: inputs of shape {vt.x.shape[1:]} but the training data has {x_all.shape[1:]}")
+        x_tr, t_tr, x_va, t_va = x_all, t_all, vt.x, data.encode_targets(vt, enc, net.output_shape)
+    elif val:
+        strata = np.argmax(t_all.reshape(len(t_all), -1), axis=1) if enc.kind == "categorical" else (
+            t_all.reshape(-1) if enc.kind == "binary" else None)
+        tr_idx, va_idx = data.split(len(x_all), val, np.random.default_rng([spec["seed"], 1]), strata)
+        if len(tr_idx) == 0 or len(va_idx) == 0:
+            raise spec.error("data.validation", f"a fraction of {val} of {len(x_all)} examples leaves an empty "
+                                                f"{'training' if len(tr_idx) == 0 else 'validation'} set")
+        x_tr, t_tr, x_va, t_va = x_all[tr_idx], t_all[tr_idx], x_all[va_idx], t_all[va_idx]
+    else:
+        x_tr, t_tr, x_va, t_va = x_all, t_all, None, None
+    normalizer = data.Normalizer.fit(d["normalize"], x_tr)
+    x_tr = normalizer.apply(x_tr)
+    x_va = normalizer.apply(x_va) if x_va is not None else None
+    return Prepared(spec, net, enc, normalizer, np.ascontiguousarray(x_tr), np.ascontiguousarray(t_tr),
+                    x_va, t_va, table.x_names or [], table.y_name)
+
+
+def monitor_mode(monitor: str, mode: str = "auto") -> str:
+    if mode != "auto":
+        return mode
+    return "max" if monitor.split("val_", 1)[-1] in MAX_METRICS else "min"
+
+
+def _improved(value: float, best: float, mode: str, min_delta: float) -> bool:
+    if math.isnan(best):
+        return not math.isnan(value)
+    return value < best - min_delta if mode == "min" else value > best + min_delta
+
+
+@contextmanager
+def _signals_to_flag(flag: dict):
+    """SIGINT/SIGTERM set a flag the loop checks between batches (never mid-write)."""
+    def handler(signum, frame):
+        flag["signal"] = signum
+
+    previous = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        pass
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _write_metrics_csv(path: Path, history: Mapping[str, list[float]]) -> None:
+    keys = ["epoch"] + [k for k in history]
+    n = max((len(v) for v in history.values()), default=0)
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(keys)
+    for i in range(n):
+        writer.writerow([i + 1] + [repr(float(history[k][i])) if i < len(history[k]) else "" for k in history])
+    fileio.write_text(path, buf.getvalue())
+
+
+class _Saver:
+    """Writes last.h5, model.h5 and metrics.csv at most every `interval` seconds.
+
+    Checkpoints of finished epochs are staged in memory and written together,
+    so tiny epochs are not dominated by file writes; `flush` writes whatever
+    is staged (before an error, an interrupt or the end of training).
+    """
+
+    def __init__(self, out: Path, interval: float):
+        self.out, self.interval = out, interval
+        self.last: checkpoint.Checkpoint | None = None
+        self.best: checkpoint.Checkpoint | None = None
+        self.saved_at = time.perf_counter()
+
+    def stage(self, ck: checkpoint.Checkpoint, improved: bool) -> None:
+        self.last = ck
+        if improved:
+            self.best = ck
+
+    def maybe_flush(self, force: bool = False) -> None:
+        if force or time.perf_counter() - self.saved_at >= self.interval:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.best is not None:
+            checkpoint.save(self.best, self.out / "model.h5")
+            self.best = None
+        if self.last is not None:
+            checkpoint.save(self.last, self.out / "last.h5")
+            _write_metrics_csv(self.out / "metrics.csv", self.last.history)
+            self.last = None
+        self.saved_at = time.perf_counter()
+
+
+class Trainer:
+    def __init__(self, prep: Prepared, choice: backend.Choice, reporter: progress.Silent):
+        self.p, self.choice, self.r = prep, choice, reporter
+        s = prep.spec
+        self.spec = s
+        self.config_yaml = s.to_yaml()
+        self.out = Path(s["output"])
+        self.metrics = list(s["metrics"])
+        self.batch_size = min(s["batch_size"], len(prep.x_train))
+        es = s["early_stopping"]
+        has_val = prep.x_val is not None
+        self.monitor = es["monitor"] if es else ("val_loss" if has_val else None)
+        self.mode = monitor_mode(self.monitor, es["mode"] if es else "auto") if self.monitor else "min"
+        self.patience = es["patience"] if es else None
+        self.min_delta = es["min_delta"] if es else 0.0
+
+    # -- compile ---------------------------------------------------------------
+
+    def compile(self) -> None:
+        import pytensor
+
+        from nncli import model
+
+        s, net = self.spec, self.p.net
+        floatx = pytensor.config.floatX
+        self.lr = pytensor.shared(np.asarray(s["learning_rate"], dtype=floatx), name="learning_rate")
+        self.iterations = optimizers.iterations_variable()
+        opt_cfg = dict(s["optimizer"])
+        self.opt = optimizers.create(opt_cfg.pop("type"), opt_cfg)
+        self.r.info(f"compiling the training graph ({self.choice.backend})...")
+        t0 = time.perf_counter()
+        self.train_fn, self.opt_state = model.compile_train(
+            net, s["loss"], self.metrics, self.opt, self.lr, self.batch_size, self.iterations, seed=s["seed"])
+        n_eval = max(len(self.p.x_val) if self.p.x_val is not None else 0, 1)
+        self.eval_batch = min(max(self.batch_size, 256), n_eval) if self.p.x_val is not None else self.batch_size
+        self.eval_fn = model.compile_eval(net, s["loss"], self.metrics, self.eval_batch) \
+            if self.p.x_val is not None else None
+        self.compile_seconds = time.perf_counter() - t0
+
+    # -- state <-> checkpoint --------------------------------------------------
+
+    def _checkpoint(self, epoch: int, step: int, history, best_epoch, best_value, rng_state) -> checkpoint.Checkpoint:
+        net = self.p.net
+        values = net.values()
+        return checkpoint.Checkpoint(
+            config_yaml=self.config_yaml, input_shape=net.input_shape, task=self.spec.task,
+            loss=self.spec["loss"], params=values, trainable=list(net.params),
+            normalizer=self.p.normalizer, encoding=self.p.encoding, x_names=self.p.x_names,
+            y_name=self.p.y_name, epoch=epoch, step=step, backend=self.choice.backend,
+            optimizer_type=self.spec["optimizer"]["type"],
+            optimizer={k: np.asarray(v.get_value()) for k, v in self.opt_state.named().items()},
+            history={k: list(v) for k, v in history.items()}, rng=rng_state,
+            best_epoch=best_epoch, best_value=best_value)
+
+    def _restore(self, ck: checkpoint.Checkpoint, where: str) -> None:
+        net = self.p.net
+        expected = {k: v.get_value().shape for k, v in {**net.params, **net.state}.items()}
+        for key, shape in expected.items():
+            if key not in ck.params:
+                raise CheckpointError(f"{where}: has no parameter {key}; was it trained with a different config?")
+            if tuple(ck.params[key].shape) != tuple(shape):
+                raise CheckpointError(f"{where}: parameter {key} has shape {tuple(ck.params[key].shape)}, "
+                                      f"the config builds {tuple(shape)}")
+        net.set_values(ck.params)
+        for key, var in self.opt_state.named().items():
+            if key not in ck.optimizer:
+                raise CheckpointError(f"{where}: has no optimizer state {key} (optimizer changed since?)")
+            var.set_value(np.asarray(ck.optimizer[key], dtype=var.dtype).reshape(var.get_value().shape))
+
+    # -- the loop --------------------------------------------------------------
+
+    def fit(self, resume: bool = False) -> Result:
+        s, p, r = self.spec, self.p, self.r
+        epochs = s["epochs"]
+        seed = s["seed"]
+        self.out.mkdir(parents=True, exist_ok=True)
+        last_path, best_path = self.out / "last.h5", self.out / "model.h5"
+        shuffle_rng = np.random.default_rng([seed, 2])
+        params, state = p.net.initial_values(np.random.default_rng([seed, 0]))
+        p.net.create_shared(params, state)
+        self.compile()
+        r.info(f"compiled in {self.compile_seconds:.1f}s")
+
+        history: dict[str, list[float]] = {}
+        start_epoch, start_batch, sums = 0, 0, None
+        best_epoch, best_value = 0, float("nan")
+        if resume:
+            if not last_path.exists():
+                raise CheckpointError(f"{last_path}: nothing to resume (no last.h5 in {self.out})")
+            ck = checkpoint.load(last_path)
+            if ck.input_shape != p.net.input_shape:
+                raise CheckpointError(f"{last_path}: trained on inputs of shape {ck.input_shape}, "
+                                      f"the data has {p.net.input_shape}")
+            self._restore(ck, str(last_path))
+            history = {k: list(v) for k, v in ck.history.items()}
+            start_epoch = ck.epoch
+            start_batch = int(ck.rng.get("batch", 0))
+            sums = np.asarray(ck.rng["sums"], dtype=np.float64) if start_batch else None
+            shuffle_rng.bit_generator.state = ck.rng["shuffle"]
+            best_epoch, best_value = ck.best_epoch, ck.best_value
+            if start_epoch >= epochs:
+                r.info(f"{last_path} already has {start_epoch} epochs (epochs: {epochs}); nothing to do")
+            else:
+                r.info(f"resuming from {last_path} at epoch {start_epoch + 1}"
+                       + (f", batch {start_batch + 1}" if start_batch else ""))
+
+        n = len(p.x_train)
+        n_batches = -(-n // self.batch_size)
+        names = ["loss", *self.metrics]
+        flag: dict[str, Any] = {}
+        saver = _Saver(self.out, s["checkpoint_interval"])
+        t_start = time.perf_counter()
+        stopped_early = False
+        with _signals_to_flag(flag):
+            for epoch in range(start_epoch, epochs):
+                epoch_rng_state = shuffle_rng.bit_generator.state
+                order = shuffle_rng.permutation(n) if s["data"]["shuffle"] else None
+                first = start_batch if epoch == start_epoch else 0
+                totals = sums if (epoch == start_epoch and sums is not None) else np.zeros(len(names))
+                seen = float(min(first * self.batch_size, n))
+                r.epoch_start(epoch + 1, epochs, n_batches, first)
+                t0 = time.perf_counter()
+                for b, (xb, tb, wb) in enumerate(data.batches(p.x_train, p.t_train, self.batch_size, order)):
+                    if b < first:
+                        continue
+                    batch_sums = np.array([float(v) for v in self.train_fn.fn(xb, tb, wb)])
+                    if not math.isfinite(batch_sums[0]):
+                        r.close()
+                        saver.flush()
+                        kept = f"; kept the last good checkpoint {last_path}" if last_path.exists() else ""
+                        raise TrainingError(f"the loss became {batch_sums[0]} at epoch {epoch + 1}, batch {b + 1} "
+                                            f"(try a smaller learning_rate){kept}")
+                    totals = totals + batch_sums
+                    seen += float(wb.sum())
+                    r.batch(b + 1, {k: v / seen for k, v in zip(names, totals)}, int(seen))
+                    if flag.get("signal") and b + 1 < n_batches:
+                        r.close()
+                        saver.stage(self._checkpoint(epoch, int(self.iterations.get_value()), history, best_epoch,
+                                                     best_value, {"shuffle": epoch_rng_state, "batch": b + 1,
+                                                                  "sums": [float(v) for v in totals]}), False)
+                        saver.flush()
+                        self._interrupted(last_path, flag["signal"])
+                logs = {k: float(v / max(seen, 1.0)) for k, v in zip(names, totals)}
+                if self.eval_fn is not None:
+                    from nncli import model
+
+                    val = model.run_sums(self.eval_fn, data.batches(p.x_val, p.t_val, self.eval_batch))
+                    logs.update({f"val_{k}": v for k, v in val.items()})
+                seconds = time.perf_counter() - t0
+                for k, v in logs.items():
+                    history.setdefault(k, []).append(v)
+                history.setdefault("learning_rate", []).append(float(self.lr.get_value()))
+                history.setdefault("seconds", []).append(seconds)
+                r.epoch_end(epoch + 1, epochs, logs, seconds)
+                value = logs[self.monitor] if self.monitor else logs["loss"]
+                improved = self.monitor is None or _improved(value, best_value, self.mode, self.min_delta)
+                if improved:
+                    best_epoch, best_value = epoch + 1, value
+                stop = self.patience is not None and epoch + 1 - best_epoch > self.patience
+                saver.stage(self._checkpoint(epoch + 1, int(self.iterations.get_value()), history, best_epoch,
+                                             best_value, {"shuffle": shuffle_rng.bit_generator.state, "batch": 0,
+                                                          "sums": []}), improved)
+                saver.maybe_flush(force=stop or epoch + 1 == epochs or bool(flag.get("signal")))
+                if flag.get("signal"):
+                    self._interrupted(last_path, flag["signal"])
+                if stop:
+                    r.info(f"early stopping: {self.monitor} has not improved for {self.patience} epochs "
+                           f"(best {best_value:.4f} at epoch {best_epoch})")
+                    stopped_early = True
+                    break
+        elapsed = time.perf_counter() - t_start
+        if not best_path.exists():
+            raise CheckpointError(f"{best_path}: missing after training")
+        last_logs = {k: v[-1] for k, v in history.items() if k not in ("seconds", "learning_rate")} if history else {}
+        best_logs = {k: v[best_epoch - 1] for k, v in history.items()
+                     if k not in ("seconds", "learning_rate")} if history and best_epoch else {}
+        return Result(self.out, len(history.get("loss", [])), best_epoch, best_logs, last_logs, None,
+                      elapsed, self.choice.describe(), stopped_early, history)
+
+    def _interrupted(self, last_path: Path, signum: int) -> None:
+        raise Interrupted(f"interrupted; state saved to {last_path}; continue with: "
+                          f"nncli train {self.spec.source} --resume",
+                          exit_code=130 if signum == signal.SIGINT else 143)
+
+
+def train(config: str | os.PathLike, *, output: str | None = None, resume: bool = False,
+          epochs: int | None = None, seed: int | None = None, backend_name: str | None = None,
+          reporter: progress.Silent | None = None) -> Result:
+    """Train from a config file; the library entry point behind `nncli train`."""
+    reporter = reporter or progress.Silent()
+    overrides = {"epochs": epochs, "seed": seed, "backend": backend_name,
+                 "output": str(Path(output).resolve()) if output else None}
+    spec = spec_mod.load(config, overrides)
+    choice = backend.choose(spec["backend"], spec["device"])
+    backend.activate(choice)
+    prep = prepare(spec)
+    reporter.info(f"nncli: {spec['name']}: {len(prep.x_train)} training examples"
+                  + (f", {len(prep.x_val)} validation" if prep.x_val is not None else "")
+                  + f"; {choice.describe()}")
+    trainer = Trainer(prep, choice, reporter)
+    result = trainer.fit(resume=resume)
+    if spec["data"]["test"]:
+        from nncli import inference
+
+        result.test = inference.evaluate(result.output / "model.h5", spec["data"]["test"]).metrics
+    return result
