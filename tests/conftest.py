@@ -1,0 +1,80 @@
+"""Shared fixtures: small data files and trained runs, built once per session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+DATA = ROOT / "data"
+
+os.environ.setdefault("NNCLI_BACKEND", "jax")
+
+
+def nncli_executable() -> str:
+    """The installed `nncli` entry point next to this Python."""
+    exe = Path(sys.executable).with_name("nncli")
+    return str(exe) if exe.exists() else shutil.which("nncli")
+
+
+def write_config(folder: Path, text: str, name: str = "config.yaml") -> Path:
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="session")
+def xor_csv(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("xor")
+    path = folder / "xor.csv"
+    path.write_text("x1,x2,y\n0,0,0\n0,1,1\n1,0,1\n1,1,0\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def blobs_csv(tmp_path_factory) -> Path:
+    """Three well-separated 2-D classes with string labels, 90 rows."""
+    rng = np.random.default_rng(0)
+    centers = {"red": (0.0, 0.0), "green": (4.0, 0.0), "blue": (0.0, 4.0)}
+    rows = ["a,b,colour"]
+    for i in range(30):
+        for name, (cx, cy) in centers.items():
+            rows.append(f"{cx + rng.normal(0, .5):.4f},{cy + rng.normal(0, .5):.4f},{name}")
+    path = tmp_path_factory.mktemp("blobs") / "blobs.csv"
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+BLOBS_CONFIG = """
+name: blobs
+seed: 1
+data:
+  train: {train}
+  validation: 0.2
+  normalize: standard
+layers:
+  - {{type: dense, units: 8, activation: tanh}}
+  - {{type: dense, units: 3, activation: softmax}}
+optimizer: adam
+learning_rate: 0.05
+epochs: 6
+batch_size: 16
+checkpoint_interval: 0
+"""
+
+
+@pytest.fixture(scope="session")
+def blobs_run(tmp_path_factory, blobs_csv):
+    """A trained 3-class run (string labels, normalisation, validation split)."""
+    from nncli import trainer
+
+    folder = tmp_path_factory.mktemp("blobs_run")
+    config = write_config(folder, BLOBS_CONFIG.format(train=blobs_csv))
+    result = trainer.train(config, output=str(folder / "run"))
+    return result, config

@@ -1,0 +1,157 @@
+"""Training: determinism, exact resume, interrupts, NaN stop, checkpoint contents."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+
+import h5py
+import numpy as np
+import pytest
+
+from conftest import BLOBS_CONFIG, write_config
+from nncli import checkpoint, progress, trainer
+from nncli.errors import Interrupted, TrainingError
+
+
+def params_of(path):
+    with h5py.File(path, "r") as f:
+        out = {}
+        f["params"].visititems(lambda k, v: out.__setitem__(k, v[()]) if isinstance(v, h5py.Dataset) else None)
+        return out
+
+
+def assert_same_params(a, b):
+    pa, pb = params_of(a), params_of(b)
+    assert pa.keys() == pb.keys() and pa
+    for k in pa:
+        np.testing.assert_array_equal(pa[k], pb[k], err_msg=k)
+
+
+@pytest.fixture(scope="module")
+def blobs_config(tmp_path_factory, blobs_csv):
+    folder = tmp_path_factory.mktemp("cfg")
+    return write_config(folder, BLOBS_CONFIG.format(train=blobs_csv))
+
+
+@pytest.fixture(scope="module")
+def six_epochs(blobs_config, tmp_path_factory):
+    out = tmp_path_factory.mktemp("six") / "run"
+    trainer.train(blobs_config, output=str(out), epochs=6)
+    return out
+
+
+def test_same_seed_same_weights(blobs_config, six_epochs, tmp_path):
+    trainer.train(blobs_config, output=str(tmp_path / "again"), epochs=6)
+    assert_same_params(six_epochs / "last.h5", tmp_path / "again" / "last.h5")
+
+
+def test_other_seed_other_weights(blobs_config, six_epochs, tmp_path):
+    trainer.train(blobs_config, output=str(tmp_path / "other"), epochs=6, seed=99)
+    a, b = params_of(six_epochs / "last.h5"), params_of(tmp_path / "other" / "last.h5")
+    assert not np.array_equal(a["dense_1/W"], b["dense_1/W"])
+
+
+def test_resume_is_bit_exact(blobs_config, six_epochs, tmp_path):
+    out = tmp_path / "split"
+    trainer.train(blobs_config, output=str(out), epochs=3)
+    assert checkpoint.load(out / "last.h5").epoch == 3
+    result = trainer.train(blobs_config, output=str(out), epochs=6, resume=True)
+    assert result.epochs_run == 6
+    assert_same_params(six_epochs / "last.h5", out / "last.h5")
+    full, split = checkpoint.load(six_epochs / "last.h5"), checkpoint.load(out / "last.h5")
+    for key in full.optimizer:
+        np.testing.assert_array_equal(full.optimizer[key], split.optimizer[key], err_msg=key)
+    assert full.history["loss"] == split.history["loss"]
+
+
+class InterruptAt(progress.Silent):
+    """Sends this process SIGINT after a given batch of a given epoch."""
+
+    def __init__(self, epoch, batch):
+        self.epoch, self.at, self.current = epoch, batch, 0
+
+    def epoch_start(self, epoch, epochs, batches, start_batch=0):
+        self.current = epoch
+
+    def batch(self, done, logs, samples):
+        if self.current == self.epoch and done == self.at:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_interrupt_mid_epoch_saves_and_resumes_exactly(blobs_config, six_epochs, tmp_path):
+    out = tmp_path / "interrupted"
+    with pytest.raises(Interrupted) as info:
+        trainer.train(blobs_config, output=str(out), epochs=6, reporter=InterruptAt(epoch=4, batch=2))
+    assert info.value.exit_code == 130
+    assert "--resume" in info.value.message
+    ck = checkpoint.load(out / "last.h5")
+    assert (ck.epoch, ck.rng["batch"]) == (3, 2)
+    trainer.train(blobs_config, output=str(out), epochs=6, resume=True)
+    assert_same_params(six_epochs / "last.h5", out / "last.h5")
+
+
+def test_checkpoint_contents(six_epochs):
+    with h5py.File(six_epochs / "model.h5", "r") as f:
+        assert f.attrs["format"] == "nncli-checkpoint" and f.attrs["format_version"] == 1
+        assert set(f["params"]) == {"dense_1", "dense_2"}
+        assert f["params/dense_1/W"].shape == (2, 8)
+        assert set(f["optimizer"]) >= {"iterations", "m", "v"}
+        assert [c.decode() for c in f["labels/classes"][()]] == ["blue", "green", "red"]
+        assert f["normalization"].attrs["kind"] == "standard" and f["normalization/shift"].shape == (2,)
+        assert len(f["history/loss"]) >= 1 and "val_accuracy" in f["history"]
+        assert "layers:" in f["config"].attrs["yaml"]
+
+
+def test_metrics_csv_one_row_per_epoch(six_epochs):
+    with open(six_epochs / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"} <= set(rows[0])
+    ck = checkpoint.load(six_epochs / "last.h5")
+    assert [float(r["val_loss"]) for r in rows] == pytest.approx(ck.history["val_loss"])
+
+
+def test_best_model_is_best_val_loss_epoch(six_epochs):
+    ck = checkpoint.load(six_epochs / "model.h5")
+    losses = checkpoint.load(six_epochs / "last.h5").history["val_loss"]
+    assert ck.best_epoch == int(np.argmin(losses)) + 1
+    assert ck.epoch == ck.best_epoch
+
+
+REGRESSION = """
+data: {{train: {train}}}
+layers:
+  - {{type: dense, units: 4, activation: linear}}
+  - {{type: dense, units: 1}}
+optimizer: sgd
+learning_rate: {lr}
+batch_size: 8
+checkpoint_interval: 0
+"""
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 2))
+    data = tmp_path / "reg.csv"
+    data.write_text("a,b,y\n" + "".join(f"{a:.4f},{b:.4f},{3 * a - b:.4f}\n" for a, b in x))
+    config = write_config(tmp_path, REGRESSION.format(train=data, lr=0.01))
+    out = tmp_path / "run"
+    trainer.train(config, output=str(out), epochs=2)
+    before = {n: (out / n).read_bytes() for n in ("last.h5", "model.h5", "metrics.csv")}
+    write_config(tmp_path, REGRESSION.format(train=data, lr=1000))
+    with pytest.raises(TrainingError) as info:
+        trainer.train(config, output=str(out), epochs=4, resume=True)
+    assert info.value.exit_code == 1
+    assert "at epoch 3, batch" in info.value.message
+    assert "nan" in info.value.message.lower() or "inf" in info.value.message.lower()
+    assert {n: (out / n).read_bytes() for n in before} == before
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path, blobs_csv):
+    config = write_config(tmp_path, BLOBS_CONFIG.format(train=blobs_csv))
+    with pytest.raises(Exception) as info:
+        trainer.train(config, output=str(tmp_path / "none"), resume=True)
+    assert "nothing to resume" in str(info.value)
