@@ -111,20 +111,7 @@ def read_csv(path: str, x_cols: Sequence[str] | str | None, y_col: str | None, *
     header, body = _csv_rows(path)
     cells = np.array(body, dtype=str)
     if expect_x is not None:
-        if all(c in header for c in expect_x):
-            idx = [header.index(c) for c in expect_x]
-        else:
-            idx = [i for i, h in enumerate(header) if h != y_col]
-            if len(idx) != len(expect_x):
-                raise DataError(f"{path}: expected {len(expect_x)} input columns "
-                                f"({_preview(expect_x)}), got {len(idx)} ({_preview([header[i] for i in idx])})")
-        x = _to_float(path, cells[:, idx], [header[i] for i in idx])
-        y = None
-        if y_col is not None and y_col in header and with_targets:
-            y = _targets(path, cells[:, header.index(y_col)], y_col)
-        elif with_targets:
-            raise DataError(f"{path}: no target column '{y_col}' to evaluate against")
-        return Table(x, y, path, list(expect_x), y_col)
+        return _csv_for_model(path, header, cells, expect_x, y_col, with_targets)
     if isinstance(x_cols, str):
         x_cols = [x_cols]
     y_name = y_col if y_col is not None else header[-1]
@@ -141,6 +128,31 @@ def read_csv(path: str, x_cols: Sequence[str] | str | None, y_col: str | None, *
     x = _to_float(path, cells[:, idx], list(x_cols))
     y = _targets(path, cells[:, header.index(y_name)], y_name) if with_targets else None
     return Table(x, y, path, list(x_cols), y_name)
+
+
+def _csv_for_model(path: str, header: list[str], cells: np.ndarray, expect_x: Sequence[str],
+                   y_col: str | None, with_targets: bool) -> Table:
+    """Inputs for a trained model: its input columns by name when the header has them all,
+    else every column but the target, by position (the target being `y_col`, or the
+    last column when that name is absent and the file has one column too many)."""
+    n = len(expect_x)
+    y_idx = header.index(y_col) if y_col in header else None
+    if all(c in header for c in expect_x):
+        idx = [header.index(c) for c in expect_x]
+    else:
+        idx = [i for i in range(len(header)) if i != y_idx]
+        if y_idx is None and (with_targets or len(idx) == n + 1):
+            y_idx, idx = idx[-1], idx[:-1]
+        if len(idx) != n:
+            raise DataError(f"{path}: expected {n} input columns ({_preview(expect_x)}), "
+                            f"got {len(idx)} ({_preview([header[i] for i in idx])})")
+    x = _to_float(path, cells[:, idx], [header[i] for i in idx])
+    y = None
+    if with_targets:
+        if y_idx is None:
+            raise DataError(f"{path}: no target column '{y_col}' to evaluate against")
+        y = _targets(path, cells[:, y_idx], header[y_idx])
+    return Table(x, y, path, [header[i] for i in idx], header[y_idx] if y_idx is not None else y_col)
 
 
 def _targets(path: str, column: np.ndarray, name: str) -> np.ndarray:
@@ -224,8 +236,11 @@ def read(path: str, x: Sequence[str] | str | None = None, y: str | None = None, 
     if os.path.isdir(path):
         raise DataError(f"{path}: is a folder, expected a .csv or .h5 file")
     if is_hdf5(path):
-        name = expect_x[0] if expect_x else x
-        return read_hdf5(path, name, y, with_targets=with_targets)
+        if expect_x is not None:  # a trained model: its dataset names if the file has them, else x / y
+            with _open_h5(path) as f:
+                x = expect_x[0] if len(expect_x) == 1 and expect_x[0] in f else None
+                y = y if y in f else None
+        return read_hdf5(path, x, y, with_targets=with_targets)
     return read_csv(path, x, y, with_targets=with_targets, expect_x=expect_x)
 
 

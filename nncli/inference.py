@@ -64,7 +64,12 @@ def load_model(path: str | os.PathLike, compile_backend: bool = True) -> Loaded:
 
 def _read_inputs(model: Loaded, path: str, with_targets: bool) -> data.Table:
     ck = model.ck
-    table = data.read(path, None, ck.y_name, with_targets=with_targets, expect_x=ck.x_names or None)
+    n_features = int(np.prod(ck.input_shape))
+    # names of CSV input columns (one per feature), or of the HDF5 dataset the model was trained on
+    names = ck.x_names if ck.x_names and len(ck.x_names) in (1, n_features) else []
+    if len(names) != n_features and not data.is_hdf5(path):
+        names = [f"x{i}" for i in range(n_features)]  # HDF5-trained model on a CSV: match by position
+    table = data.read(path, None, ck.y_name, with_targets=with_targets, expect_x=names)
     if table.x.shape[1:] != ck.input_shape:
         raise DataError(f"{path}: inputs of shape {table.x.shape[1:]} per example, the model expects {ck.input_shape}")
     table.x = ck.normalizer.apply(table.x)
