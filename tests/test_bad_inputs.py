@@ -195,7 +195,7 @@ def test_predict_input_problems_and_output_never_half_written(tmp_path, runner, 
     out = tmp_path / "preds.csv"
     out.write_text("previous good output\n")
     cases = [
-        ("p,q,r\n1,2,3\n", ["expected 2 input columns"]),
+        ("p,q,r,s\n1,2,3,4\n", ["expected 2 input columns"]),
         ("a,b\n1,zz\n", ["line 2", "column 'b'", "'zz'"]),
         ("", ["empty"]),
     ]
