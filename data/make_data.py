@@ -110,10 +110,15 @@ def generate(out: Path) -> None:
 
 
 def _same(a: Path, b: Path) -> bool:
+    """Same content: CSV text, or HDF5 datasets (values, shape, dtype) and root attributes (not file bytes: HDF5 embeds times)."""
+    if not b.exists():
+        return False
     if a.suffix == ".csv":
         return a.read_text() == b.read_text()
     with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
-        return set(fa) == set(fb) and all(np.array_equal(fa[k][()], fb[k][()]) for k in fa)
+        if set(fa) != set(fb) or dict(fa.attrs) != dict(fb.attrs):
+            return False
+        return all(fa[k].dtype == fb[k].dtype and np.array_equal(fa[k][()], fb[k][()]) for k in fa)
 
 
 def main() -> int:

@@ -167,6 +167,19 @@ def inspect(model, as_json):
         click.echo(f"  {line}")
 
 
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@handled
+def doctor(as_json):
+    """Backends available, the BLAS linked, the compile cache and the devices."""
+    import json
+
+    from nncli import doctor as doctor_mod
+
+    info = doctor_mod.report()
+    click.echo(json.dumps(info, indent=2) if as_json else "\n".join(doctor_mod.lines(info)))
+
+
 # --- grad -------------------------------------------------------------------
 # (the `grad` command block: owned by the expression-language work)
 # --- end grad ---------------------------------------------------------------
