@@ -380,7 +380,7 @@ def train(config: str | os.PathLike, *, output: str | None = None, resume: bool 
     overrides = {"epochs": epochs, "seed": seed, "backend": backend_name,
                  "output": str(Path(output).resolve()) if output else None}
     spec = spec_mod.load(config, overrides)
-    choice = backend.choose(spec["backend"], spec["device"])
+    choice = backend.choose(spec["backend"], spec["device"], [l.type for l in spec.layers], spec["batch_size"])
     backend.activate(choice)
     prep = prepare(spec)
     reporter.info(f"nncli: {spec['name']}: {len(prep.x_train)} training examples"

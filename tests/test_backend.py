@@ -1,0 +1,154 @@
+"""Backend/device selection (no GPU needed: jax_installed/gpu_available are monkeypatched) and `nncli doctor`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from nncli import backend
+from nncli.cli import main
+from nncli.errors import ConfigError
+
+from conftest import nncli_executable
+
+
+@pytest.fixture
+def machine(monkeypatch):
+    """A CPU-only machine with every backend installed and a working BLAS (each part changeable)."""
+    monkeypatch.delenv("NNCLI_BACKEND", raising=False)
+    monkeypatch.delenv("NNCLI_BLAS_THREADS", raising=False)
+    state = {"jax": True, "gpu": False, "numba": True, "cxx": "g++",
+             "blas": backend.Blas("OpenBLAS test", "-lopenblas", "/x/libopenblas.so", "openblas_set_num_threads")}
+    monkeypatch.setattr(backend, "jax_installed", lambda: state["jax"])
+    monkeypatch.setattr(backend, "gpu_available", lambda: state["gpu"] and state["jax"])
+    monkeypatch.setattr(backend, "numba_installed", lambda: state["numba"])
+    monkeypatch.setattr(backend, "cxx_compiler", lambda: state["cxx"])
+    monkeypatch.setattr(backend, "find_blas", lambda: state["blas"])
+    return state
+
+
+DENSE = ["dense", "dropout", "dense"]
+CONV = ["reshape", "conv2d", "max_pool2d", "flatten", "dense"]
+RNN = ["lstm", "dense"]
+
+
+def test_network_kind():
+    assert backend.network_kind(DENSE) == "dense"
+    assert backend.network_kind(CONV) == "conv"
+    assert backend.network_kind(RNN) == "recurrent"
+    assert backend.network_kind(["embedding", "gru", "dense"]) == "recurrent"
+    assert backend.network_kind(["simple_rnn"]) == "recurrent"
+    assert backend.network_kind(None) == "dense"
+
+
+def test_auto_picks_per_network(machine):
+    assert backend.choose("auto", "cpu", DENSE).backend == "c"
+    assert backend.choose("auto", "cpu", CONV).backend == "jax"
+    assert backend.choose("auto", "cpu", RNN).backend == "jax"
+
+
+def test_auto_avoids_c_without_blas_or_compiler(machine):
+    machine["blas"] = None
+    assert backend.choose("auto", "cpu", DENSE).backend == "jax"
+    machine["blas"] = backend.Blas("broken", "-lx", "/x/lib.so", ok=False, problem="does not link")
+    assert backend.choose("auto", "cpu", DENSE).backend == "jax"
+    machine["blas"] = backend.Blas("OpenBLAS", "-lopenblas")
+    machine["cxx"] = ""
+    assert backend.choose("auto", "cpu", DENSE).backend == "jax"
+
+
+def test_jax_missing_falls_back(machine):
+    machine["jax"] = False
+    assert backend.choose("auto", "cpu", CONV).backend == "numba"
+    assert backend.choose("auto", "auto", RNN).backend == "numba"
+    assert backend.choose("auto", "cpu", DENSE).backend == "c"
+    machine["blas"] = None
+    assert backend.choose("auto", "cpu", DENSE).backend == "numba"
+    machine["numba"] = False
+    assert backend.choose("auto", "cpu", DENSE).backend == "c"  # the last resort always runs
+    with pytest.raises(ConfigError, match="jax is not installed"):
+        backend.choose("jax", "cpu", DENSE)
+
+
+def test_explicit_backend_is_kept(machine):
+    for name in ("c", "jax", "numba"):
+        assert backend.choose(name, "cpu", CONV).backend == name
+
+
+def test_env_overrides_auto(machine, monkeypatch):
+    monkeypatch.setenv("NNCLI_BACKEND", "numba")
+    assert backend.choose("auto", "cpu", DENSE).backend == "numba"
+    assert backend.choose("c", "cpu", DENSE).backend == "c"  # an explicit config word wins
+    monkeypatch.setenv("NNCLI_BACKEND", "tpu")
+    with pytest.raises(ConfigError, match="NNCLI_BACKEND=tpu"):
+        backend.choose("auto", "cpu", DENSE)
+
+
+def test_gpu_without_gpu_is_a_clear_error(machine):
+    with pytest.raises(ConfigError, match=r"device: gpu, but no CUDA GPU.*jax\[cuda12\]"):
+        backend.choose("auto", "gpu", DENSE)
+    machine["jax"] = False
+    with pytest.raises(ConfigError, match="jax is not installed"):
+        backend.choose("auto", "gpu", DENSE)
+    with pytest.raises(ConfigError, match="device: gpu runs through the JAX backend"):
+        backend.choose("c", "gpu", DENSE)
+
+
+def test_auto_device_without_gpu_uses_cpu_with_notice(machine):
+    choice = backend.choose("auto", "auto", CONV)
+    assert (choice.backend, choice.device) == ("jax", "cpu")
+    assert "no GPU found, using the CPU" in choice.describe()
+    assert backend.choose("auto", "cpu", CONV).notice == ""
+
+
+def test_gpu_when_present(machine):
+    machine["gpu"] = True
+    assert backend.choose("auto", "gpu", DENSE) == backend.Choice("jax", "gpu", kind="dense")
+    assert backend.choose("auto", "auto", CONV).device == "gpu"
+    assert backend.choose("c", "auto", DENSE).device == "cpu"  # C runs on the CPU only
+
+
+def test_blas_threads_per_workload(machine, monkeypatch):
+    assert backend.choose("c", "cpu", RNN, 1024).blas_threads == 1
+    assert backend.choose("c", "cpu", DENSE, 32).blas_threads == 1
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert backend.choose("c", "cpu", DENSE, 1024).blas_threads == 4
+    assert backend.choose("c", "cpu", RNN, 1024).blas_threads == 1
+    monkeypatch.setenv("NNCLI_BLAS_THREADS", "3")
+    assert backend.choose("c", "cpu", RNN, 32).blas_threads == 3
+    assert "BLAS OpenBLAS test, 3 threads" in backend.choose("c", "cpu", RNN).describe()
+    assert backend.choose("jax", "cpu", DENSE).blas_threads == 0
+
+
+def test_wheel_blas_flags_rename_the_prefixed_symbols():
+    """On a pip install, scipy's bundled OpenBLAS is found and linked through -D renames."""
+    if not backend.cxx_compiler() or not backend._wheel_openblas():
+        pytest.skip("no C++ compiler or no OpenBLAS in scipy's wheel here")
+    blas = backend.find_blas()
+    assert blas is not None and blas.ok, blas
+    if "scipy_" in blas.threads_symbol:
+        assert "-Dsgemm_=scipy_sgemm_" in blas.ldflags and "-Dsdot_=scipy_sdot_" in blas.ldflags
+
+
+def test_doctor_lists_backends():
+    result = CliRunner().invoke(main, ["doctor"])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    for word in ("backends:", "jax", "numba", "c ", "BLAS", "compile cache:", "devices: cpu", "backend auto picks"):
+        assert word in out
+    result = CliRunner().invoke(main, ["doctor", "--json"])
+    assert result.exit_code == 0 and '"backends"' in result.output
+
+
+def test_doctor_cache_env_override(tmp_path):
+    """NNCLI_CACHE_DIR moves PyTensor's compile cache (a fresh process: it is set before PyTensor loads)."""
+    env = {**os.environ, "NNCLI_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.run([nncli_executable() or sys.executable, "doctor"], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    line = next(l for l in proc.stdout.splitlines() if l.startswith("compile cache:"))
+    assert str(tmp_path / "cache" / "pytensor") in line and "not applied" not in line
