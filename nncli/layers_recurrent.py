@@ -1,0 +1,272 @@
+"""Recurrent layers (simple_rnn, lstm, gru) built with ``pytensor.scan``, and embedding.
+
+Input per example is a sequence, (time, features); the output is the last
+hidden state, (units,), or every hidden state, (time, units), with
+``return_sequences: true``. ``bidirectional: true`` runs a second,
+independent set of weights over the reversed sequence and concatenates
+the two outputs on the last axis (2 * units): with ``return_sequences`` the
+backward outputs are re-reversed so that step t of both halves belongs to
+input step t (Keras' ``Bidirectional``); without it, the backward half is
+the backward pass's final state (the one that has read step 0 last).
+
+The input projection ``x W + b`` of ALL time steps is one tensordot outside
+the loop; ``scan`` runs only the recurrence ``h_{t-1} U``. The initial
+state is zeros with the batch axis taken from the input's *static* shape
+(nncli always compiles fixed-size batches), which the JAX backend needs
+inside ``lax.scan``.
+
+Equations (rows are examples, ``x_t W`` already includes the input bias b):
+
+simple_rnn   h_t = act(x_t W + h_{t-1} U + b)                   act: tanh
+lstm         Keras gate order i, f, c, o in W (F, 4H), U (H, 4H), b (4H):
+             i = rec(.), f = rec(.), g = act(.), o = rec(.)   of  x_t W + h_{t-1} U + b
+             c_t = f * c_{t-1} + i * g;   h_t = o * act(c_t)
+             act: tanh, rec: sigmoid; unit_forget_bias sets b[H:2H] = 1 at init
+gru          Keras 2 default / PyTorch convention (reset_after: true), Keras gate
+             order z, r, h in W (F, 3H), U (H, 3H), input bias b (3H) and
+             recurrent bias b_recurrent (3H):
+             xz, xr, xh = split(x_t W + b);  hz, hr, hh = split(h_{t-1} U + b_recurrent)
+             z = rec(xz + hz);  r = rec(xr + hr);  n = act(xh + r * hh)
+             h_t = z * h_{t-1} + (1 - z) * n
+             (PyTorch's nn.GRU is the same function with gates ordered r, z, n.)
+
+Parameters are named W, U, b (and b_recurrent for gru); the backward
+direction of a bidirectional layer has the same names with ``_reverse``
+appended (PyTorch's suffix).
+
+``embedding`` maps integer token ids to vectors: input per example (time,)
+(any shape works; the output appends output_dim). nncli's data layer reads
+inputs as float32, so ids arrive as floats: the graph rounds them to the
+nearest integer, casts to int32 and CLIPS them into [0, input_dim - 1], so
+an out-of-range id maps to the first/last row instead of failing inside a
+compiled function (JAX would clip silently anyway; NUMBA would read out of
+bounds). Use ``normalize: none`` (the default) with an embedding, since
+normalised ids are not ids.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+from pytensor.scalar import upcast
+
+from nncli import activations, initializers
+from nncli.layers import LAYERS, Layer, ShapeError, initializer_key
+from nncli.schema import Key, boolean, integer, name_in
+
+Shape = tuple[int, ...]
+
+
+def _sequence_shape(layer_type: str, input_shape: Shape) -> tuple[int, int]:
+    shape = tuple(int(d) for d in input_shape)
+    if len(shape) == 2:
+        return shape
+    if len(shape) == 1:
+        hint = (f"; reshape it, e.g. {{type: reshape, shape: [{shape[0]}, 1]}} (one feature per step), "
+                f"or put an embedding layer first for token ids")
+    elif len(shape) == 0:
+        hint = "; the data has one value per example, not a sequence"
+    else:
+        hint = (f"; reshape it, e.g. {{type: reshape, shape: [{shape[0]}, {int(np.prod(shape[1:]))}]}} "
+                f"(time = the first axis)")
+    raise ShapeError(f"{layer_type} expects 2-D (time, features) input per example, got shape {shape}{hint}")
+
+
+def _recurrent_keys(activation: str = "tanh", gates: bool = False) -> dict[str, Key]:
+    keys = {
+        "units": Key(integer(min=1, max=100_000), doc="size of the hidden state"),
+        "activation": Key(name_in(activations.ACTIVATIONS), activation,
+                          "activation inside the recurrence (applied by the layer itself)"),
+    }
+    if gates:
+        keys["recurrent_activation"] = Key(name_in(activations.ACTIVATIONS), "sigmoid", "activation of the gates")
+    keys.update({
+        "return_sequences": Key(boolean(), False, "output every step (time, units) instead of the last (units,)"),
+        "bidirectional": Key(boolean(), False, "also read the sequence backwards; concatenate (2 * units)"),
+        "initializer": initializer_key("glorot_uniform"),
+        "recurrent_initializer": Key(name_in(initializers.INITIALIZERS), "orthogonal",
+                                     "initializer of the recurrent weights U"),
+        "use_bias": Key(boolean(), True),
+    })
+    return keys
+
+
+class _Recurrent(Layer):
+    """Shared machinery; subclasses define `gates`, `_bias_init` and `_step`."""
+
+    kind = ""
+    gates = 1               # blocks of `units` columns in W and U
+    n_states = 1            # carried tensors (h; lstm: h and c)
+    has_activation = False  # the activation lives inside the step
+
+    def output_shape(self, input_shape):
+        t, _ = _sequence_shape(self.kind, input_shape)
+        if t < 1:
+            raise ShapeError(f"{self.kind} needs at least one time step, got shape {tuple(input_shape)}")
+        units = self.config["units"] * (2 if self.config["bidirectional"] else 1)
+        return (t, units) if self.config["return_sequences"] else (units,)
+
+    # -- parameters ------------------------------------------------------------
+
+    def _bias_init(self) -> dict[str, np.ndarray]:
+        return {"b": np.zeros(self.gates * self.config["units"], dtype="float32")}
+
+    def _direction_params(self, features: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        h, g = self.config["units"], self.gates
+        params = {"W": initializers.make(self.config["initializer"], (features, g * h), rng),
+                  # one square block per gate, as Keras does: each gate's U is orthogonal on its own
+                  "U": np.concatenate([initializers.make(self.config["recurrent_initializer"], (h, h), rng)
+                                       for _ in range(g)], axis=1)}
+        if self.config["use_bias"]:
+            params.update(self._bias_init())
+        return params
+
+    def init_params(self, input_shape, rng):
+        _, features = _sequence_shape(self.kind, input_shape)
+        params = self._direction_params(features, rng)
+        if self.config["bidirectional"]:
+            params.update({f"{k}_reverse": v for k, v in self._direction_params(features, rng).items()})
+        return params
+
+    # -- graph -----------------------------------------------------------------
+
+    def _act(self, z):
+        return activations.apply(self.config["activation"], z)
+
+    def _rec(self, z):
+        return activations.apply(self.config["recurrent_activation"], z)
+
+    def _step(self, xw_t, *states_and_params):
+        raise NotImplementedError
+
+    def _run(self, x, p: dict, reverse: bool):
+        """One direction: returns the hidden states (batch, time, units), in input time order."""
+        h = self.config["units"]
+        xw = pt.tensordot(x, p["W"], axes=[[2], [0]])              # (B, T, G*H), one product for all steps
+        if "b" in p:
+            xw = xw + p["b"]
+        seq = xw.dimshuffle(1, 0, 2)                                 # (T, B, G*H)
+        if reverse:
+            seq = seq[::-1]
+        batch = x.type.shape[0]
+        dtype = upcast(xw.dtype, p["U"].dtype)
+        # the static batch size when there is one (JAX's lax.scan needs a concrete carry shape)
+        h0 = pt.zeros((batch if batch is not None else x.shape[0], h), dtype=dtype)
+        extra = [p["b_recurrent"]] if "b_recurrent" in p else []
+        outputs = pytensor.scan(self._step, sequences=[seq], outputs_info=[h0] * self.n_states,
+                                non_sequences=[p["U"], *extra], strict=True, return_updates=False,
+                                name=f"{self.name}_scan")
+        hs = outputs[0] if self.n_states > 1 else outputs          # (T, B, H)
+        if reverse:
+            hs = hs[::-1]
+        return hs.dimshuffle(1, 0, 2)
+
+    def linear(self, x, params, ctx):
+        if x.ndim != 3:
+            raise ShapeError(f"{self.name}: expects a 3-D (batch, time, features) input, got {x.ndim}-D")
+        forward = self._run(x, {k: v for k, v in params.items() if not k.endswith("_reverse")}, False)
+        seq = self.config["return_sequences"]
+        out = forward if seq else forward[:, -1]
+        if self.config["bidirectional"]:
+            backward = self._run(x, {k[: -len("_reverse")]: v for k, v in params.items()
+                                     if k.endswith("_reverse")}, True)
+            # the backward pass's final state is the one that read step 0 last
+            out = pt.concatenate([out, backward if seq else backward[:, 0]], axis=-1)
+        return out
+
+
+@LAYERS.register("simple_rnn")
+class SimpleRNN(_Recurrent):
+    """h_t = activation(x_t W + h_{t-1} U + b), the Theano tutorial's Elman network."""
+
+    kind = "simple_rnn"
+    keys = _recurrent_keys()
+
+    def _step(self, xw_t, h_prev, U):
+        return self._act(xw_t + pt.dot(h_prev, U))
+
+
+@LAYERS.register("lstm")
+class LSTM(_Recurrent):
+    """Long short-term memory, Keras gate order i, f, c, o."""
+
+    kind = "lstm"
+    gates = 4
+    n_states = 2
+    keys = {**_recurrent_keys(gates=True),
+            "unit_forget_bias": Key(boolean(), True, "initialise the forget gate's bias to 1")}
+
+    def _bias_init(self):
+        h = self.config["units"]
+        b = np.zeros(4 * h, dtype="float32")
+        if self.config["unit_forget_bias"]:
+            b[h:2 * h] = 1.0
+        return {"b": b}
+
+    def _step(self, xw_t, h_prev, c_prev, U):
+        n = self.config["units"]
+        z = xw_t + pt.dot(h_prev, U)
+        i = self._rec(z[:, :n])
+        f = self._rec(z[:, n:2 * n])
+        g = self._act(z[:, 2 * n:3 * n])
+        o = self._rec(z[:, 3 * n:])
+        c = f * c_prev + i * g
+        return [o * self._act(c), c]
+
+
+@LAYERS.register("gru")
+class GRU(_Recurrent):
+    """Gated recurrent unit, reset_after convention (Keras 2 default, PyTorch), Keras gate order z, r, h."""
+
+    kind = "gru"
+    gates = 3
+    keys = _recurrent_keys(gates=True)
+
+    def _bias_init(self):
+        h = self.config["units"]
+        return {"b": np.zeros(3 * h, dtype="float32"), "b_recurrent": np.zeros(3 * h, dtype="float32")}
+
+    def _step(self, xw_t, h_prev, U, b_recurrent=None):
+        n = self.config["units"]
+        hu = pt.dot(h_prev, U)
+        if b_recurrent is not None:
+            hu = hu + b_recurrent
+        z = self._rec(xw_t[:, :n] + hu[:, :n])
+        r = self._rec(xw_t[:, n:2 * n] + hu[:, n:2 * n])
+        cand = self._act(xw_t[:, 2 * n:] + r * hu[:, 2 * n:])
+        return z * h_prev + (1.0 - z) * cand
+
+
+@LAYERS.register("embedding")
+class Embedding(Layer):
+    """Token ids -> vectors: a lookup in W (input_dim, output_dim).
+
+    Ids are given as numbers (the data is float32): they are rounded, cast to
+    int32 and clipped into [0, input_dim - 1] in the graph.
+    """
+
+    keys = {
+        "input_dim": Key(integer(min=1, max=100_000_000), doc="vocabulary size: ids are 0 .. input_dim - 1"),
+        "output_dim": Key(integer(min=1, max=1_000_000), doc="size of each embedding vector"),
+        "initializer": initializer_key("uniform"),
+    }
+
+    def output_shape(self, input_shape):
+        shape = tuple(int(d) for d in input_shape)
+        if len(shape) < 1:
+            raise ShapeError(f"embedding expects (time,) token ids per example, got shape {shape}")
+        return (*shape, self.config["output_dim"])
+
+    def init_params(self, input_shape, rng):
+        return {"W": initializers.make(self.config["initializer"],
+                                       (self.config["input_dim"], self.config["output_dim"]), rng)}
+
+    def linear(self, x, params, ctx):
+        ids = x if x.dtype.startswith("int") else pt.cast(pt.round(x), "int32")
+        ids = pt.clip(ids, 0, self.config["input_dim"] - 1)
+        # a 1-D lookup reshaped to the static shape: JAX cannot differentiate/compile the N-D
+        # advanced index here (PyTensor rewrites it into a reshape with a symbolic shape)
+        shape = tuple(x.type.shape)
+        shape = shape if all(d is not None for d in shape) else tuple(x.shape[i] for i in range(x.ndim))
+        return params["W"][ids.flatten()].reshape((*shape, self.config["output_dim"]))
