@@ -1,0 +1,227 @@
+"""Benchmark: the digits-cnn network trained by nncli (JAX backend) vs a plain
+PyTorch CPU loop of the same network on the same data, in the same process.
+
+    python bench/bench_cnn.py [--epochs 8] [--threads N] [--no-torch]
+
+Prints the median seconds per epoch of each and their ratio, then the
+pooling implementations (reshape + max vs stacked offset slices) and the
+conv2d im2col step, forward + backward under JAX. Not part of the tests.
+
+torch is optional (`pip install torch`); without it only the nncli figures
+are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def load_digits():
+    import h5py
+
+    with h5py.File(ROOT / "data" / "digits.h5", "r") as f:
+        x = np.asarray(f["x"], dtype=np.float32) / 16.0     # minmax of 0..16 pixels
+        y = np.asarray(f["y"], dtype=np.int64)
+    return x, y
+
+
+def cnn_layers():
+    import yaml
+
+    return yaml.safe_load((ROOT / "configs" / "digits-cnn.yaml").read_text())["layers"]
+
+
+def median_epoch(run_epoch, epochs: int) -> tuple[float, list[float]]:
+    run_epoch(0)  # warm-up (compilation caches, allocator)
+    times = []
+    for e in range(epochs):
+        t0 = time.perf_counter()
+        run_epoch(e + 1)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), times
+
+
+def bench_nncli(x, y, batch_size: int, epochs: int, lr: float):
+    from nncli import backend, data, model, network, optimizers, spec
+
+    backend.activate(backend.choose("jax", "cpu"))
+    import pytensor
+
+    s = spec.from_dict({"data": {"train": str(ROOT / "data" / "digits.h5")}, "layers": cnn_layers(),
+                        "optimizer": "adam", "learning_rate": lr}, "digits-cnn (bench)")
+    net = network.build(s, x.shape[1:])
+    params, state = net.initial_values(np.random.default_rng(0))
+    net.create_shared(params, state)
+    iterations = optimizers.iterations_variable()
+    opt = optimizers.create("adam", {k: v for k, v in s["optimizer"].items() if k != "type"})
+    lr_var = pytensor.shared(np.asarray(lr, dtype="float32"))
+    t0 = time.perf_counter()
+    step, _ = model.compile_train(net, "categorical_crossentropy", ["accuracy"], opt, lr_var,
+                                  batch_size, iterations, seed=0)
+    compile_s = time.perf_counter() - t0
+    t = np.eye(10, dtype=np.float32)[y]
+    rng = np.random.default_rng(0)
+    last = {}
+
+    def run_epoch(_):
+        totals, seen = np.zeros(2), 0.0
+        for xb, tb, wb in data.batches(x, t, batch_size, rng.permutation(len(x))):
+            totals += np.array([float(v) for v in step.fn(xb, tb, wb)])
+            seen += float(wb.sum())
+        last["loss"], last["accuracy"] = totals / seen
+
+    med, times = median_epoch(run_epoch, epochs)
+    return med, times, compile_s, last
+
+
+def bench_torch(x, y, batch_size: int, epochs: int, lr: float):
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(128, 64), nn.ReLU(), nn.Dropout(0.3), nn.Linear(64, 10))
+    opt = torch.optim.Adam(net.parameters(), lr=lr, eps=1e-7)
+    loss_fn = nn.CrossEntropyLoss()
+    xt = torch.from_numpy(x.reshape(-1, 1, 8, 8))
+    yt = torch.from_numpy(y)
+    gen = torch.Generator().manual_seed(0)
+    last = {}
+
+    def run_epoch(_):
+        net.train()
+        total, correct = 0.0, 0
+        order = torch.randperm(len(xt), generator=gen)
+        for start in range(0, len(xt), batch_size):
+            idx = order[start:start + batch_size]
+            xb, yb = xt[idx], yt[idx]
+            opt.zero_grad()
+            out = net(xb)
+            loss = loss_fn(out, yb)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+            correct += int((out.argmax(1) == yb).sum())
+        last["loss"], last["accuracy"] = total / len(xt), correct / len(xt)
+
+    med, times = median_epoch(run_epoch, epochs)
+    return med, times, last
+
+
+def timeit(fn, *args, repeat: int = 20) -> float:
+    """Best of 5 mean call times; outputs are converted to numpy so JAX's async dispatch is waited for."""
+    def call():
+        return [np.asarray(v) for v in fn(*args)]
+
+    call()
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(repeat):
+            call()
+        times.append((time.perf_counter() - t0) / repeat)
+    return min(times)
+
+
+def bench_ops():
+    """Forward + backward of the pooling variants and of conv2d, under JAX (microseconds)."""
+    from functools import reduce
+
+    import pytensor
+    import pytensor.tensor as pt
+
+    from nncli.layers import LAYERS, Context
+    from nncli.layers_conv import _window_slices
+    from nncli.schema import mapping
+
+    def layer(kind, **cfg):
+        cls = LAYERS.get(kind)
+        obj = cls(kind, mapping(cfg, kind, cls.keys))
+        return obj
+
+    rows = []
+    rng = np.random.default_rng(0)
+    for shape in [(32, 16, 8, 8), (64, 32, 32, 32)]:
+        xv = rng.normal(size=shape).astype("float32")
+        x = pt.tensor("x", dtype="float32", shape=shape)
+        pool = layer("max_pool2d", pool_size=2)
+        pool.output_shape(shape[1:])
+        ho, wo = shape[2] // 2, shape[3] // 2
+        variants = {
+            "reshape+max (used)": pool.linear(x, {}, Context(training=False)),
+            "stacked slices+max": pt.max(pt.stack(_window_slices(x, 2, 2, 2, 2, ho, wo), axis=2), axis=2),
+        }
+        for name, y in variants.items():
+            fn = pytensor.function([x], [y, pytensor.grad(pt.sum(y * y), x)])
+            rows.append((f"max_pool2d 2x2 {shape}", name, timeit(fn, xv) * 1e6))
+        overlapping = layer("max_pool2d", pool_size=3, stride=1)
+        overlapping.output_shape(shape[1:])
+        ho, wo = shape[2] - 2, shape[3] - 2
+        variants = {
+            "separable maximum (used)": overlapping.linear(x, {}, Context(training=False)),
+            "maximum of 9 slices": reduce(pt.maximum, _window_slices(x, 3, 3, 1, 1, ho, wo)),
+            "stacked 9 slices+max": pt.max(pt.stack(_window_slices(x, 3, 3, 1, 1, ho, wo), axis=2), axis=2),
+        }
+        for name, y in variants.items():
+            fn = pytensor.function([x], [y, pytensor.grad(pt.sum(y * y), x)])
+            rows.append((f"max_pool2d 3x3/1 {shape}", name, timeit(fn, xv) * 1e6))
+        conv = layer("conv2d", filters=shape[1], kernel_size=3, padding="same")
+        conv.output_shape(shape[1:])
+        W = pytensor.shared(rng.normal(size=(shape[1], shape[1], 3, 3)).astype("float32") * 0.1)
+        b = pytensor.shared(np.zeros(shape[1], dtype="float32"))
+        y = conv.linear(x, {"W": W, "b": b}, Context(training=False))
+        fn = pytensor.function([x], [y, *pytensor.grad(pt.sum(y * y), [x, W, b])])
+        rows.append((f"conv2d 3x3 same {shape}", "im2col + tensordot (used)", timeit(fn, xv, repeat=5) * 1e6))
+    return rows
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--epochs", type=int, default=8, help="timed epochs (after one warm-up epoch)")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch intra-op threads (default 1: on a busy or 2-core machine more threads "
+                         "make torch's OpenMP spin and run slower; 0 = torch's default)")
+    ap.add_argument("--no-torch", action="store_true")
+    args = ap.parse_args(argv)
+    os.environ.setdefault("NNCLI_BACKEND", "jax")
+    x, y = load_digits()
+    lr = 0.002
+    print(f"digits-cnn: {len(x)} examples, batch {args.batch_size}, {args.epochs} timed epochs, "
+          f"{os.cpu_count()} CPUs")
+    med, times, compile_s, last = bench_nncli(x, y, args.batch_size, args.epochs, lr)
+    print(f"nncli (jax):   median {med * 1e3:7.1f} ms/epoch  (compile {compile_s:.1f} s; "
+          f"last epoch loss {last['loss']:.4f} accuracy {last['accuracy']:.4f})")
+    torch_med = None
+    if not args.no_torch:
+        try:
+            import torch
+        except ImportError:
+            print("pytorch: not installed (pip install torch); skipped")
+        else:
+            if args.threads:
+                torch.set_num_threads(args.threads)
+            torch_med, _, tl = bench_torch(x, y, args.batch_size, args.epochs, lr)
+            print(f"pytorch {torch.__version__} ({torch.get_num_threads()} threads): median "
+                  f"{torch_med * 1e3:7.1f} ms/epoch  (last epoch loss {tl['loss']:.4f} "
+                  f"accuracy {tl['accuracy']:.4f})")
+            print(f"ratio nncli / pytorch: {med / torch_med:.2f}")
+    print("\nforward + backward under JAX, best of 5:")
+    for what, how, us in bench_ops():
+        print(f"  {what:34s} {how:28s} {us:9.1f} us")
+
+
+if __name__ == "__main__":
+    main()

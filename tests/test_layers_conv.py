@@ -1,0 +1,317 @@
+"""conv2d, max_pool2d, avg_pool2d: forward passes against explicit numpy loops,
+gradients against central finite differences (float64), shape validation,
+and the shipped digits-cnn config reaching its accuracy.
+
+Forward checks compile under JAX (the default backend, float32); the
+finite-difference checks compile the same layer graphs in float64 with
+FAST_COMPILE (JAX without x64 computes in float32).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+import pytest
+
+from nncli import backend, network, spec
+from nncli.errors import ConfigError
+from nncli.layers import LAYERS, Context
+from nncli.schema import mapping
+
+ROOT = Path(__file__).resolve().parents[1]
+# JAX without x64 warns when PyTensor's float64 accumulators are truncated to float32
+pytestmark = pytest.mark.filterwarnings("ignore:Explicitly requested dtype")
+RNG = np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def jax_backend():
+    backend.activate(backend.choose("jax", "cpu"))
+
+
+def make_layer(kind: str, **config):
+    cls = LAYERS.get(kind)
+    return cls(f"{kind}_1", mapping(config, "layer", cls.keys))
+
+
+# --- numpy references, written independently of nncli ---------------------------
+
+def np_pad_same(x, kh, kw, sh, sw):
+    """TensorFlow's 'same': output ceil(n / s); total padding split, the odd one after."""
+    _, _, h, w = x.shape
+    oh, ow = math.ceil(h / sh), math.ceil(w / sw)
+    ph = max((oh - 1) * sh + kh - h, 0)
+    pw = max((ow - 1) * sw + kw - w, 0)
+    return np.pad(x, ((0, 0), (0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2)))
+
+
+def np_conv2d(x, W, b, stride, padding):
+    """Cross-correlation by an explicit loop over output positions."""
+    f, c, kh, kw = W.shape
+    sh, sw = stride
+    if padding == "same":
+        x = np_pad_same(x, kh, kw, sh, sw)
+    n, _, h, w = x.shape
+    oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
+    out = np.zeros((n, f, oh, ow))
+    for i in range(oh):
+        for j in range(ow):
+            window = x[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw]          # (n, c, kh, kw)
+            for k in range(f):
+                out[:, k, i, j] = (window * W[k]).sum(axis=(1, 2, 3)) + (b[k] if b is not None else 0.0)
+    return out
+
+
+def np_pool(x, pool, stride, how):
+    ph, pw = pool
+    sh, sw = stride
+    n, c, h, w = x.shape
+    oh, ow = (h - ph) // sh + 1, (w - pw) // sw + 1
+    out = np.zeros((n, c, oh, ow))
+    for i in range(oh):
+        for j in range(ow):
+            window = x[:, :, i * sh:i * sh + ph, j * sw:j * sw + pw]
+            out[:, :, i, j] = window.max(axis=(2, 3)) if how == "max" else window.mean(axis=(2, 3))
+    return out
+
+
+def central_fd(f, arrays, which, eps=1e-6, count=12, rng=None):
+    """Central differences of scalar f(*arrays) w.r.t. `count` random entries of arrays[which]."""
+    rng = rng or np.random.default_rng(0)
+    a = arrays[which]
+    idx = [tuple(int(rng.integers(0, d)) for d in a.shape) for _ in range(count)]
+    out = []
+    for ix in idx:
+        plus = [v.copy() for v in arrays]
+        minus = [v.copy() for v in arrays]
+        plus[which][ix] += eps
+        minus[which][ix] -= eps
+        out.append((f(*plus) - f(*minus)) / (2 * eps))
+    return idx, np.array(out)
+
+
+# --- conv2d forward ------------------------------------------------------------
+
+CONV_CASES = [
+    # (channels, h, w, filters, kernel_size, stride, padding)
+    (2, 7, 6, 3, 3, 1, "valid"),
+    (2, 7, 6, 3, 3, 1, "same"),
+    (3, 8, 7, 4, [2, 3], [2, 1], "same"),
+    (1, 9, 9, 2, 3, 2, "valid"),
+    (3, 5, 5, 2, [4, 2], [1, 2], "same"),
+    (2, 5, 6, 3, 1, 1, "valid"),
+    (2, 6, 6, 2, 1, 2, "same"),
+]
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=[f"{c[4]}-{c[5]}-{c[6]}-{c[1]}x{c[2]}" for c in CONV_CASES])
+def test_conv2d_forward_matches_numpy_loops(case):
+    c, h, w, f, k, s, pad = case
+    layer = make_layer("conv2d", filters=f, kernel_size=k, stride=s, padding=pad)
+    out_shape = layer.output_shape((c, h, w))
+    params = layer.init_params((c, h, w), np.random.default_rng(0))
+    assert params["W"].shape == (f, c, *layer.config["kernel_size"]) and params["W"].dtype == np.float32
+    assert params["b"].shape == (f,)
+    x = pt.tensor("x", dtype="float32", shape=(4, c, h, w))
+    W = pt.tensor("W", dtype="float32", shape=params["W"].shape)
+    b = pt.vector("b", dtype="float32")
+    fn = pytensor.function([x, W, b], layer.linear(x, {"W": W, "b": b}, Context(training=False)))
+    xv = RNG.normal(size=(4, c, h, w)).astype("float32")
+    Wv = RNG.normal(size=params["W"].shape).astype("float32")
+    bv = RNG.normal(size=f).astype("float32")
+    got = np.asarray(fn(xv, Wv, bv))
+    want = np_conv2d(xv.astype(np.float64), Wv.astype(np.float64), bv.astype(np.float64),
+                     layer.config["stride"], pad)
+    assert got.shape == (4, *out_shape) == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_conv2d_without_bias_and_with_activation_through_network():
+    """A conv2d inside a Network: reshape -> conv (relu) -> flatten, against numpy."""
+    cfg = {"data": {"train": str(ROOT / "data" / "digits.h5")}, "optimizer": "adam",
+           "layers": [{"type": "reshape", "shape": [2, 4, 4]},
+                      {"type": "conv2d", "filters": 3, "kernel_size": 2, "use_bias": False, "activation": "relu"},
+                      {"type": "flatten"}]}
+    s = spec.from_dict(cfg, "test.yaml")
+    net = network.build(s, (32,))
+    assert net.shapes == [(2, 4, 4), (3, 3, 3), (27,)]
+    params, state = net.initial_values(np.random.default_rng(0))
+    assert list(params) == ["conv2d_2/W"] and not state
+    net.create_shared(params, state)
+    x = pt.tensor("x", dtype="float32", shape=(5, 32))
+    out, _, _ = net.forward(x, Context(training=False))
+    xv = RNG.normal(size=(5, 32)).astype("float32")
+    got = pytensor.function([x], out)(xv)
+    want = np.maximum(np_conv2d(xv.reshape(5, 2, 4, 4), params["conv2d_2/W"].astype(np.float64), None,
+                                (1, 1), "valid"), 0).reshape(5, -1)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+# --- pooling forward -------------------------------------------------------------
+
+POOL_CASES = [
+    # (h, w, pool_size, stride)  stride None: = pool_size (non-overlapping)
+    (8, 8, 2, None),
+    (7, 9, 2, None),        # remainder cropped
+    (9, 9, [3, 2], None),
+    (7, 7, 3, 1),           # overlapping
+    (8, 7, 3, 2),           # overlapping, strided
+    (6, 6, 2, [1, 2]),
+]
+
+
+@pytest.mark.parametrize("how", ["max", "avg"])
+@pytest.mark.parametrize("case", POOL_CASES, ids=[f"{c[0]}x{c[1]}-p{c[2]}-s{c[3]}" for c in POOL_CASES])
+def test_pool_forward_matches_numpy_loops(case, how):
+    h, w, p, s = case
+    cfg = {"pool_size": p} if s is None else {"pool_size": p, "stride": s}
+    layer = make_layer(f"{how}_pool2d", **cfg)
+    out_shape = layer.output_shape((3, h, w))
+    x = pt.tensor("x", dtype="float32", shape=(2, 3, h, w))
+    fn = pytensor.function([x], layer.linear(x, {}, Context(training=False)))
+    xv = RNG.normal(size=(2, 3, h, w)).astype("float32")
+    pool = layer.config["pool_size"]
+    stride = layer.config["stride"] or pool
+    want = np_pool(xv.astype(np.float64), pool, stride, how)
+    got = np.asarray(fn(xv))
+    assert got.shape == (2, *out_shape) == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+# --- gradients vs finite differences (float64) ------------------------------------
+
+def _grad_check(layer, in_shape, param_arrays, rng):
+    """d/d(input, params) of sum(R * layer(x)) vs central differences, in float64."""
+    with pytensor.config.change_flags(floatX="float64"):
+        x = pt.tensor("x", dtype="float64", shape=in_shape)
+        sym = {k: pt.tensor(k, dtype="float64", shape=v.shape) for k, v in param_arrays.items()}
+        y = layer.linear(x, sym, Context(training=False))
+        R = rng.normal(size=[int(d) for d in layer.output_shape(in_shape[1:])])
+        R = np.broadcast_to(R, (in_shape[0], *R.shape)) * rng.normal(size=(in_shape[0],) + (1,) * R.ndim)
+        cost = pt.sum(pt.constant(R) * y)
+        wrt = [x, *sym.values()]
+        fn = pytensor.function(wrt, [cost, *pytensor.grad(cost, wrt)], mode="FAST_COMPILE")
+    arrays = [rng.normal(size=in_shape), *param_arrays.values()]
+    _, *grads = fn(*arrays)
+
+    def f(*a):
+        return float(fn(*a)[0])
+
+    for which, g in enumerate(grads):
+        idx, fd = central_fd(f, arrays, which, rng=rng)
+        np.testing.assert_allclose([g[i] for i in idx], fd, rtol=1e-6, atol=1e-7,
+                                   err_msg=f"gradient wrt {['x', *param_arrays][which]}")
+
+
+@pytest.mark.parametrize("k,s,pad", [(3, 1, "same"), ([2, 3], 2, "valid"), (3, [2, 1], "same")])
+def test_conv2d_gradients_match_finite_differences(k, s, pad):
+    rng = np.random.default_rng(7)
+    layer = make_layer("conv2d", filters=3, kernel_size=k, stride=s, padding=pad)
+    kh, kw = layer.config["kernel_size"]
+    _grad_check(layer, (2, 2, 6, 5), {"W": rng.normal(size=(3, 2, kh, kw)), "b": rng.normal(size=3)}, rng)
+
+
+@pytest.mark.parametrize("how", ["max", "avg"])
+@pytest.mark.parametrize("pool,stride", [(2, None), (3, 1), ([2, 3], [2, 1])])
+def test_pool_gradients_match_finite_differences(how, pool, stride):
+    rng = np.random.default_rng(11)
+    cfg = {"pool_size": pool} if stride is None else {"pool_size": pool, "stride": stride}
+    _grad_check(make_layer(f"{how}_pool2d", **cfg), (2, 2, 7, 6), {}, rng)
+
+
+def test_conv_network_gradient_under_jax_matches_float64():
+    """The float32 JAX gradient of a conv -> pool -> conv stack agrees with the float64 one."""
+    conv1 = make_layer("conv2d", filters=4, kernel_size=3, padding="same")
+    pool = make_layer("max_pool2d")
+    conv2 = make_layer("conv2d", filters=2, kernel_size=2, stride=2)
+    shapes = [(3, 6, 6)]
+    for layer in (conv1, pool, conv2):
+        shapes.append(layer.output_shape(shapes[-1]))
+    rng = np.random.default_rng(3)
+    values = {"W1": rng.normal(size=(4, 3, 3, 3)), "b1": rng.normal(size=4),
+              "W2": rng.normal(size=(2, 4, 2, 2)), "b2": rng.normal(size=2)}
+    xv = rng.normal(size=(3, 3, 6, 6))
+    R = rng.normal(size=(3, *shapes[-1]))
+    results = []
+    for dtype, mode in (("float32", "JAX"), ("float64", "FAST_COMPILE")):
+        with pytensor.config.change_flags(floatX=dtype):
+            x = pt.tensor("x", dtype=dtype, shape=xv.shape)
+            p = {k: pt.tensor(k, dtype=dtype, shape=v.shape) for k, v in values.items()}
+            ctx = Context(training=False)
+            y = conv1.linear(x, {"W": p["W1"], "b": p["b1"]}, ctx)
+            y = pool.linear(pt.tanh(y), {}, ctx)
+            y = conv2.linear(y, {"W": p["W2"], "b": p["b2"]}, ctx)
+            cost = pt.sum(pt.constant(R.astype(dtype)) * y)
+            wrt = [x, *p.values()]
+            fn = pytensor.function(wrt, pytensor.grad(cost, wrt), mode=mode)
+            results.append(fn(*[a.astype(dtype) for a in [xv, *values.values()]]))
+    for g32, g64 in zip(*results):
+        np.testing.assert_allclose(np.asarray(g32), g64, rtol=1e-4, atol=1e-4)
+
+
+# --- shape validation --------------------------------------------------------------
+
+def _build(layers, input_shape):
+    cfg = {"data": {"train": str(ROOT / "data" / "digits.h5")}, "optimizer": "adam", "layers": layers}
+    return network.build(spec.from_dict(cfg, "cnn.yaml"), input_shape)
+
+
+def test_conv2d_on_flat_input_is_a_config_error_naming_the_layer():
+    with pytest.raises(ConfigError) as info:
+        _build([{"type": "conv2d", "filters": 4, "kernel_size": 3}, {"type": "flatten"}], (64,))
+    msg = str(info.value)
+    assert "cnn.yaml" in msg and "layers[0]" in msg and "conv2d 'conv2d_1'" in msg
+    assert "(64,)" in msg and "reshape" in msg and "[1, 8, 8]" in msg
+
+
+@pytest.mark.parametrize("layers,input_shape,words", [
+    ([{"type": "conv2d", "filters": 2, "kernel_size": 5}], (1, 4, 4), ["kernel_size", "[5, 5]", "padding: same"]),
+    ([{"type": "max_pool2d", "pool_size": 3}], (2, 2, 5), ["pool_size", "[3, 3]", "(2, 2, 5)"]),
+    ([{"type": "avg_pool2d"}], (16,), ["3-D", "(16,)", "reshape"]),
+    ([{"type": "conv2d", "filters": 2, "kernel_size": 3}], (5, 8), ["3-D", "(5, 8)", "[1, 5, 8]"]),
+])
+def test_impossible_shapes_are_config_errors(layers, input_shape, words):
+    with pytest.raises(ConfigError) as info:
+        _build(layers, input_shape)
+    for word in words:
+        assert word in str(info.value)
+
+
+@pytest.mark.parametrize("bad,words", [
+    ({"type": "conv2d", "filters": 0, "kernel_size": 3}, ["filters", "from 1", "got 0"]),
+    ({"type": "conv2d", "filters": 2, "kernel_size": [3, 3, 3]}, ["kernel_size", "2 integers"]),
+    ({"type": "conv2d", "filters": 2, "kernel_size": 3, "padding": "full"}, ["padding", "valid, same"]),
+    ({"type": "conv2d", "kernel_size": 3}, ["filters", "missing"]),
+    ({"type": "max_pool2d", "stride": 0}, ["stride", ">= 1"]),
+])
+def test_bad_conv_keys_are_config_errors(bad, words):
+    with pytest.raises(ConfigError) as info:
+        _build([{"type": "reshape", "shape": [1, 8, 8]}, bad], (64,))
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_shapes_of_a_cnn_stack():
+    net = _build([{"type": "reshape", "shape": [1, 8, 8]},
+                  {"type": "conv2d", "filters": 16, "kernel_size": 3, "padding": "same"},
+                  {"type": "max_pool2d"},
+                  {"type": "conv2d", "filters": 8, "kernel_size": [2, 3], "stride": 2},
+                  {"type": "avg_pool2d", "pool_size": 1},
+                  {"type": "flatten"}], (64,))
+    assert net.shapes == [(1, 8, 8), (16, 8, 8), (16, 4, 4), (8, 2, 1), (8, 2, 1), (16,)]
+
+
+# --- the shipped config ------------------------------------------------------------
+
+@pytest.mark.accuracy
+def test_digits_cnn_reaches_098_test_accuracy(tmp_path):
+    from nncli import inference, trainer
+
+    result = trainer.train(ROOT / "configs" / "digits-cnn.yaml", output=str(tmp_path / "run"))
+    evaluation = inference.evaluate(tmp_path / "run" / "model.h5", str(ROOT / "data" / "digits-test.h5"))
+    assert evaluation.metrics["accuracy"] >= 0.98, evaluation.metrics
+    assert result.test is not None and abs(result.test["accuracy"] - evaluation.metrics["accuracy"]) < 1e-9
