@@ -182,6 +182,72 @@ def doctor(as_json):
 
 # --- grad -------------------------------------------------------------------
 # (the `grad` command block: owned by the expression-language work)
+def _grad_lines(result, show: bool, with_value: bool) -> list:
+    """The text form of a gradcalc.GradResult: numbers as repr(float), full float64 precision."""
+    lines = [f"value {result.value!r}"] if with_value else []
+    single = len(result.wrt) == 1
+    for name, v in result.derivative.items():
+        lines.append(repr(v) if single else f"{name} {v!r}")
+    if result.hessian is not None:
+        lines.append("hessian:")
+        for name, row in zip(result.wrt, result.hessian):
+            lines.append(f"{name} " + " ".join(repr(v) for v in row))
+    if show:
+        lines += [f"{label} = {text}" for label, text in result.shown.items()]
+    return lines
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("expression")
+@click.option("--at", "at", multiple=True, metavar="[NAME=]VALUE",
+              help="The point: --at 15 (one variable), --at x=1 --at y=2 or --at x=1,y=2.")
+@click.option("--wrt", multiple=True, metavar="NAME[,NAME]", help="Differentiate only these variables.")
+@click.option("--order", type=click.IntRange(min=1), default=1, show_default=True,
+              help="The N-th derivative (one variable).")
+@click.option("--hessian", is_flag=True, help="Also the matrix of second derivatives.")
+@click.option("--show", is_flag=True, help="Also print each derivative as a simplified expression.")
+@click.option("--value", "with_value", is_flag=True, help="Also print f at the point.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (for scripts).")
+@click.option("--plot", type=click.Path(dir_okay=False), metavar="OUT.png",
+              help="Plot f and its derivative around the point (needs matplotlib).")
+@click.option("--range", "span", metavar="A:B", help="The x range of --plot (default: the point +- 3).")
+@handled
+def grad(expression, at, wrt, order, hessian, show, with_value, as_json, plot, span):
+    """Derivatives of EXPRESSION at a point, by PyTensor's symbolic gradient.
+
+    \b
+      nncli grad "exp(sin(x**2))" --at 15          -> 4.347404090286685
+      nncli grad "x*y + sin(x)" --at x=1,y=2 --show --value
+      nncli grad "log(x)" --at 2 --order 3
+      nncli grad --at 3 -- "-x**2"                 (an expression starting with -)
+
+    The language: numbers, variables, pi, e, + - * / ** (with unary minus),
+    parentheses and sin cos tan arcsin arccos arctan sinh cosh tanh exp expm1
+    log log1p log2 log10 sqrt abs sigmoid softplus erf min max (plus sign, eq,
+    where, used by printed derivatives). Exit 1 when a result is inf or nan.
+    """
+    import json
+
+    from nncli import gradcalc
+    from nncli.errors import ConfigError
+
+    if span is not None and plot is None:
+        raise ConfigError("--range is only used with --plot")
+    result = gradcalc.compute(expression, at, wrt=wrt, order=order, hessian=hessian, show=show)
+    if as_json:
+        click.echo(json.dumps(result.to_dict()))
+    else:
+        for line in _grad_lines(result, show, with_value):
+            click.echo(line)
+    if plot:
+        gradcalc.plot(expression, result, plot, span)
+        click.echo(f"wrote plot to {plot}", err=True)
+    for warning in result.warnings:
+        click.echo(f"Warning: {warning}", err=True)
+    if not result.finite:
+        sys.exit(1)
+
+
 # --- end grad ---------------------------------------------------------------
 
 
