@@ -78,20 +78,26 @@ def _format_metrics(metrics: dict) -> str:
 @click.option("--backend", "backend_name", type=click.Choice(["auto", "jax", "numba", "c"]),
               help="PyTensor backend (overrides the config).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output; just the summary.")
+@click.option("--log-json", is_flag=True,
+              help="One JSON object per epoch on stdout (for scripts); the summary goes to stderr.")
 @handled
-def train(config, output, resume, epochs, seed, backend_name, quiet):
+def train(config, output, resume, epochs, seed, backend_name, quiet, log_json):
     """Train the network described by CONFIG (a YAML file)."""
     from nncli import progress, trainer
 
+    reporter = progress.for_stream(sys.stderr, quiet)
+    if log_json:
+        reporter = progress.JsonReporter(sys.stdout, reporter)
     result = trainer.train(config, output=output, resume=resume, epochs=epochs, seed=seed,
-                           backend_name=backend_name, reporter=progress.for_stream(sys.stderr, quiet))
+                           backend_name=backend_name, reporter=reporter)
+    err = bool(log_json)  # with --log-json stdout holds only the JSON lines
     stopped = " (stopped early)" if result.stopped_early else ""
-    click.echo(f"trained {result.epochs_run} epochs in {result.seconds:.1f}s{stopped}; {result.backend}")
+    click.echo(f"trained {result.epochs_run} epochs in {result.seconds:.1f}s{stopped}; {result.backend}", err=err)
     if result.best:
-        click.echo(f"best epoch {result.best_epoch}: {_format_metrics(result.best)}")
+        click.echo(f"best epoch {result.best_epoch}: {_format_metrics(result.best)}", err=err)
     if result.test:
-        click.echo(f"test: {_format_metrics(result.test)}")
-    click.echo(f"model saved to {result.output / 'model.h5'} (resume state: {result.output / 'last.h5'})")
+        click.echo(f"test: {_format_metrics(result.test)}", err=err)
+    click.echo(f"model saved to {result.output / 'model.h5'} (resume state: {result.output / 'last.h5'})", err=err)
 
 
 @main.command()
@@ -114,18 +120,40 @@ def predict(model, input, output, proba):
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.argument("data", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--confusion", is_flag=True,
+              help="Also the confusion matrix and per-class precision, recall and F1 (classifiers).")
 @handled
-def evaluate(model, data, as_json):
+def evaluate(model, data, as_json, confusion):
     """Loss and metrics of MODEL on a labelled DATA file."""
     import json
 
     from nncli import inference
 
-    result = inference.evaluate(model, data)
+    result = inference.evaluate(model, data, confusion=confusion)
     if as_json:
-        click.echo(json.dumps({"examples": result.examples, **result.metrics}))
+        extra = {"confusion": result.report} if result.report is not None else {}
+        click.echo(json.dumps({"examples": result.examples, **result.metrics, **extra}))
     else:
         click.echo(f"{result.examples} examples: {_format_metrics(result.metrics)}")
+        if result.report is not None:
+            from nncli import metrics as metrics_mod
+
+            click.echo("")
+            for line in metrics_mod.format_report(result.report):
+                click.echo(line)
+
+
+@main.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path())
+@click.option("--output", "-o", type=click.Path(dir_okay=False),
+              help="The PNG to write (default: RUN/curves.png for one run, compare.png for several).")
+@handled
+def plot(runs, output):
+    """Draw the training curves of RUN folders (several: side by side, to compare)."""
+    from nncli import plot as plot_mod
+
+    path = plot_mod.plot_runs(runs, output)
+    click.echo(f"wrote {path}", err=True)
 
 
 @main.command()

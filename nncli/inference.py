@@ -142,19 +142,33 @@ def predict(model_path: str, input_path: str, output: str | None = None, proba: 
 class Evaluation:
     metrics: dict[str, float]
     examples: int
+    report: dict[str, Any] | None = None   # confusion matrix and per-class scores (confusion=True)
 
 
-def evaluate(model_path: str | os.PathLike, data_path: str) -> Evaluation:
-    """Loss and metrics of a checkpoint on a labelled file."""
+def evaluate(model_path: str | os.PathLike, data_path: str, confusion: bool = False) -> Evaluation:
+    """Loss and metrics of a checkpoint on a labelled file (f1, r2, ... from all predictions)."""
+    from nncli import metrics as metrics_mod
     from nncli import model as model_mod
+    from nncli.errors import ConfigError
 
     model = load_model(model_path)
+    if confusion and model.ck.task != "classification":
+        raise ConfigError(f"--confusion needs a classifier; {model_path} is a {model.ck.task} model "
+                          f"(loss {model.ck.loss})")
     table = _read_inputs(model, data_path, with_targets=True)
     t = data.encode_targets(table, model.ck.encoding, model.net.output_shape)
-    metrics = list(model.config.get("metrics") or [])
+    names = list(model.config.get("metrics") or [])
     batch = max(1, min(PREDICT_BATCH, len(table.x)))
-    fn = model_mod.compile_eval(model.net, model.ck.loss, metrics, batch)
-    return Evaluation(model_mod.run_sums(fn, data.batches(table.x, t, batch)), len(table.x))
+    fn = model_mod.compile_eval(model.net, model.ck.loss, metrics_mod.in_graph(names), batch)
+    result = model_mod.run_sums(fn, data.batches(table.x, t, batch))
+    report = None
+    if metrics_mod.epoch_level(names) or confusion:
+        out = outputs(model, table.x)
+        result.update(metrics_mod.compute(names, t, out, model.ck.loss))
+        result = {k: result[k] for k in ["loss", *names] if k in result}
+        if confusion:
+            report = metrics_mod.report(t, out, model.ck.loss, model.ck.encoding.classes)
+    return Evaluation(result, len(table.x), report)
 
 
 def inspect(model_path: str) -> dict[str, Any]:

@@ -87,5 +87,19 @@ def mae_metric(target, output, loss: str):
     return mae(target, output)
 
 
+def top_k_accuracy(target, output, k: int):
+    """1 when the true class is among the k highest outputs (ties count in its favour)."""
+    c = output.shape[-1]
+    o, t = output.reshape((-1, c)), target.reshape((-1, c))
+    true_score = pt.sum(o * t, axis=1, keepdims=True)
+    hit = pt.lt(pt.sum(pt.gt(o, true_score), axis=1), k)
+    return hit.reshape((output.shape[0], -1)).mean(axis=1)
+
+
 def per_example_metric(name: str, target, output, loss: str):
+    from nncli.metrics import top_k  # top_<k>_accuracy: any k (nncli.metrics)
+
+    k = top_k(name)
+    if k is not None:
+        return top_k_accuracy(target, output, k)
     return METRICS.get(name)(target, output, loss)

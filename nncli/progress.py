@@ -23,6 +23,10 @@ class Silent:
     def epoch_start(self, epoch: int, epochs: int, batches: int, start_batch: int = 0) -> None:
         pass
 
+    def learning_rate(self, value: float) -> None:
+        """The learning rate of the epoch about to start (called before epoch_start)."""
+        pass
+
     def batch(self, done: int, logs: dict[str, float], samples: int) -> None:
         pass
 
@@ -77,6 +81,34 @@ class BarReporter(Reporter):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+class JsonReporter(Silent):
+    """`nncli train --log-json`: one JSON object per epoch on `out` (stdout), for scripts.
+
+    {"epoch": 3, "epochs": 10, "loss": ..., <metrics>, "val_loss": ..., "learning_rate": ..., "seconds": ...}
+    Non-finite values are written as null (strict JSON). Messages go to `messages` (a
+    reporter on stderr, or Silent with --quiet), so stdout holds nothing but the JSON lines.
+    """
+
+    def __init__(self, out: TextIO | None = None, messages: Silent | None = None):
+        self.out = out or sys.stdout
+        self.messages = messages if messages is not None else Reporter(sys.stderr)
+        self.lr: float | None = None
+
+    def info(self, message: str) -> None:
+        self.messages.info(message)
+
+    def learning_rate(self, value: float) -> None:
+        self.lr = value
+
+    def epoch_end(self, epoch, epochs, logs, seconds):
+        import json
+        import math
+
+        record = {"epoch": epoch, "epochs": epochs, **logs, "learning_rate": self.lr, "seconds": seconds}
+        record = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+        print(json.dumps(record), file=self.out, flush=True)
 
 
 def for_stream(stream: TextIO | None = None, quiet: bool = False) -> Silent:

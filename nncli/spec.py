@@ -23,7 +23,8 @@ import yaml
 from nncli.errors import ConfigError
 from nncli.layers import LAYERS
 from nncli.losses import CLASSIFICATION_LOSSES, LOSSES, METRICS
-from nncli.optimizers import OPTIMIZERS
+from nncli.optimizers import OPTIMIZERS, validate_clip
+from nncli import metrics as metrics_mod, regularization, schedules
 from nncli.registry import did_you_mean
 from nncli.schema import (Invalid, Key, boolean, choice, either, integer, list_of, mapping, name_in,
                           number, optional, show, string)
@@ -232,12 +233,15 @@ def top_keys(base: Path) -> dict[str, Key]:
         "data": Key(lambda v, p: mapping(v, p, data_keys(base)), doc="the data section"),
         "layers": Key(list_of(lambda v, p: v, min_len=1, max_len=1000), doc="the list of layers"),
         "loss": Key(optional(name_in(LOSSES)), None, "loss (default from the last activation)"),
-        "metrics": Key(optional(list_of(name_in(METRICS))), None, "metrics (default accuracy or mae)"),
+        "metrics": Key(optional(list_of(metrics_mod.validate_item)), None, "metrics (default accuracy or mae)"),
         "optimizer": Key(_optimizer, {"type": "adam"}, "optimizer"),
         "learning_rate": Key(optional(number(min=0.0, min_open=True, max=1e3)), None, "learning rate"),
         "epochs": Key(integer(min=1, max=1_000_000), 10, "number of epochs"),
         "batch_size": Key(integer(min=1, max=1_000_000), 32, "examples per minibatch"),
         "early_stopping": Key(_early_stopping, "default", "early stopping"),
+        "schedule": Key(schedules.validate, None, "learning-rate schedule (default constant)"),
+        "regularization": Key(regularization.validate, None, "L1/L2 weight penalties"),
+        "clip": Key(validate_clip, None, "gradient clipping: {norm: N} and/or {value: V}"),
         "output": Key(optional(string()), None, "output folder (default runs/<name>)"),
         "checkpoint_interval": Key(number(min=0.0), 5.0,
                                    "seconds between checkpoint writes (0: after every epoch); "
@@ -325,6 +329,14 @@ def from_dict(data: Any, source: str, lines: Mapping[str, int] | None = None, ba
             raise ConfigError(located(source, lines, "early_stopping.monitor",
                                       f"cannot monitor '{es['monitor']}'{did_you_mean(es['monitor'], allowed)}; "
                                       f"allowed: {', '.join(allowed)}"))
+    try:  # training controls (nncli.metrics, nncli.schedules, nncli.regularization)
+        monitors = ["loss", *cfg["metrics"]]
+        monitors += [f"val_{m}" for m in monitors] if has_validation else []
+        metrics_mod.check(cfg["metrics"], cfg["loss"], classification)
+        schedules.check(cfg, monitors)
+        regularization.check(cfg["regularization"], [l.name for l in layers])
+    except Invalid as exc:
+        raise ConfigError(located(source, lines, exc.path, exc.message)) from None
     if cfg["output"] is None:
         cfg["output"] = str(Path("runs") / cfg["name"])
     elif not os.path.isabs(cfg["output"]):

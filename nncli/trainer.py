@@ -31,6 +31,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from nncli import backend, checkpoint, data, fileio, network, optimizers, progress
+from nncli import metrics as metrics_mod, regularization, schedules
 from nncli import spec as spec_mod
 from nncli.errors import CheckpointError, ConfigError, DataError, Interrupted, TrainingError
 
@@ -114,7 +115,7 @@ def prepare(spec: spec_mod.Spec) -> Prepared:
 def monitor_mode(monitor: str, mode: str = "auto") -> str:
     if mode != "auto":
         return mode
-    return "max" if monitor.split("val_", 1)[-1] in MAX_METRICS else "min"
+    return "max" if metrics_mod.higher_is_better(monitor) else "min"
 
 
 def _improved(value: float, best: float, mode: str, min_delta: float) -> bool:
@@ -194,7 +195,9 @@ class Trainer:
         self.spec = s
         self.config_yaml = s.to_yaml()
         self.out = Path(s["output"])
-        self.metrics = list(s["metrics"])
+        self.metrics = metrics_mod.in_graph(s["metrics"])           # in the compiled graph
+        self.epoch_metrics = metrics_mod.epoch_level(s["metrics"])  # numpy, from all predictions
+        self.schedule = schedules.build(s, prep.x_val is not None)
         self.batch_size = min(s["batch_size"], len(prep.x_train))
         es = s["early_stopping"]
         has_val = prep.x_val is not None
@@ -215,15 +218,17 @@ class Trainer:
         self.lr = pytensor.shared(np.asarray(s["learning_rate"], dtype=floatx), name="learning_rate")
         self.iterations = optimizers.iterations_variable()
         opt_cfg = dict(s["optimizer"])
-        self.opt = optimizers.create(opt_cfg.pop("type"), opt_cfg)
+        self.opt = optimizers.create(opt_cfg.pop("type"), opt_cfg, clip=s["clip"])
         self.r.info(f"compiling the training graph ({self.choice.backend})...")
         t0 = time.perf_counter()
         self.train_fn, self.opt_state = model.compile_train(
-            net, s["loss"], self.metrics, self.opt, self.lr, self.batch_size, self.iterations, seed=s["seed"])
+            net, s["loss"], self.metrics, self.opt, self.lr, self.batch_size, self.iterations, seed=s["seed"],
+            penalty=regularization.penalty(s["regularization"]))
         n_eval = max(len(self.p.x_val) if self.p.x_val is not None else 0, 1)
         self.eval_batch = min(max(self.batch_size, 256), n_eval) if self.p.x_val is not None else self.batch_size
         self.eval_fn = model.compile_eval(net, s["loss"], self.metrics, self.eval_batch) \
             if self.p.x_val is not None else None
+        self.predict_fn = model.compile_predict(net, self.eval_batch) if self.epoch_metrics else None
         self.compile_seconds = time.perf_counter() - t0
 
     # -- state <-> checkpoint --------------------------------------------------
@@ -302,6 +307,9 @@ class Trainer:
         stopped_early = False
         with _signals_to_flag(flag):
             for epoch in range(start_epoch, epochs):
+                if s["schedule"]:  # a function of the finished epochs' history: the same after --resume
+                    self.lr.set_value(np.asarray(self.schedule.lr(epoch, history), dtype=self.lr.dtype))
+                r.learning_rate(float(self.lr.get_value()))
                 epoch_rng_state = shuffle_rng.bit_generator.state
                 order = shuffle_rng.permutation(n) if s["data"]["shuffle"] else None
                 first = start_batch if epoch == start_epoch else 0
@@ -335,6 +343,9 @@ class Trainer:
 
                     val = model.run_sums(self.eval_fn, data.batches(p.x_val, p.t_val, self.eval_batch))
                     logs.update({f"val_{k}": v for k, v in val.items()})
+                if self.predict_fn is not None:
+                    logs = metrics_mod.with_epoch_metrics(logs, self.predict_fn, s["metrics"], s["loss"],
+                                                          (p.x_train, p.t_train), (p.x_val, p.t_val))
                 seconds = time.perf_counter() - t0
                 for k, v in logs.items():
                     history.setdefault(k, []).append(v)
@@ -345,7 +356,8 @@ class Trainer:
                 improved = self.monitor is None or _improved(value, best_value, self.mode, self.min_delta)
                 if improved:
                     best_epoch, best_value = epoch + 1, value
-                stop = self.patience is not None and epoch + 1 - best_epoch > self.patience
+                # Keras' rule: stop once `patience` epochs in a row have not improved on the best
+                stop = self.patience is not None and not improved and epoch + 1 - best_epoch >= self.patience
                 saver.stage(self._checkpoint(epoch + 1, int(self.iterations.get_value()), history, best_epoch,
                                              best_value, {"shuffle": shuffle_rng.bit_generator.state, "batch": 0,
                                                           "sums": []}), improved)
@@ -388,6 +400,9 @@ def train(config: str | os.PathLike, *, output: str | None = None, resume: bool 
                   + f"; {choice.describe()}")
     trainer = Trainer(prep, choice, reporter)
     result = trainer.fit(resume=resume)
+    from nncli import plot
+
+    plot.after_training(result, reporter)
     if spec["data"]["test"]:
         from nncli import inference
 
