@@ -219,9 +219,7 @@ def build_pytensor(net: str, batch: int):
             return o * pt.tanh(c1), c1
 
         zeros = pt.zeros((batch, n_h), dtype="float32")
-        (hs, _), _ = pytensor.scan(step, sequences=xs, outputs_info=[zeros, zeros], return_updates=True) \
-            if "return_updates" in pytensor.scan.__code__.co_varnames else \
-            pytensor.scan(step, sequences=xs, outputs_info=[zeros, zeros])
+        hs, _ = pytensor.scan(step, sequences=xs, outputs_info=[zeros, zeros], return_updates=False)
         W, bb = sh(_glorot(rng, (n_h, 10), n_h, 10), "W"), sh(np.zeros(10, np.float32), "b")
         params += [W, bb]
         logits = hs[-1] @ W + bb
@@ -303,11 +301,15 @@ def run_torch(net: str, x, y, batch: int, epochs: int, threads: int = 0) -> dict
 def _timed_process(cmd, env) -> tuple[float, float, int, str]:
     """(wall seconds, peak RSS MiB, exit code, stderr tail) of one child process."""
     t = time.perf_counter()
-    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
-    out, err = p.communicate()
-    wall = time.perf_counter() - t
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # max over children so far; fine for a fresh max
-    return wall, usage.ru_maxrss / 1024, p.returncode, err.decode(errors="replace")[-400:]
+    # a small wrapper process starts the command: a child forked from this (big) process would
+    # report this process's RSS as its peak (ru_maxrss survives exec)
+    wrapper = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
+               "r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE); "
+               "sys.stderr.buffer.write(r.stderr[-400:]); "
+               "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, r.returncode)")
+    p = subprocess.run([sys.executable, "-c", wrapper, *cmd], env=env, capture_output=True, cwd=ROOT)
+    wall, rss_kib, code = p.stdout.split()
+    return float(wall), int(rss_kib) / 1024, int(code), p.stderr.decode(errors="replace")
 
 
 def start_times(backends, folder: Path) -> list[dict]:
@@ -349,7 +351,7 @@ def main(argv=None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="nncli-bench-") as tmp:
         folder = Path(tmp)
-        for w in a.workloads.split(","):
+        for w in [w for w in a.workloads.split(",") if w]:
             spec = WORKLOADS[w]
             net, batch = spec["net"], spec["batch"]
             if not all(t in known for t in NEEDS[net]):

@@ -6,16 +6,17 @@ together with one float type for training (float32; hyperparameters are
 cast to it so updates keep the parameters' dtype).
 
 ``backend: auto`` picks per network, from the figures `python bench/run.py`
-measured on a 2-core AVX-512 machine (bench/results.md):
+measured on the project's shared 2-core AVX-512 machine (bench/results.md):
 
-* dense nets (dense, dropout, batch_norm, flatten, ...): the C backend when a
-  C++ compiler is there and a BLAS links (it is the fastest here, and warm
-  starts are quick because PyTensor caches the compiled modules on disk);
-  otherwise JAX;
-* conv and recurrent nets: JAX (XLA's convolutions and its compiled scan loop
-  beat both the C and the NUMBA backends several times over);
-* NUMBA never by default: its runtime is close to JAX's but a cold compile
-  takes 14-55 s (JAX: 1-2 s).
+* every kind of net (dense, conv, recurrent): JAX. With the C backend linked
+  to scipy's OpenBLAS, JAX was still 2-4x faster on the MLP at batch 32 and
+  128 and level at batch 1024; XLA's convolutions and compiled scan loop beat
+  the C and NUMBA backends several times over. JAX compiles in 1-3 s, and its
+  executables are cached on disk.
+* without JAX: the C backend when a C++ compiler is there and a BLAS links
+  (dense nets; its warm start is the quickest, ~2.4-3.2 s for xor), else NUMBA;
+* NUMBA is never the first choice: runtime close to JAX, but a cold compile
+  takes 14-55 s.
 
 A plain ``pip install`` gives the C backend no BLAS PyTensor can find: the
 OpenBLAS that scipy's wheel bundles (``scipy.libs/libscipy_openblas-*.so``)
@@ -66,7 +67,7 @@ BLAS_ROUTINES = tuple(
 # Which backend `auto` picks for which kind of network, in order of preference
 # (measured: bench/results.md). "c" is only taken when a compiler and a BLAS are there.
 AUTO_ORDER = {
-    "dense": ("c", "jax", "numba"),
+    "dense": ("jax", "c", "numba"),
     "conv": ("jax", "numba", "c"),
     "recurrent": ("jax", "numba", "c"),
 }

@@ -45,20 +45,26 @@ def test_network_kind():
     assert backend.network_kind(None) == "dense"
 
 
-def test_auto_picks_per_network(machine):
-    assert backend.choose("auto", "cpu", DENSE).backend == "c"
+def test_auto_picks_per_network(machine, monkeypatch):
+    assert backend.choose("auto", "cpu", DENSE).backend == "jax"
     assert backend.choose("auto", "cpu", CONV).backend == "jax"
     assert backend.choose("auto", "cpu", RNN).backend == "jax"
+    # the table is per kind of network: a dense-first order picks C where it is usable
+    monkeypatch.setitem(backend.AUTO_ORDER, "dense", ("c", "jax", "numba"))
+    assert backend.choose("auto", "cpu", DENSE).backend == "c"
+    assert backend.choose("auto", "cpu", CONV).backend == "jax"
 
 
 def test_auto_avoids_c_without_blas_or_compiler(machine):
+    machine["jax"] = False
+    assert backend.choose("auto", "cpu", DENSE).backend == "c"
     machine["blas"] = None
-    assert backend.choose("auto", "cpu", DENSE).backend == "jax"
+    assert backend.choose("auto", "cpu", DENSE).backend == "numba"
     machine["blas"] = backend.Blas("broken", "-lx", "/x/lib.so", ok=False, problem="does not link")
-    assert backend.choose("auto", "cpu", DENSE).backend == "jax"
+    assert backend.choose("auto", "cpu", DENSE).backend == "numba"
     machine["blas"] = backend.Blas("OpenBLAS", "-lopenblas")
     machine["cxx"] = ""
-    assert backend.choose("auto", "cpu", DENSE).backend == "jax"
+    assert backend.choose("auto", "cpu", DENSE).backend == "numba"
 
 
 def test_jax_missing_falls_back(machine):
