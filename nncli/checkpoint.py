@@ -20,6 +20,7 @@ then ``os.replace``; a failure at any moment leaves the previous file intact.
 from __future__ import annotations
 
 import datetime as _dt
+import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -71,16 +72,31 @@ def _write_tree(group: h5py.Group, values: dict[str, np.ndarray]) -> None:
         group.create_dataset(key, data=np.asarray(value))
 
 
+def image(ckpt: Checkpoint) -> bytes:
+    """The bytes of the checkpoint file, built in memory."""
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        _fill(f, ckpt)
+    return buf.getvalue()
+
+
 def save(ckpt: Checkpoint, path: str | os.PathLike) -> None:
-    """Write `ckpt` to `path` atomically."""
+    """Write `ckpt` to `path` atomically.
+
+    The HDF5 image is built in memory and written with one plain write, so a
+    full disk is a clean OSError here (HDF5 failing mid-file leaves noise and
+    broken handles behind), and the temporary file is removed.
+    """
     path = Path(path)
     try:
+        data = image(ckpt)
         path.parent.mkdir(parents=True, exist_ok=True)
         with fileio.atomic_path(path) as tmp:
-            with h5py.File(tmp, "w") as f:
-                _fill(f, ckpt)
+            with open(tmp, "wb") as fh:
+                fh.write(data)
     except OSError as exc:
-        raise CheckpointError(f"{path}: cannot write checkpoint: {exc.strerror or exc}; "
+        reason = exc.strerror or str(exc).splitlines()[0] or type(exc).__name__
+        raise CheckpointError(f"{path}: cannot write checkpoint: {reason}; "
                               f"the previous file is unchanged") from None
 
 
@@ -121,7 +137,9 @@ def _read_tree(group: h5py.Group) -> dict[str, np.ndarray]:
 
     def visit(name, obj):
         if isinstance(obj, h5py.Dataset):
-            out[name] = obj[()]
+            if obj.dtype.kind not in "biuf":
+                raise ValueError(f"{obj.name} holds {obj.dtype}, expected numbers")
+            out[name] = np.asarray(obj[()])
     group.visititems(visit)
     return out
 
@@ -177,6 +195,6 @@ def load(path: str | os.PathLike) -> Checkpoint:
             )
     except CheckpointError:
         raise
-    except (KeyError, OSError, ValueError, TypeError, json.JSONDecodeError) as exc:
+    except (KeyError, OSError, ValueError, TypeError, RuntimeError, AttributeError, IndexError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"{where}: damaged checkpoint: {msg}") from None

@@ -23,6 +23,7 @@ from nncli.errors import DataError
 
 HDF5_SUFFIXES = (".h5", ".hdf5")
 MAX_CLASSES = 10_000
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def is_hdf5(path: str | os.PathLike) -> bool:
@@ -55,7 +56,7 @@ def _csv_rows(path: str) -> tuple[list[str], list[list[str]]]:
     if "\x00" in text:
         raise DataError(f"{path}: contains NUL bytes; expected a CSV text file")
     try:
-        reader = csv.reader(io.StringIO(text), strict=True)
+        reader = csv.reader(io.StringIO(text, newline=""), strict=True)  # \r-only line ends too
         rows = [r for r in reader]
     except csv.Error as exc:
         raise DataError(f"{path}: malformed CSV: {exc}") from None
@@ -84,7 +85,7 @@ def _to_float(path: str, cells: np.ndarray, names: Sequence[str], row_offset: in
         out = np.char.strip(cells).astype(np.float64)
     except ValueError:
         out = None
-    if out is not None and np.isfinite(out).all():
+    if out is not None and np.isfinite(out).all() and (np.abs(out) <= FLOAT32_MAX).all():
         return out.astype(np.float32)
     for r, row in enumerate(cells):
         for c, cell in enumerate(row):
@@ -96,6 +97,9 @@ def _to_float(path: str, cells: np.ndarray, names: Sequence[str], row_offset: in
             if not np.isfinite(v):
                 raise DataError(f"{path}: line {r + row_offset}, column '{names[c]}': "
                                 f"non-finite value {cell.strip()!r}")
+            if abs(v) > FLOAT32_MAX:
+                raise DataError(f"{path}: line {r + row_offset}, column '{names[c]}': "
+                                f"{cell.strip()[:40]!r} is too large for float32")
     raise DataError(f"{path}: cannot read numbers")  # pragma: no cover
 
 
@@ -224,6 +228,10 @@ def read_hdf5(path: str, x_name: str | None, y_name: str | None, *, with_targets
         raise DataError(f"{path}: '{x_name}' has {len(x)} rows but '{y_name}' has {len(y)}")
     if y is not None and y.dtype.kind == "f" and not np.isfinite(y).all():
         raise DataError(f"{path}: dataset '{y_name}' has a non-finite value at row {int(np.argmax(~np.isfinite(y).reshape(len(y), -1).all(1)))}")
+    if x.dtype.kind == "f" and x.size and np.abs(x).max() > FLOAT32_MAX:
+        bad = np.argwhere(np.abs(x) > FLOAT32_MAX)[0]
+        raise DataError(f"{path}: dataset '{x_name}' has a value too large for float32 at index "
+                        f"{tuple(int(i) for i in bad)}")
     return Table(x.astype(np.float32), y, path, [x_name], y_name)
 
 
@@ -271,17 +279,23 @@ def _label_strings(y: np.ndarray) -> tuple[np.ndarray, bool]:
     if y.dtype.kind in "iub":
         return y.astype(np.int64).astype(str), True
     if y.dtype.kind == "f":
-        if not np.all(np.mod(y, 1) == 0):
+        if not np.all(np.mod(y, 1) == 0) or not np.all(np.abs(y) < 2**53):
             raise ValueError("class labels must be integers or names, got fractional numbers")
         return y.astype(np.int64).astype(str), True
     strs = np.char.strip(y.astype(str))
     try:
         as_num = strs.astype(np.float64)
-        if np.all(np.mod(as_num, 1) == 0):
+        if np.all(np.mod(as_num, 1) == 0) and np.all(np.abs(as_num) < 2**53):
             return as_num.astype(np.int64).astype(str), True
     except ValueError:
         pass
     return strs, False
+
+
+def _one_label_each(y: np.ndarray, where: str) -> None:
+    if y.size != len(y):
+        raise ValueError(f"class labels must be one value per example, got {y.size // max(len(y), 1)} "
+                         f"(shape {tuple(y.shape)})")
 
 
 def _sort_classes(labels: np.ndarray, numeric: bool) -> list[str]:
@@ -301,6 +315,7 @@ def fit_encoding(table: Table, loss: str, output_units: int) -> Encoding:
                 raise UnitsMismatch(f"{where}: {y.shape[1]} one-hot columns but the last layer has {output_units} units")
             return Encoding("categorical", [str(i) for i in range(y.shape[1])], numeric=True)
         try:
+            _one_label_each(y, where)
             labels, numeric = _label_strings(y.reshape(-1) if y.ndim > 1 else y)
         except ValueError as exc:
             raise DataError(f"{where}: {exc}") from None
@@ -322,6 +337,7 @@ def fit_encoding(table: Table, loss: str, output_units: int) -> Encoding:
                 raise UnitsMismatch(f"{where}: {yy.shape[1]} target columns but the last layer has {output_units} units")
             return Encoding("values")
         try:
+            _one_label_each(y, where)
             labels, numeric = _label_strings(y.reshape(-1))
         except ValueError as exc:
             raise DataError(f"{where}: {exc}") from None
@@ -344,6 +360,7 @@ def encode_targets(table: Table, enc: Encoding, output_shape: tuple[int, ...]) -
     n = len(y)
     if enc.kind in ("categorical", "binary") and not (enc.kind == "categorical" and y.ndim == 2 and y.shape[1] > 1):
         try:
+            _one_label_each(y, where)
             labels, _ = _label_strings(y.reshape(-1))
         except ValueError as exc:
             raise DataError(f"{where}: {exc}") from None
@@ -356,6 +373,8 @@ def encode_targets(table: Table, enc: Encoding, output_shape: tuple[int, ...]) -
         if enc.kind == "binary":
             return idx.astype(np.float32).reshape(n, *output_shape)
         return np.eye(len(enc.classes), dtype=np.float32)[idx].reshape(n, *output_shape)
+    if y.dtype.kind == "f" and y.size and np.abs(y).max() > FLOAT32_MAX:
+        raise DataError(f"{where}: a target value is too large for float32 ({float(np.abs(y).max()):.3g})")
     arr = np.asarray(y, dtype=np.float32)
     if arr.size != n * int(np.prod(output_shape)):
         per = arr.size // max(n, 1)
@@ -421,12 +440,21 @@ def split(n: int, fraction: float, rng: np.random.Generator, strata: np.ndarray 
     return np.setdiff1d(np.arange(n), val_idx), val_idx
 
 
+def shuffle_order(x, rng: np.random.Generator):
+    """One epoch's order for `batches`: a permutation of the rows (a stream: of its blocks)."""
+    return x.shuffle_order(rng) if hasattr(x, "shuffle_order") else rng.permutation(len(x))
+
+
 def batches(x: np.ndarray, t: np.ndarray | None, batch_size: int, order: np.ndarray | None = None
             ) -> Iterator[tuple[np.ndarray, np.ndarray | None, np.ndarray]]:
     """Minibatches of a fixed shape: the last one is padded with zero rows of weight 0.
 
     Fixed shapes mean one compiled function (the JAX backend retraces per shape).
+    `x` may also be an on-disk stream (nncli.stream.XStream) with `order` from shuffle_order.
     """
+    if hasattr(x, "stream_batches"):
+        yield from x.stream_batches(t, batch_size, order)
+        return
     if order is not None:
         x = x[order]
         t = t[order] if t is not None else None

@@ -7,6 +7,8 @@ class NncliError(Exception):
     exit_code = 1
 
     def __init__(self, message: str, exit_code: int | None = None):
+        if isinstance(message, str) and ("\n" in message or "\r" in message):  # always one line
+            message = message.replace("\r", "\\r").replace("\n", "\\n")
         super().__init__(message)
         if exit_code is not None:
             self.exit_code = exit_code

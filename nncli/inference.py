@@ -125,6 +125,10 @@ def predict(model_path: str, input_path: str, output: str | None = None, proba: 
             stream: TextIO | None = None) -> int:
     """Write predictions as CSV to `output` (atomically) or to `stream`; return the row count."""
     model = load_model(model_path)
+    from nncli import stream as streaming
+
+    if streaming.streams_csv(input_path):  # a big CSV: chunks of rows in and out, bounded memory
+        return streaming.predict_csv(model, input_path, output, proba, stream)
     table = _read_inputs(model, input_path, with_targets=False)
     header, rows = prediction_rows(model, outputs(model, table.x), proba)
     buf = io.StringIO()

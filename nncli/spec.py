@@ -77,7 +77,11 @@ def load_yaml(path: str | os.PathLike) -> tuple[Any, dict[str, int]]:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{where}: not UTF-8 text (bad byte at offset {exc.start})") from None
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:  # e.g. a NUL or other control character
+        raise ConfigError(f"{where}: invalid YAML (character {exc.position + 1}): special character "
+                          f"#x{exc.character:04x} is not allowed") from None
     try:
         node = loader.get_single_node()
         if node is None:
@@ -191,6 +195,7 @@ def data_keys(base: Path) -> dict[str, Key]:
         "test": Key(optional(_data_path(base, "test")), None, "a labelled file evaluated after training"),
         "normalize": Key(choice("none", "standard", "minmax"), "none", "input normalisation"),
         "shuffle": Key(boolean(), True, "shuffle training examples each epoch"),
+        "memory_budget_mb": Key(number(min=0.0), 512.0, "HDF5 inputs larger than this are streamed from disk"),
     }
 
 

@@ -78,6 +78,10 @@ def _read_table(spec: spec_mod.Spec, path: str, key: str) -> data.Table:
 
 def prepare(spec: spec_mod.Spec) -> Prepared:
     d = spec["data"]
+    from nncli import stream
+
+    if stream.should_stream(spec):  # inputs bigger than data.memory_budget_mb: read from disk in blocks
+        return stream.prepare(spec)
     table = _read_table(spec, d["train"], "train")
     if len(table.x) < 1:
         raise DataError(f"{d['train']}: no examples")
@@ -151,7 +155,10 @@ def _write_metrics_csv(path: Path, history: Mapping[str, list[float]]) -> None:
     writer.writerow(keys)
     for i in range(n):
         writer.writerow([i + 1] + [repr(float(history[k][i])) if i < len(history[k]) else "" for k in history])
-    fileio.write_text(path, buf.getvalue())
+    try:
+        fileio.write_text(path, buf.getvalue())
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot write: {exc.strerror or exc}; the previous file is unchanged") from None
 
 
 class _Saver:
@@ -264,6 +271,13 @@ class Trainer:
     # -- the loop --------------------------------------------------------------
 
     def fit(self, resume: bool = False) -> Result:
+        """Train, holding the output folder's lock (a second run on it is refused)."""
+        from nncli import lock
+
+        with lock.hold(self.out):
+            return self._fit(resume)
+
+    def _fit(self, resume: bool = False) -> Result:
         s, p, r = self.spec, self.p, self.r
         epochs = s["epochs"]
         seed = s["seed"]
@@ -311,7 +325,7 @@ class Trainer:
                     self.lr.set_value(np.asarray(self.schedule.lr(epoch, history), dtype=self.lr.dtype))
                 r.learning_rate(float(self.lr.get_value()))
                 epoch_rng_state = shuffle_rng.bit_generator.state
-                order = shuffle_rng.permutation(n) if s["data"]["shuffle"] else None
+                order = data.shuffle_order(p.x_train, shuffle_rng) if s["data"]["shuffle"] else None
                 first = start_batch if epoch == start_epoch else 0
                 totals = sums if (epoch == start_epoch and sums is not None) else np.zeros(len(names))
                 seen = float(min(first * self.batch_size, n))

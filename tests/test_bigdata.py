@@ -1,0 +1,281 @@
+"""Big data in bounded memory: HDF5 training files streamed from disk in blocks, and
+`nncli predict` on a big CSV in chunks of rows. The two expensive tests (a 2 GB HDF5 file,
+a 1,000,000-row CSV) measure the peak RSS of a real `nncli` subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from conftest import nncli_executable, write_config
+from nncli import checkpoint, data, progress, stream, trainer
+from nncli import spec as spec_mod
+from nncli.cli import main
+from nncli.errors import Interrupted
+
+MB = 1 << 20
+
+STREAM_CONFIG = """
+name: streamed
+seed: 5
+data: {{train: {train}, validation: {validation}, normalize: {normalize}, memory_budget_mb: {budget}}}
+layers:
+  - {{type: dense, units: 8, activation: tanh}}
+  - {{type: dense, units: 3, activation: softmax}}
+optimizer: adam
+learning_rate: 0.02
+epochs: 3
+batch_size: 50
+checkpoint_interval: 0
+early_stopping: false
+"""
+
+
+@pytest.fixture(scope="module")
+def small_h5(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("stream")
+    rng = np.random.default_rng(3)
+    x = (rng.normal(size=(3001, 5)) * [1, 2, 3, 4, 5] + [0, 1, 2, 3, 4]).astype(np.float32)
+    y = np.argmax(x[:, :3] - [0, 1, 2], axis=1).astype(np.int64)
+    path = folder / "small.h5"
+    with h5py.File(path, "w") as f:
+        f["x"], f["y"] = x, y
+    return folder, path, x, y
+
+
+def config_for(folder, train, budget=0.01, validation=0.2, normalize="standard", name="config.yaml"):
+    return write_config(folder, STREAM_CONFIG.format(train=train, budget=budget, validation=validation,
+                                                     normalize=normalize), name)
+
+
+def test_a_file_over_the_budget_is_streamed(small_h5):
+    folder, path, x, _ = small_h5
+    streamed = trainer.prepare(spec_mod.load(config_for(folder, path, budget=0.01, name="s.yaml")))
+    in_memory = trainer.prepare(spec_mod.load(config_for(folder, path, budget=100, name="m.yaml")))
+    assert isinstance(streamed.x_train, stream.XStream) and isinstance(streamed.x_val, stream.XStream)
+    assert isinstance(in_memory.x_train, np.ndarray)
+    assert len(streamed.x_train) + len(streamed.x_val) == len(x)
+    assert 0.1 < len(streamed.x_val) / len(x) < 0.3
+    assert len(streamed.t_train) == len(streamed.x_train) and streamed.t_train.shape[1:] == (3,)
+
+
+def test_chunked_statistics_equal_the_in_memory_ones(small_h5):
+    folder, path, x, _ = small_h5
+    for kind in ("standard", "minmax"):
+        prep = trainer.prepare(spec_mod.load(config_for(folder, path, normalize=kind, name=f"{kind}.yaml")))
+        rows = np.concatenate([x[a:b] for a, b in prep.x_train.blocks])
+        expected = data.Normalizer.fit(kind, rows)
+        np.testing.assert_allclose(prep.normalizer.shift, expected.shift, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(prep.normalizer.scale, expected.scale, rtol=1e-6)
+
+
+def test_an_epoch_yields_every_training_row_once_in_a_seeded_order(small_h5):
+    folder, path, x, y = small_h5
+    prep = trainer.prepare(spec_mod.load(config_for(folder, path, normalize="none", name="none.yaml")))
+    xs, ts = prep.x_train, prep.t_train
+
+    def epoch(rng):
+        order = data.shuffle_order(xs, rng)
+        got = [(xb[wb > 0], tb[wb > 0]) for xb, tb, wb in data.batches(xs, ts, 64, order)]
+        assert all(len(xb) == 64 for xb, _, _ in data.batches(xs, ts, 64, order))
+        return np.concatenate([g[0] for g in got]), np.concatenate([g[1] for g in got])
+
+    a, ta = epoch(np.random.default_rng(1))
+    b, _ = epoch(np.random.default_rng(1))
+    c, _ = epoch(np.random.default_rng(2))
+    np.testing.assert_array_equal(a, b)  # the same generator state: the same batches
+    assert not np.array_equal(a, c)
+    expected = np.concatenate([x[lo:hi] for lo, hi in xs.blocks])
+    assert len(a) == len(xs) == len(expected)
+    key = lambda arr: arr[np.lexsort(arr.T[::-1])]
+    np.testing.assert_array_equal(key(a), key(expected))  # every training row exactly once
+    # targets travel with their rows
+    onehot = np.eye(3, dtype=np.float32)[y]
+    lookup = {r.tobytes(): t for r, t in zip(x, onehot)}
+    assert all(np.array_equal(lookup[r.tobytes()], t) for r, t in zip(a[:500], ta[:500]))
+
+
+class InterruptAt(progress.Silent):
+    def __init__(self, epoch, batch):
+        self.epoch, self.at, self.current = epoch, batch, 0
+
+    def epoch_start(self, epoch, epochs, batches, start_batch=0):
+        self.current = epoch
+
+    def batch(self, done, logs, samples):
+        if self.current == self.epoch and done == self.at:
+            import signal
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_streamed_training_resumes_bit_exactly(small_h5, tmp_path):
+    folder, path, _, _ = small_h5
+    config = config_for(tmp_path, path)
+    full, part = tmp_path / "full", tmp_path / "part"
+    result = trainer.train(config, output=str(full))
+    assert result.history["val_accuracy"][-1] > 0.8
+    with pytest.raises(Interrupted):
+        trainer.train(config, output=str(part), reporter=InterruptAt(epoch=2, batch=17))
+    assert checkpoint.load(part / "last.h5").rng["batch"] == 17
+    trainer.train(config, output=str(part), resume=True)
+    a, b = checkpoint.load(full / "last.h5"), checkpoint.load(part / "last.h5")
+    assert a.params.keys() == b.params.keys()
+    for k in a.params:
+        np.testing.assert_array_equal(a.params[k], b.params[k], err_msg=k)
+    assert a.history["loss"] == b.history["loss"]
+
+
+# --- predict on a big CSV, in chunks ------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def csv_model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("csvmodel")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 4))
+    labels = np.array(["red", "green", "blue, dark"])[np.argmax(x[:, :3], 1)]
+    (folder / "train.csv").write_text("a,b,c,d,label\n" + "".join(
+        ",".join(f"{v:.4f}" for v in row) + f',"{lab}"\n' for row, lab in zip(x, labels)))
+    config = write_config(folder, f"""
+data: {{train: {folder / 'train.csv'}, normalize: standard}}
+layers:
+  - {{type: dense, units: 16, activation: tanh}}
+  - {{type: dense, units: 3, activation: softmax}}
+epochs: 3
+batch_size: 16
+""")
+    trainer.train(config, output=str(folder / "run"))
+    return folder, folder / "run" / "model.h5"
+
+
+def write_big_csv(path, n, seed=0, with_label=True):
+    rng = np.random.default_rng(seed)
+    with open(path, "w") as fh:
+        fh.write("a,b,c,d" + (",label" if with_label else "") + "\n")
+        for start in range(0, n, 100_000):
+            cells = np.char.mod("%.4f", rng.normal(size=(min(100_000, n - start), 4))).tolist()
+            tail = ",red\n" if with_label else "\n"
+            fh.write(tail.join(",".join(r) for r in cells) + tail)
+
+
+def test_chunked_predict_gives_the_same_text_as_in_memory(csv_model, tmp_path, monkeypatch):
+    folder, model = csv_model
+    src = tmp_path / "in.csv"
+    write_big_csv(src, 3000)
+    runner = CliRunner()
+    whole = runner.invoke(main, ["predict", str(model), str(src)])
+    assert whole.exit_code == 0, whole.stderr
+    monkeypatch.setattr(stream, "PREDICT_STREAM_BYTES", 0)
+    monkeypatch.setattr(stream, "PREDICT_CHUNK_ROWS", 700)
+    assert stream.streams_csv(src)
+    chunked = runner.invoke(main, ["predict", str(model), str(src)])
+    assert chunked.exit_code == 0, chunked.stderr
+    assert chunked.stdout == whole.stdout and '"blue, dark"' in chunked.stdout
+    out = tmp_path / "out.csv"
+    r = runner.invoke(main, ["predict", str(model), str(src), "-o", str(out), "--no-proba"])
+    assert r.exit_code == 0 and "wrote 3000 predictions" in r.stderr
+    no_proba = [line.split(",")[0] for line in whole.stdout.splitlines()]
+    assert out.read_text().splitlines()[1:] == [l if l != '"blue' else '"blue, dark"' for l in no_proba[1:]]
+    # a bad cell deep in the file: the same message as in memory; the earlier -o output is kept
+    lines = src.read_text().splitlines()
+    lines[2500] = lines[2500].replace(lines[2500].split(",")[1], "oops", 1)
+    src.write_text("\n".join(lines) + "\n")
+    before = out.read_bytes()
+    bad = runner.invoke(main, ["predict", str(model), str(src), "-o", str(out)])
+    monkeypatch.setattr(stream, "PREDICT_STREAM_BYTES", 1 << 40)
+    bad_whole = runner.invoke(main, ["predict", str(model), str(src), "-o", str(out)])
+    assert bad.exit_code == bad_whole.exit_code == 1
+    assert bad.stderr == bad_whole.stderr and "line 2501, column 'b'" in bad.stderr
+    assert out.read_bytes() == before and not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+# A small launcher starts the command and reports its peak RSS. (Measured from this process,
+# ru_maxrss would include the moment between fork and exec, when the child is a copy of pytest.)
+LAUNCHER = """
+import os, subprocess, sys
+proc = subprocess.Popen(sys.argv[1:])
+_, status, usage = os.wait4(proc.pid, 0)
+print(f"MAXRSS_KB {usage.ru_maxrss}", file=sys.stderr)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def run_measured(args) -> tuple[int, float, float, str]:
+    """Run a command; return (exit status, seconds, peak RSS in MB of that process, stderr)."""
+    env = dict(os.environ)
+    env.setdefault("NNCLI_BACKEND", "jax")
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-c", LAUNCHER, *args], stderr=subprocess.PIPE, env=env, text=True)
+    seconds = time.perf_counter() - t0
+    lines = r.stderr.splitlines()
+    rss = [int(l.split()[1]) for l in lines if l.startswith("MAXRSS_KB ")]
+    assert rss, r.stderr
+    return r.returncode, seconds, rss[-1] / 1024, "\n".join(l for l in lines if not l.startswith("MAXRSS_KB "))
+
+
+def test_predict_a_million_rows_in_bounded_memory(csv_model, tmp_path):
+    folder, model = csv_model
+    src, out = tmp_path / "million.csv", tmp_path / "preds.csv"
+    write_big_csv(src, 1_000_000, with_label=False)
+    try:
+        code, seconds, rss, err = run_measured([nncli_executable(), "predict", str(model), str(src), "-o", str(out)])
+        assert code == 0, err
+        with open(out, "rb") as fh:
+            assert sum(1 for _ in fh) == 1_000_001
+        print(f"\npredict 1,000,000 rows ({src.stat().st_size / MB:.0f} MB CSV): {seconds:.1f}s "
+              f"({1_000_000 / seconds:,.0f} rows/s end to end), peak RSS {rss:.0f} MB")
+        assert rss < 400
+    finally:
+        src.unlink(missing_ok=True)
+        out.unlink(missing_ok=True)
+
+
+BIG_CONFIG = """
+name: big
+seed: 0
+data: {{train: {train}, validation: 0.05, normalize: standard, memory_budget_mb: 256}}
+layers:
+  - {{type: dense, units: 1}}
+loss: mse
+optimizer: adam
+learning_rate: 0.01
+epochs: 1
+batch_size: 4096
+early_stopping: false
+"""
+
+
+def test_two_gigabyte_hdf5_trains_one_epoch_in_bounded_memory(tmp_path):
+    path = tmp_path / "big.h5"
+    features, rows = 256, 2_100_000  # 2.15e9 bytes of float32 inputs
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(0)
+    w = np.linspace(-1, 1, features).astype(np.float32)
+    try:
+        with h5py.File(path, "w") as f:
+            xs = f.create_dataset("x", (rows, features), dtype="f4")
+            ys = f.create_dataset("y", (rows,), dtype="f4")
+            for a in range(0, rows, 65536):
+                xb = rng.random((min(65536, rows - a), features), dtype=np.float32)
+                xs[a:a + len(xb)] = xb
+                ys[a:a + len(xb)] = xb @ w + rng.normal(0, 0.1, len(xb)).astype(np.float32)
+        size = path.stat().st_size
+        assert size >= 2 * 10**9
+        made = time.perf_counter() - t0
+        config = write_config(tmp_path, BIG_CONFIG.format(train=path))
+        code, seconds, rss, err = run_measured([nncli_executable(), "train", str(config), "-o", str(tmp_path / "run")])
+        assert code == 0, err
+        epoch = [l for l in err.splitlines() if l.startswith("epoch")]
+        ck = checkpoint.load(tmp_path / "run" / "last.h5")
+        assert ck.epoch == 1 and ck.history["val_loss"][0] < 0.5
+        print(f"\n2 GB HDF5 ({size / MB:.0f} MB, generated in {made:.1f}s): trained 1 epoch in {seconds:.1f}s "
+              f"end to end ({epoch[0] if epoch else ''}), {rows / seconds:,.0f} rows/s, peak RSS {rss:.0f} MB")
+        assert rss < 600
+    finally:
+        path.unlink(missing_ok=True)
