@@ -150,16 +150,5 @@ class Reshape(Layer):
         return x.reshape((x.shape[0], *self.config["shape"]))
 
 
-def _load_families() -> None:
-    """Import the modules that register more layer types (kept out of this file)."""
-    import importlib
-
-    for module in ("nncli.layers_conv", "nncli.layers_recurrent", "nncli.layers_regular"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-
-
-_load_families()
+# The other layer families register into LAYERS when imported (after the base classes above).
+from nncli import layers_conv, layers_recurrent, layers_regular  # noqa: E402,F401  isort: skip
