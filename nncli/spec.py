@@ -22,7 +22,7 @@ import yaml
 
 from nncli.errors import ConfigError
 from nncli.layers import LAYERS
-from nncli.losses import CLASSIFICATION_LOSSES, LOSSES, METRICS
+from nncli.losses import CLASSIFICATION_LOSSES, LOSSES
 from nncli.optimizers import OPTIMIZERS, validate_clip
 from nncli import metrics as metrics_mod, regularization, schedules
 from nncli.registry import did_you_mean

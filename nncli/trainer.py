@@ -33,7 +33,7 @@ import numpy as np
 from nncli import backend, checkpoint, data, fileio, network, optimizers, progress
 from nncli import metrics as metrics_mod, regularization, schedules
 from nncli import spec as spec_mod
-from nncli.errors import CheckpointError, ConfigError, DataError, Interrupted, TrainingError
+from nncli.errors import CheckpointError, DataError, Interrupted, TrainingError
 
 MAX_METRICS = ("accuracy",)
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from nncli import progress
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -21,6 +24,40 @@ def nncli_executable() -> str:
     """The installed `nncli` entry point next to this Python."""
     exe = Path(sys.executable).with_name("nncli")
     return str(exe) if exe.exists() else shutil.which("nncli")
+
+
+def checkpoint_arrays(path, groups=("params",)) -> dict:
+    """Every dataset under the given groups of a checkpoint, read with h5py alone."""
+    import h5py
+
+    out = {}
+    with h5py.File(path, "r") as f:
+        for group in groups:
+            f[group].visititems(lambda k, v: out.__setitem__(f"{group}/{k}", v[()])
+                                if isinstance(v, h5py.Dataset) else None)
+    return out
+
+
+def assert_same_arrays(a, b, groups=("params",)) -> None:
+    """Two checkpoints hold bit-identical arrays under `groups`."""
+    pa, pb = checkpoint_arrays(a, groups), checkpoint_arrays(b, groups)
+    assert pa.keys() == pb.keys() and pa
+    for k in pa:
+        np.testing.assert_array_equal(pa[k], pb[k], err_msg=k)
+
+
+class InterruptAt(progress.Silent):
+    """A reporter that sends this process SIGINT after a given batch of a given epoch."""
+
+    def __init__(self, epoch, batch):
+        self.epoch, self.at, self.current = epoch, batch, 0
+
+    def epoch_start(self, epoch, epochs, batches, start_batch=0):
+        self.current = epoch
+
+    def batch(self, done, logs, samples):
+        if self.current == self.epoch and done == self.at:
+            os.kill(os.getpid(), signal.SIGINT)
 
 
 def write_config(folder: Path, text: str, name: str = "config.yaml") -> Path:

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import nncli_executable, write_config
-from nncli import checkpoint, data, progress, stream, trainer
+from conftest import InterruptAt, nncli_executable, write_config
+from nncli import checkpoint, data, stream, trainer
 from nncli import spec as spec_mod
 from nncli.cli import main
 from nncli.errors import Interrupted
@@ -100,19 +100,6 @@ def test_an_epoch_yields_every_training_row_once_in_a_seeded_order(small_h5):
     onehot = np.eye(3, dtype=np.float32)[y]
     lookup = {r.tobytes(): t for r, t in zip(x, onehot)}
     assert all(np.array_equal(lookup[r.tobytes()], t) for r, t in zip(a[:500], ta[:500]))
-
-
-class InterruptAt(progress.Silent):
-    def __init__(self, epoch, batch):
-        self.epoch, self.at, self.current = epoch, batch, 0
-
-    def epoch_start(self, epoch, epochs, batches, start_batch=0):
-        self.current = epoch
-
-    def batch(self, done, logs, samples):
-        if self.current == self.epoch and done == self.at:
-            import signal
-            os.kill(os.getpid(), signal.SIGINT)
 
 
 def test_streamed_training_resumes_bit_exactly(small_h5, tmp_path):

@@ -10,7 +10,6 @@ import subprocess
 
 import h5py
 import numpy as np
-import pytest
 from click.testing import CliRunner
 
 from conftest import nncli_executable, write_config

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import CONFIGS, DATA
-from nncli import data, trainer
+from nncli import data
 from nncli.cli import main
 
 

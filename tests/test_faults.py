@@ -15,12 +15,11 @@ import threading
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import nncli_executable, write_config
+from conftest import assert_same_arrays, nncli_executable, write_config
 from nncli import checkpoint, fileio, lock, trainer
 from nncli.cli import main
 from nncli.errors import CheckpointError
@@ -44,20 +43,8 @@ EPOCHS = 60
 CHECKPOINTS = ("last.h5", "model.h5")
 
 
-def params_of(path):
-    with h5py.File(path, "r") as f:
-        out = {}
-        for group in ("params", "optimizer"):
-            f[group].visititems(lambda k, v: out.__setitem__(f"{group}/{k}", v[()])
-                                if isinstance(v, h5py.Dataset) else None)
-        return out
-
-
 def assert_same_weights(a, b):
-    pa, pb = params_of(a), params_of(b)
-    assert pa.keys() == pb.keys() and pa
-    for k in pa:
-        np.testing.assert_array_equal(pa[k], pb[k], err_msg=k)
+    assert_same_arrays(a, b, groups=("params", "optimizer"))
 
 
 @pytest.fixture(scope="module")

@@ -122,6 +122,9 @@ def forward(jax_backend):
                 "uni_last": dict(bidirectional=False, return_sequences=False),
                 "uni_seq": dict(bidirectional=False, return_sequences=True)}
     values, outputs, keys, shapes = {}, [], [], {}
+    from nncli import layers_recurrent
+
+    default_threshold = layers_recurrent.PROJECT_IN_STEP
     for kind in KINDS:
         values[kind] = random_params(kind, rng)
         shared = {k: pytensor.shared(v, name=k) for k, v in values[kind].items()}
@@ -129,8 +132,14 @@ def forward(jax_backend):
             layer = make_layer(kind, units=H, **cfg)
             shapes[kind, name] = layer.output_shape((T, F))
             p = shared if cfg["bidirectional"] else {k: v for k, v in shared.items() if not k.endswith("_reverse")}
-            outputs.append(layer.linear(x, p, ctx))
-            keys.append((kind, name))
+            # both ways of computing the input projection: inside the scan step (F is narrow) and outside
+            for projection, threshold in (("in_step", F), ("outside", 0)):
+                layers_recurrent.PROJECT_IN_STEP = threshold
+                try:
+                    outputs.append(layer.linear(x, p, ctx))
+                finally:
+                    layers_recurrent.PROJECT_IN_STEP = default_threshold
+                keys.append((kind, name, projection))
     emb = make_layer("embedding", input_dim=10, output_dim=4)
     emb_w = emb.init_params((T,), rng)["W"]
     outputs.append(emb.linear(ids, {"W": pytensor.shared(emb_w)}, ctx))
@@ -140,16 +149,17 @@ def forward(jax_backend):
             "out": dict(zip(keys, got[:-1])), "emb": (ids_val, emb_w, got[-1], emb.output_shape((T,)))}
 
 
+@pytest.mark.parametrize("projection", ["in_step", "outside"])
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("variant", ["bi_seq", "bi_last", "uni_last", "uni_seq"])
-def test_forward_matches_numpy_step_loop(forward, kind, variant):
+def test_forward_matches_numpy_step_loop(forward, kind, variant, projection):
     cfg = forward["variants"][variant]
     params = forward["params"][kind]
     if not cfg["bidirectional"]:
         params = {k: v for k, v in params.items() if not k.endswith("_reverse")}
     want = np_layer(kind, forward["x"].astype(np.float64), {k: v.astype(np.float64) for k, v in params.items()},
                     **cfg)
-    got = forward["out"][kind, variant]
+    got = forward["out"][kind, variant, projection]
     assert got.dtype == np.float32
     assert got.shape == (B, *forward["shapes"][kind, variant])
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
@@ -158,16 +168,16 @@ def test_forward_matches_numpy_step_loop(forward, kind, variant):
 def test_bidirectional_halves_are_forward_and_backward_passes(forward):
     x = forward["x"].astype(np.float64)
     for kind in KINDS:
-        out = forward["out"][kind, "bi_seq"]
+        out = forward["out"][kind, "bi_seq", "outside"]
         params = {k: v.astype(np.float64) for k, v in forward["params"][kind].items()}
         assert out.shape == (B, T, 2 * H)
         # the forward half equals the unidirectional layer with the same weights
-        np.testing.assert_allclose(out[:, :, :H], forward["out"][kind, "uni_seq"], rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(out[:, :, :H], forward["out"][kind, "uni_seq", "outside"], rtol=1e-6, atol=1e-6)
         # the backward half read the reversed sequence: it equals a forward pass over x[:, ::-1], re-reversed
         back = np_run(kind, x[:, ::-1], {k[:-8]: v for k, v in params.items() if k.endswith("_reverse")})[:, ::-1]
         np.testing.assert_allclose(out[:, :, H:], back, rtol=1e-5, atol=1e-5)
         # without return_sequences: forward's last step, backward's final state (at step 0)
-        last = forward["out"][kind, "bi_last"]
+        last = forward["out"][kind, "bi_last", "outside"]
         np.testing.assert_allclose(last, np.concatenate([out[:, -1, :H], out[:, 0, H:]], axis=1), rtol=1e-6,
                                    atol=1e-6)
 

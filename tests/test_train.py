@@ -3,30 +3,22 @@
 from __future__ import annotations
 
 import csv
-import os
-import signal
 
 import h5py
 import numpy as np
 import pytest
 
-from conftest import BLOBS_CONFIG, write_config
-from nncli import checkpoint, progress, trainer
+from conftest import BLOBS_CONFIG, InterruptAt, assert_same_arrays, checkpoint_arrays, write_config
+from nncli import checkpoint, trainer
 from nncli.errors import Interrupted, TrainingError
 
 
 def params_of(path):
-    with h5py.File(path, "r") as f:
-        out = {}
-        f["params"].visititems(lambda k, v: out.__setitem__(k, v[()]) if isinstance(v, h5py.Dataset) else None)
-        return out
+    return checkpoint_arrays(path)
 
 
 def assert_same_params(a, b):
-    pa, pb = params_of(a), params_of(b)
-    assert pa.keys() == pb.keys() and pa
-    for k in pa:
-        np.testing.assert_array_equal(pa[k], pb[k], err_msg=k)
+    assert_same_arrays(a, b)
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +42,7 @@ def test_same_seed_same_weights(blobs_config, six_epochs, tmp_path):
 def test_other_seed_other_weights(blobs_config, six_epochs, tmp_path):
     trainer.train(blobs_config, output=str(tmp_path / "other"), epochs=6, seed=99)
     a, b = params_of(six_epochs / "last.h5"), params_of(tmp_path / "other" / "last.h5")
-    assert not np.array_equal(a["dense_1/W"], b["dense_1/W"])
+    assert not np.array_equal(a["params/dense_1/W"], b["params/dense_1/W"])
 
 
 def test_resume_is_bit_exact(blobs_config, six_epochs, tmp_path):
@@ -64,20 +56,6 @@ def test_resume_is_bit_exact(blobs_config, six_epochs, tmp_path):
     for key in full.optimizer:
         np.testing.assert_array_equal(full.optimizer[key], split.optimizer[key], err_msg=key)
     assert full.history["loss"] == split.history["loss"]
-
-
-class InterruptAt(progress.Silent):
-    """Sends this process SIGINT after a given batch of a given epoch."""
-
-    def __init__(self, epoch, batch):
-        self.epoch, self.at, self.current = epoch, batch, 0
-
-    def epoch_start(self, epoch, epochs, batches, start_batch=0):
-        self.current = epoch
-
-    def batch(self, done, logs, samples):
-        if self.current == self.epoch and done == self.at:
-            os.kill(os.getpid(), signal.SIGINT)
 
 
 def test_interrupt_mid_epoch_saves_and_resumes_exactly(blobs_config, six_epochs, tmp_path):
