@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from timing import median_epoch, timeit  # noqa: E402
 
 
 def load_digits():
@@ -39,16 +41,6 @@ def cnn_layers():
     import yaml
 
     return yaml.safe_load((ROOT / "configs" / "digits-cnn.yaml").read_text())["layers"]
-
-
-def median_epoch(run_epoch, epochs: int) -> tuple[float, list[float]]:
-    run_epoch(0)  # warm-up (compilation caches, allocator)
-    times = []
-    for e in range(epochs):
-        t0 = time.perf_counter()
-        run_epoch(e + 1)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), times
 
 
 def bench_nncli(x, y, batch_size: int, epochs: int, lr: float):
@@ -118,21 +110,6 @@ def bench_torch(x, y, batch_size: int, epochs: int, lr: float):
 
     med, times = median_epoch(run_epoch, epochs)
     return med, times, last
-
-
-def timeit(fn, *args, repeat: int = 20) -> float:
-    """Best of 5 mean call times; outputs are converted to numpy so JAX's async dispatch is waited for."""
-    def call():
-        return [np.asarray(v) for v in fn(*args)]
-
-    call()
-    times = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        for _ in range(repeat):
-            call()
-        times.append((time.perf_counter() - t0) / repeat)
-    return min(times)
 
 
 def bench_ops():

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -27,6 +26,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from timing import median_epoch, timeit  # noqa: E402
 
 
 def load_adding():
@@ -34,16 +36,6 @@ def load_adding():
 
     with h5py.File(ROOT / "data" / "adding.h5", "r") as f:
         return np.asarray(f["x"], dtype=np.float32), np.asarray(f["y"], dtype=np.float32)
-
-
-def median_epoch(run_epoch, epochs: int) -> tuple[float, list[float]]:
-    run_epoch(0)  # warm-up (JIT compilation, allocator)
-    times = []
-    for e in range(epochs):
-        t0 = time.perf_counter()
-        run_epoch(e + 1)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), times
 
 
 def bench_nncli(x, y, units: int, batch_size: int, epochs: int, lr: float):
@@ -125,21 +117,6 @@ def bench_torch(x, y, units: int, batch_size: int, epochs: int, lr: float):
     return med, times, last
 
 
-def timeit(fn, *args, repeat: int = 30) -> float:
-    """Best of 5 means; the outputs are converted to numpy, which waits for JAX's asynchronous dispatch."""
-    def call():
-        return [np.asarray(v) for v in fn(*args)]
-
-    call()
-    times = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        for _ in range(repeat):
-            call()
-        times.append((time.perf_counter() - t0) / repeat)
-    return min(times)
-
-
 def bench_projection(units: int, batch_size: int):
     """Forward + backward of one LSTM layer on a (batch, 30, 2) input under JAX, in microseconds."""
     import pytensor
@@ -158,7 +135,7 @@ def bench_projection(units: int, batch_size: int):
     rows = []
     y = layer.linear(x, p, Context(training=True))
     fn = pytensor.function([x], [y, *pytensor.grad(pt.sum(y * y), list(p.values()))])
-    rows.append(("x W for all steps outside scan (nncli: > 16 features)", timeit(fn, xv) * 1e6))
+    rows.append(("x W for all steps outside scan (nncli: > 16 features)", timeit(fn, xv, repeat=30) * 1e6))
 
     n = units
 
@@ -173,7 +150,7 @@ def bench_projection(units: int, batch_size: int):
                           non_sequences=[p["W"], p["U"], p["b"]], strict=True, return_updates=False)
     y = hs[-1]
     fn = pytensor.function([x], [y, *pytensor.grad(pt.sum(y * y), list(p.values()))])
-    rows.append(("x_t W inside the scan step (nncli: <= 16 features)", timeit(fn, xv) * 1e6))
+    rows.append(("x_t W inside the scan step (nncli: <= 16 features)", timeit(fn, xv, repeat=30) * 1e6))
     return rows
 
 
