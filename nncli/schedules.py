@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from nncli.registry import did_you_mean
-from nncli.schema import Invalid, Key, boolean, choice, integer, mapping, number, optional, show, string
+from nncli.schema import Invalid, Key, boolean, choice, integer, mapping, number, optional, string, typed
 
 TYPES = ("constant", "step", "exponential", "cosine", "reduce_on_plateau", "warmup")
 
@@ -75,18 +75,8 @@ def validate(value: Any, path: str) -> dict[str, Any] | None:
     """`schedule: cosine` or `schedule: {type: cosine, ...}`; null: constant."""
     if value is None:
         return None
-    if isinstance(value, str):
-        value = {"type": value}
-    if not isinstance(value, dict):
-        raise Invalid(path, f"expected a schedule name or a mapping with 'type', got {show(value)}")
-    if "type" not in value:
-        raise Invalid(f"{path}.type", f"missing required key (one of {', '.join(TYPES)})")
-    kind = value["type"]
-    if kind not in TYPES:
-        hint = did_you_mean(kind, list(TYPES)) if isinstance(kind, str) else ""
-        raise Invalid(f"{path}.type", f"unknown schedule {show(kind)}{hint}; known: {', '.join(TYPES)}")
+    kind, rest = typed(value, path, list(TYPES), "schedule")
     keys = {**_COMMON, **KEYS[kind]}
-    rest = {k: v for k, v in value.items() if k != "type"}
     out = {"type": kind, **mapping(rest, path, keys, "schedule mapping")}
     if kind == "cosine" and out["restart"] and out["period"] is None:
         raise Invalid(f"{path}.period", "restart: true needs the length of the first cycle (period: N epochs)")

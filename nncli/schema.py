@@ -195,3 +195,24 @@ def mapping(value: Any, path: str, keys: dict[str, Key], what: str = "mapping") 
 
 def _join(path: str, key: Any) -> str:
     return f"{path}.{key}" if path else str(key)
+
+
+def typed(value: Any, path: str, known: list[str], family: str, *, name_ok: bool = True,
+          example: str = "") -> tuple[str, dict[str, Any]]:
+    """A `{type: NAME, ...}` mapping (or, when `name_ok`, just `NAME`): return NAME and the other keys.
+
+    Layers, optimizers and schedules share this, so all three report a missing or unknown
+    type the same way (with the known names and a "did you mean").
+    """
+    if name_ok and isinstance(value, str):
+        value = {"type": value}
+    if not isinstance(value, dict):
+        what = f"a {family} name or a mapping with 'type'" if name_ok else f"a mapping with 'type'{example}"
+        raise Invalid(path, f"expected {what}, got {show(value)}")
+    if "type" not in value:
+        raise Invalid(f"{path}.type", f"missing required key (one of {', '.join(known)})")
+    kind = value["type"]
+    if kind not in known:
+        hint = did_you_mean(kind, known) if isinstance(kind, str) else ""
+        raise Invalid(f"{path}.type", f"unknown {family} {show(kind)}{hint}; known: {', '.join(known)}")
+    return kind, {k: v for k, v in value.items() if k != "type"}

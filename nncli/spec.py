@@ -27,7 +27,7 @@ from nncli.optimizers import OPTIMIZERS, validate_clip
 from nncli import metrics as metrics_mod, regularization, schedules
 from nncli.registry import did_you_mean
 from nncli.schema import (Invalid, Key, boolean, choice, either, integer, list_of, mapping, name_in,
-                          number, optional, show, string)
+                          number, optional, show, string, typed)
 
 MAX_CONFIG_BYTES = 1_000_000
 MAX_NODES = 20_000
@@ -200,15 +200,8 @@ def data_keys(base: Path) -> dict[str, Key]:
 
 
 def _optimizer(value, path):
-    if isinstance(value, str):
-        value = {"type": value}
-    if not isinstance(value, dict):
-        raise Invalid(path, f"expected an optimizer name or a mapping with 'type', got {show(value)}")
-    if "type" not in value:
-        raise Invalid(f"{path}.type", f"missing required key (one of {', '.join(OPTIMIZERS.names())})")
-    kind = name_in(OPTIMIZERS)(value["type"], f"{path}.type")
+    kind, rest = typed(value, path, OPTIMIZERS.names(), "optimizer")
     cls = OPTIMIZERS.get(kind)
-    rest = {k: v for k, v in value.items() if k != "type"}
     if "learning_rate" in rest:
         raise Invalid(f"{path}.learning_rate", "set the learning rate with the top-level key learning_rate")
     return {"type": kind, **mapping(rest, path, cls.keys, "optimizer mapping")}
@@ -255,13 +248,10 @@ def top_keys(base: Path) -> dict[str, Key]:
 
 
 def _layer(item: Any, path: str, index: int) -> LayerSpec:
-    if not isinstance(item, dict):
-        raise Invalid(path, f"expected a mapping with 'type' (e.g. {{type: dense, units: 10}}), got {show(item)}")
-    if "type" not in item:
-        raise Invalid(f"{path}.type", f"missing required key (one of {', '.join(LAYERS.names())})")
-    kind = name_in(LAYERS)(item["type"], f"{path}.type")
+    kind, rest = typed(item, path, LAYERS.names(), "layer type", name_ok=False,
+                       example=" (e.g. {type: dense, units: 10})")
     cls = LAYERS.get(kind)
-    rest = {k: v for k, v in item.items() if k not in ("type", "name")}
+    rest.pop("name", None)
     config = mapping(rest, path, cls.keys, "layer mapping")
     name = item.get("name", f"{kind}_{index + 1}")
     name = string()(name, f"{path}.name")
