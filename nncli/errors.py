@@ -1,5 +1,9 @@
 """The error types the library raises; the CLI turns each into one line and an exit code."""
 
+# Every character str.splitlines() breaks on, escaped so a message is always one line
+# (user text such as a CSV header may carry any of them).
+_ONE_LINE = str.maketrans({c: repr(c)[1:-1] for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"})
+
 
 class NncliError(Exception):
     """A user-facing failure: one line of text and the exit status the CLI should use."""
@@ -7,8 +11,8 @@ class NncliError(Exception):
     exit_code = 1
 
     def __init__(self, message: str, exit_code: int | None = None):
-        if isinstance(message, str) and ("\n" in message or "\r" in message):  # always one line
-            message = message.replace("\r", "\\r").replace("\n", "\\n")
+        if isinstance(message, str):
+            message = message.translate(_ONE_LINE)
         super().__init__(message)
         if exit_code is not None:
             self.exit_code = exit_code

@@ -42,8 +42,13 @@ CASES = int(os.environ.get("NNCLI_FUZZ_CASES", "320"))
 CLI_CASES = int(os.environ.get("NNCLI_FUZZ_CLI_CASES", "30"))
 
 
+# CI runs the same cases every time (a red CI must be reproducible); NNCLI_FUZZ_RANDOM=1
+# explores new ones, and a failure prints the case to add to test_bad_inputs.py.
+RANDOM = os.environ.get("NNCLI_FUZZ_RANDOM") == "1"
+
+
 def fuzz(n):
-    return settings(max_examples=n, deadline=None, database=None, derandomize=False,
+    return settings(max_examples=n, deadline=None, database=None, derandomize=not RANDOM,
                     suppress_health_check=list(HealthCheck))
 
 
