@@ -370,9 +370,13 @@ def encode_targets(table: Table, enc: Encoding, output_shape: tuple[int, ...]) -
         if (codes < 0).any():
             raise DataError(f"{where}: unknown class '{uniq[codes < 0][0]}' (the model knows {_preview(enc.classes)})")
         idx = codes[inverse]
+        per_example = (1,) if enc.kind == "binary" else (len(enc.classes),)
+        if tuple(output_shape) != per_example:
+            raise UnitsMismatch(f"{where}: one class label per example needs an output of shape {per_example}, "
+                                f"the network outputs {tuple(output_shape)} (flatten before the last layer?)")
         if enc.kind == "binary":
-            return idx.astype(np.float32).reshape(n, *output_shape)
-        return np.eye(len(enc.classes), dtype=np.float32)[idx].reshape(n, *output_shape)
+            return idx.astype(np.float32).reshape(n, 1)
+        return np.eye(len(enc.classes), dtype=np.float32)[idx]
     if y.dtype.kind == "f" and y.size and np.abs(y).max() > FLOAT32_MAX:
         raise DataError(f"{where}: a target value is too large for float32 ({float(np.abs(y).max()):.3g})")
     arr = np.asarray(y, dtype=np.float32)

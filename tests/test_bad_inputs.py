@@ -159,6 +159,15 @@ def test_bad_hdf5(tmp_path, runner, case, datasets, words):
     assert str(data) in err
 
 
+def test_class_labels_need_one_output_vector_per_example(tmp_path, runner):
+    """Found by the fuzzer: 2-D inputs through dense layers give a (2, units) output per example."""
+    data = _h5(tmp_path / "d.h5", x=np.zeros((4, 2, 2), "f4"), y=np.array([0, 1, 0, 1]))
+    config = tmp_path / "config.yaml"
+    config.write_text(GOOD.replace("{train}", str(data)))
+    result = runner.invoke(main, ["train", str(config), "-o", str(tmp_path / "run"), "-q"])
+    _check_one_line(result, 2, ["layers[1]", "one class label per example", "(1,)", "(2, 1)", str(data)])
+
+
 def test_not_an_hdf5_file(tmp_path, runner):
     data = tmp_path / "d.h5"
     data.write_text("x,y\n1,2\n")
