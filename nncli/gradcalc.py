@@ -9,7 +9,9 @@ as readable text, and a ``warnings`` list when something is not finite.
 Speed: a one-off evaluation should not wait for a C compiler. Functions are
 compiled per call (never through ``pytensor.config``) with the pure-Python
 linker and the graph rewrites minus fusion/inplace, which is the quickest to
-start (see bench/bench_grad.py) and leaves a tidy graph to print.
+start (see bench/bench_grad.py) and leaves a tidy graph to print. The compiled graph is run by
+``nncli.libm.evaluate``: exp, sin, log, ... through the C library's math functions rather than
+numpy's SIMD loops, which can be an ulp off on some CPUs.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass, field
 
-from nncli import expr
+from nncli import expr, libm
 from nncli.errors import ConfigError, NncliError
 
 MAX_ORDER = 10
@@ -263,7 +265,7 @@ def compute(text: str, at=(), wrt=(), order: int = 1, hessian: bool = False,
                           "choose one with --wrt")
     fn, names, labels, graphs = _compiled(text, tuple(chosen), order, hessian)
     with np.errstate(all="ignore"):
-        outs = [float(v) for v in fn(*[point[n] for n in names])]
+        outs = [float(v) for v in libm.evaluate(fn, *[point[n] for n in names])]
     value, derivs = outs[0], outs[1:]
     n = len(chosen)
     result = GradResult(expression=text.strip(), variables=names, point=point, wrt=chosen, order=order,
@@ -297,7 +299,7 @@ def evaluate(text: str, point: dict) -> float:
     if missing:
         raise ConfigError(f"variable '{missing[0]}' has no value")
     with np.errstate(all="ignore"):
-        return float(fn(*[float(point[n]) for n in names]))
+        return float(libm.evaluate(fn, *[float(point[n]) for n in names])[0])
 
 
 # --- where did inf/nan come from? -----------------------------------------------------------
