@@ -123,11 +123,28 @@ def cxx_compiler() -> str:
     return pytensor.config.cxx or ""
 
 
+def import_jax():
+    """Import jax with nncli's GPU defaults, which must be in the environment before jax starts a backend.
+
+    - no preallocation of 75% of the GPU's memory (JAX's default) for what are mostly small nets;
+    - deterministic GPU reductions and scatters (`--xla_gpu_deterministic_ops`): the same seed gives
+      the same weights and a resumed run equals an uninterrupted one, as on the CPU.
+    A user's own XLA_PYTHON_CLIENT_PREALLOCATE or deterministic-ops flag wins.
+    """
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_gpu_deterministic_ops" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_gpu_deterministic_ops=true".strip()
+    import jax
+
+    return jax
+
+
 def gpu_available() -> bool:
     if not jax_installed():
         return False
     try:
-        import jax
+        jax = import_jax()
 
         return any(d.platform == "gpu" for d in jax.devices())
     except Exception:  # no CUDA plugin / no driver
@@ -382,7 +399,7 @@ def choose(backend: str = "auto", device: str = "auto", layer_types: Sequence[st
             raise ConfigError(f"device: gpu runs through the JAX backend, but backend is {backend}")
         if not gpu_available():
             raise ConfigError("device: gpu, but no CUDA GPU is visible to jax "
-                              "(install the CUDA build: pip install 'jax[cuda12]'), or use device: cpu")
+                              "(install jax's CUDA build: pip install 'jax[cuda12]', or 'jax[cuda13]' for a CUDA 13 driver), or use device: cpu")
         return Choice(backend, "gpu", kind=kind)
     if device == "auto" and backend == "jax" and gpu_available():
         return Choice(backend, "gpu", kind=kind)
@@ -400,9 +417,15 @@ def activate(choice: Choice) -> None:
                   "We did not find a dynamic library"):
         warnings.filterwarnings("ignore", message=noise)
     if choice.backend == "jax":
-        import jax
-
-        jax.config.update("jax_platforms", "cuda" if choice.device == "gpu" else "cpu")
+        jax = import_jax()
+        if choice.device == "cpu":  # a process that never touches the GPU does not start CUDA
+            jax.config.update("jax_platforms", "cpu")
+        # where jax has already started its GPU backend in this process (a library caller), this decides
+        jax.config.update("jax_default_device", jax.devices("cuda" if choice.device == "gpu" else "cpu")[0])
+        # full float32 matrix products on the GPU (JAX's default there is TF32, about 3 significant
+        # digits), so a GPU run trains and predicts like a CPU run; PyTorch's default is the same
+        if choice.device == "gpu":
+            jax.config.update("jax_default_matmul_precision", "highest")
         # XLA's compiled executables on disk: the second run skips XLA's compile (~2 s -> 0.3 s measured)
         jax.config.update("jax_compilation_cache_dir", str(cache_dir() / "jax"))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)

@@ -77,11 +77,12 @@ def _format_metrics(metrics: dict) -> str:
 @click.option("--seed", type=click.IntRange(min=0, max=2**32 - 1), help="Random seed (overrides the config).")
 @click.option("--backend", "backend_name", type=click.Choice(["auto", "jax", "numba", "c"]),
               help="PyTensor backend (overrides the config).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), help="Device (overrides the config).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output; just the summary.")
 @click.option("--log-json", is_flag=True,
               help="One JSON object per epoch on stdout (for scripts); the summary goes to stderr.")
 @handled
-def train(config, output, resume, epochs, seed, backend_name, quiet, log_json):
+def train(config, output, resume, epochs, seed, backend_name, device, quiet, log_json):
     """Train the network described by CONFIG (a YAML file)."""
     from nncli import progress, trainer
 
@@ -89,7 +90,7 @@ def train(config, output, resume, epochs, seed, backend_name, quiet, log_json):
     if log_json:
         reporter = progress.JsonReporter(sys.stdout, reporter)
     result = trainer.train(config, output=output, resume=resume, epochs=epochs, seed=seed,
-                           backend_name=backend_name, reporter=reporter)
+                           backend_name=backend_name, device=device, reporter=reporter)
     err = bool(log_json)  # with --log-json stdout holds only the JSON lines
     stopped = " (stopped early)" if result.stopped_early else ""
     click.echo(f"trained {result.epochs_run} epochs in {result.seconds:.1f}s{stopped}; {result.backend}", err=err)

@@ -38,13 +38,13 @@ def report() -> dict:
     gpu_note = ""
     if backend.jax_installed():
         if backend.gpu_available():
-            import jax
+            jax = backend.import_jax()
 
             devices += [f"gpu ({d.device_kind})" for d in jax.devices() if d.platform == "gpu"]
         else:
-            gpu_note = "no CUDA GPU visible to jax (device: gpu needs one and pip install 'jax[cuda12]')"
+            gpu_note = "no CUDA GPU visible to jax (device: gpu needs one and pip install 'jax[cuda12]' or 'jax[cuda13]')"
     else:
-        gpu_note = "jax not installed, so no GPU (pip install 'jax[cuda12]')"
+        gpu_note = "jax not installed, so no GPU (pip install 'jax[cuda12]' or 'jax[cuda13]')"
     cache_env = os.environ.get(backend.CACHE_ENV)
     return {
         "versions": {"nncli": _version("nncli"), "pytensor": pytensor.__version__, "numpy": _version("numpy"),

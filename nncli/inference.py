@@ -56,7 +56,8 @@ def load_model(path: str | os.PathLike, compile_backend: bool = True) -> Loaded:
         if ck.params[key].dtype.kind == "f" and not np.isfinite(ck.params[key]).all():
             raise CheckpointError(f"{where}: damaged checkpoint: /params/{key} has non-finite values")
     if compile_backend:
-        choice = backend.choose(config.get("backend", "auto"), "cpu" if config.get("device") != "gpu" else "gpu",
+        # a GPU-trained checkpoint predicts on a GPU when there is one, else on the CPU
+        choice = backend.choose(config.get("backend", "auto"), "auto" if config.get("device") == "gpu" else "cpu",
                                 [l.type for l in layers])
         backend.activate(choice)
         net.create_shared({k: ck.params[k] for k in params}, {k: ck.params[k] for k in state})

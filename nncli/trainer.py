@@ -400,10 +400,10 @@ class Trainer:
 
 def train(config: str | os.PathLike, *, output: str | None = None, resume: bool = False,
           epochs: int | None = None, seed: int | None = None, backend_name: str | None = None,
-          reporter: progress.Silent | None = None) -> Result:
+          device: str | None = None, reporter: progress.Silent | None = None) -> Result:
     """Train from a config file; the library entry point behind `nncli train`."""
     reporter = reporter or progress.Silent()
-    overrides = {"epochs": epochs, "seed": seed, "backend": backend_name,
+    overrides = {"epochs": epochs, "seed": seed, "backend": backend_name, "device": device,
                  "output": str(Path(output).resolve()) if output else None}
     spec = spec_mod.load(config, overrides)
     choice = backend.choose(spec["backend"], spec["device"], [l.type for l in spec.layers], spec["batch_size"])

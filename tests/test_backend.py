@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -158,3 +159,52 @@ def test_doctor_cache_env_override(tmp_path):
     assert proc.returncode == 0, proc.stderr
     line = next(l for l in proc.stdout.splitlines() if l.startswith("compile cache:"))
     assert str(tmp_path / "cache" / "pytensor") in line and "not applied" not in line
+
+
+XOR_GPU = """
+seed: 0
+data: {{train: {train}}}
+layers:
+  - {{type: dense, units: 4, activation: tanh}}
+  - {{type: dense, units: 1, activation: sigmoid}}
+loss: binary_crossentropy
+epochs: 1
+batch_size: 4
+device: gpu
+"""
+
+
+def test_device_option_overrides_the_config(tmp_path, xor_csv):
+    config = tmp_path / "xor.yaml"
+    config.write_text(XOR_GPU.format(train=xor_csv))
+    result = CliRunner().invoke(main, ["train", str(config), "--device", "cpu", "-o", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "device cpu" in result.output
+    if not backend.gpu_available():  # on this CPU machine, the config's own `device: gpu` is a clear error
+        result = CliRunner().invoke(main, ["train", str(config), "-o", str(tmp_path / "run2")])
+        assert result.exit_code == 2 and "device: gpu, but no CUDA GPU" in result.output
+        assert not (tmp_path / "run2" / "model.h5").exists()
+
+
+def test_a_gpu_trained_checkpoint_predicts_anywhere(tmp_path, blobs_run, blobs_csv):
+    """A checkpoint whose config says `device: gpu` predicts on a CPU-only machine (and on a GPU one)."""
+    import shutil
+
+    import h5py
+
+    result, _ = blobs_run
+    original = result.output / "model.h5"
+    moved = tmp_path / "gpu-model.h5"
+    shutil.copy(original, moved)
+    with h5py.File(moved, "r+") as f:
+        text = str(f["config"].attrs["yaml"])
+        assert "device: auto" in text
+        f["config"].attrs["yaml"] = text.replace("device: auto", "device: gpu")
+    outs = []
+    for model in (original, moved):
+        out = CliRunner().invoke(main, ["predict", str(model), str(blobs_csv)])
+        assert out.exit_code == 0, out.output
+        outs.append(out.output)
+    a = np.genfromtxt(outs[0].splitlines()[1:], delimiter=",", usecols=(1, 2, 3))
+    b = np.genfromtxt(outs[1].splitlines()[1:], delimiter=",", usecols=(1, 2, 3))
+    np.testing.assert_allclose(a, b, atol=1e-5)

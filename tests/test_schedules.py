@@ -33,7 +33,8 @@ CLOSED_FORMS = [
 ]
 
 
-@pytest.mark.parametrize("cfg, epochs, form", CLOSED_FORMS, ids=lambda v: str(v)[:40])
+@pytest.mark.parametrize("cfg, epochs, form", CLOSED_FORMS,
+                         ids=[str(c[0])[:40] for c in CLOSED_FORMS])
 def test_schedule_follows_its_closed_form(cfg, epochs, form):
     got = sched(cfg, epochs).sequence(epochs)
     assert got == pytest.approx([form(i) for i in range(epochs)], rel=1e-12, abs=1e-15)
