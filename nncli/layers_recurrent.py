@@ -10,7 +10,8 @@ input step t (Keras' ``Bidirectional``); without it, the backward half is
 the backward pass's final state (the one that has read step 0 last).
 
 The input projection ``x W + b`` of ALL time steps is one tensordot outside
-the loop; ``scan`` runs only the recurrence ``h_{t-1} U``. The initial
+the loop; ``scan`` runs only the recurrence ``h_{t-1} U``, with a hand-arranged
+backward pass (nncli/recurrence.py: why, and the measurements). The initial
 state is zeros with the batch axis taken from the input's *static* shape
 (nncli always compiles fixed-size batches), which the JAX backend needs
 inside ``lax.scan``.
@@ -52,6 +53,7 @@ import pytensor.tensor as pt
 from pytensor.scalar import upcast
 
 from nncli import activations, initializers
+from nncli.recurrence import recurrence
 from nncli.layers import LAYERS, Layer, ShapeError, initializer_key
 from nncli.schema import Key, boolean, integer, name_in
 
@@ -90,10 +92,6 @@ def _recurrent_keys(activation: str = "tanh", gates: bool = False) -> dict[str, 
         "use_bias": Key(boolean(), True),
     })
     return keys
-
-
-# inputs this narrow are projected inside the scan step (see _Recurrent._run)
-PROJECT_IN_STEP = 16
 
 
 class _Recurrent(Layer):
@@ -141,47 +139,30 @@ class _Recurrent(Layer):
     def _rec(self, z):
         return activations.apply(self.config["recurrent_activation"], z)
 
-    def _step(self, xw_t, *states_and_params):
+    def _cell(self, pre: list, states: list) -> list:
+        """The new states (h first) from the step's pre-activations (see `parts`); elementwise only."""
         raise NotImplementedError
 
     def _run(self, x, p: dict, reverse: bool):
         """One direction: returns the hidden states (batch, time, units), in input time order.
 
-        The input projection x W + b is one product for all steps outside the scan, except
-        for narrow inputs (<= PROJECT_IN_STEP features), where computing x_t W inside the
-        step measured faster (adding problem, 2 features: 2.6 ms vs 3.6 ms per step pair
-        under JAX, bench/bench_rnn.py).
+        The input projection x W + b is one product for all steps outside the loop;
+        nncli.recurrence runs the loop (scan) and its hand-built backward pass.
         """
         h = self.config["units"]
-        features = x.type.shape[2]
-        bias = [p["b"]] if "b" in p else []
-        in_step = features is not None and features <= PROJECT_IN_STEP
-        if in_step:
-            seq = x.dimshuffle(1, 0, 2)                              # (T, B, F)
-            projection = [p["W"], *bias]
-        else:
-            xw = pt.tensordot(x, p["W"], axes=[[2], [0]])            # (B, T, G*H), one product for all steps
-            seq = (xw + bias[0] if bias else xw).dimshuffle(1, 0, 2)  # (T, B, G*H)
-            projection = []
+        xw = pt.tensordot(x, p["W"], axes=[[2], [0]])                # (B, T, G*H), one product for all steps
+        if "b" in p:
+            xw = xw + p["b"]
+        seq = xw.dimshuffle(1, 0, 2)                                 # (T, B, G*H)
         if reverse:
             seq = seq[::-1]
         batch = x.type.shape[0]
         dtype = upcast(x.dtype, p["W"].dtype, p["U"].dtype)
         # the static batch size when there is one (JAX's lax.scan needs a concrete carry shape)
         h0 = pt.zeros((batch if batch is not None else x.shape[0], h), dtype=dtype)
-        extra = [p["b_recurrent"]] if "b_recurrent" in p else []
-        k = self.n_states
-
-        def step(seq_t, *rest):
-            states, proj, others = rest[:k], rest[k:k + len(projection)], rest[k + len(projection):]
-            if proj:
-                seq_t = pt.dot(seq_t, proj[0]) + (proj[1] if len(proj) > 1 else 0)
-            return self._step(seq_t, *states, *others)
-
-        outputs = pytensor.scan(step, sequences=[seq], outputs_info=[h0] * k,
-                                non_sequences=[*projection, p["U"], *extra], strict=True, return_updates=False,
-                                name=f"{self.name}_scan")
-        hs = outputs[0] if k > 1 else outputs                      # (T, B, H)
+        states = recurrence(seq, p["U"], p.get("b_recurrent"), [h0] * self.n_states, units=h,
+                            gates=self.gates, parts=self.parts, cell=self._cell, name=f"{self.name}_loop")
+        hs = states[0]                                               # (T, B, H)
         if reverse:
             hs = hs[::-1]
         return hs.dimshuffle(1, 0, 2)
@@ -206,9 +187,10 @@ class SimpleRNN(_Recurrent):
 
     kind = "simple_rnn"
     keys = _recurrent_keys()
+    parts = ((0, 0),)          # z = x_t W + b + h_{t-1} U
 
-    def _step(self, xw_t, h_prev, U):
-        return self._act(xw_t + pt.dot(h_prev, U))
+    def _cell(self, pre, states):
+        return [self._act(pre[0])]
 
 
 @LAYERS.register("lstm")
@@ -228,14 +210,11 @@ class LSTM(_Recurrent):
             b[h:2 * h] = 1.0
         return {"b": b}
 
-    def _step(self, xw_t, h_prev, c_prev, U):
-        n = self.config["units"]
-        z = xw_t + pt.dot(h_prev, U)
-        i = self._rec(z[:, :n])
-        f = self._rec(z[:, n:2 * n])
-        g = self._act(z[:, 2 * n:3 * n])
-        o = self._rec(z[:, 3 * n:])
-        c = f * c_prev + i * g
+    parts = ((0, 0), (1, 1), (2, 2), (3, 3))   # z_k = (x_t W + b)_k + (h_{t-1} U)_k, k = i, f, c, o
+
+    def _cell(self, pre, states):
+        i, f, g, o = self._rec(pre[0]), self._rec(pre[1]), self._act(pre[2]), self._rec(pre[3])
+        c = f * states[1] + i * g
         return [o * self._act(c), c]
 
 
@@ -251,15 +230,13 @@ class GRU(_Recurrent):
         h = self.config["units"]
         return {"b": np.zeros(3 * h, dtype="float32"), "b_recurrent": np.zeros(3 * h, dtype="float32")}
 
-    def _step(self, xw_t, h_prev, U, b_recurrent=None):
-        n = self.config["units"]
-        hu = pt.dot(h_prev, U)
-        if b_recurrent is not None:
-            hu = hu + b_recurrent
-        z = self._rec(xw_t[:, :n] + hu[:, :n])
-        r = self._rec(xw_t[:, n:2 * n] + hu[:, n:2 * n])
-        cand = self._act(xw_t[:, 2 * n:] + r * hu[:, 2 * n:])
-        return z * h_prev + (1.0 - z) * cand
+    # xz + hz, xr + hr, xh, hh (hu includes b_recurrent): r multiplies hh alone (reset_after)
+    parts = ((0, 0), (1, 1), (2, None), (None, 2))
+
+    def _cell(self, pre, states):
+        z, r = self._rec(pre[0]), self._rec(pre[1])
+        cand = self._act(pre[2] + r * pre[3])
+        return [z * states[0] + (1.0 - z) * cand]
 
 
 @LAYERS.register("embedding")

@@ -9,6 +9,8 @@ against central finite differences of the numpy references).
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -82,6 +84,21 @@ def jax_backend():
     backend.activate(backend.choose("jax", "cpu"))
 
 
+@contextlib.contextmanager
+def float64_jax():
+    """JAX in float64 for a block. PyTensor's JAX dispatch module sets x64 from floatX when it is
+    first imported (at the first JAX compile), so it is imported before the switch."""
+    import jax
+    import pytensor.link.jax.dispatch  # noqa: F401
+
+    previous = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_x64", previous)
+
+
 def make_layer(kind, **config):
     from nncli.layers import LAYERS
     from nncli.schema import mapping
@@ -122,9 +139,6 @@ def forward(jax_backend):
                 "uni_last": dict(bidirectional=False, return_sequences=False),
                 "uni_seq": dict(bidirectional=False, return_sequences=True)}
     values, outputs, keys, shapes = {}, [], [], {}
-    from nncli import layers_recurrent
-
-    default_threshold = layers_recurrent.PROJECT_IN_STEP
     for kind in KINDS:
         values[kind] = random_params(kind, rng)
         shared = {k: pytensor.shared(v, name=k) for k, v in values[kind].items()}
@@ -132,14 +146,8 @@ def forward(jax_backend):
             layer = make_layer(kind, units=H, **cfg)
             shapes[kind, name] = layer.output_shape((T, F))
             p = shared if cfg["bidirectional"] else {k: v for k, v in shared.items() if not k.endswith("_reverse")}
-            # both ways of computing the input projection: inside the scan step (F is narrow) and outside
-            for projection, threshold in (("in_step", F), ("outside", 0)):
-                layers_recurrent.PROJECT_IN_STEP = threshold
-                try:
-                    outputs.append(layer.linear(x, p, ctx))
-                finally:
-                    layers_recurrent.PROJECT_IN_STEP = default_threshold
-                keys.append((kind, name, projection))
+            outputs.append(layer.linear(x, p, ctx))
+            keys.append((kind, name))
     emb = make_layer("embedding", input_dim=10, output_dim=4)
     emb_w = emb.init_params((T,), rng)["W"]
     outputs.append(emb.linear(ids, {"W": pytensor.shared(emb_w)}, ctx))
@@ -149,17 +157,16 @@ def forward(jax_backend):
             "out": dict(zip(keys, got[:-1])), "emb": (ids_val, emb_w, got[-1], emb.output_shape((T,)))}
 
 
-@pytest.mark.parametrize("projection", ["in_step", "outside"])
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("variant", ["bi_seq", "bi_last", "uni_last", "uni_seq"])
-def test_forward_matches_numpy_step_loop(forward, kind, variant, projection):
+def test_forward_matches_numpy_step_loop(forward, kind, variant):
     cfg = forward["variants"][variant]
     params = forward["params"][kind]
     if not cfg["bidirectional"]:
         params = {k: v for k, v in params.items() if not k.endswith("_reverse")}
     want = np_layer(kind, forward["x"].astype(np.float64), {k: v.astype(np.float64) for k, v in params.items()},
                     **cfg)
-    got = forward["out"][kind, variant, projection]
+    got = forward["out"][kind, variant]
     assert got.dtype == np.float32
     assert got.shape == (B, *forward["shapes"][kind, variant])
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
@@ -168,16 +175,16 @@ def test_forward_matches_numpy_step_loop(forward, kind, variant, projection):
 def test_bidirectional_halves_are_forward_and_backward_passes(forward):
     x = forward["x"].astype(np.float64)
     for kind in KINDS:
-        out = forward["out"][kind, "bi_seq", "outside"]
+        out = forward["out"][kind, "bi_seq"]
         params = {k: v.astype(np.float64) for k, v in forward["params"][kind].items()}
         assert out.shape == (B, T, 2 * H)
         # the forward half equals the unidirectional layer with the same weights
-        np.testing.assert_allclose(out[:, :, :H], forward["out"][kind, "uni_seq", "outside"], rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(out[:, :, :H], forward["out"][kind, "uni_seq"], rtol=1e-6, atol=1e-6)
         # the backward half read the reversed sequence: it equals a forward pass over x[:, ::-1], re-reversed
         back = np_run(kind, x[:, ::-1], {k[:-8]: v for k, v in params.items() if k.endswith("_reverse")})[:, ::-1]
         np.testing.assert_allclose(out[:, :, H:], back, rtol=1e-5, atol=1e-5)
         # without return_sequences: forward's last step, backward's final state (at step 0)
-        last = forward["out"][kind, "bi_last", "outside"]
+        last = forward["out"][kind, "bi_last"]
         np.testing.assert_allclose(last, np.concatenate([out[:, -1, :H], out[:, 0, H:]], axis=1), rtol=1e-6,
                                    atol=1e-6)
 
@@ -226,7 +233,6 @@ def test_parameter_shapes_and_initialisation(kind):
 @pytest.fixture(scope="module")
 def gradients(jax_backend):
     """d loss / d (x, every parameter) for each kind (bidirectional, all steps), computed in float64."""
-    import jax
     import pytensor
     import pytensor.tensor as pt
 
@@ -254,14 +260,10 @@ def gradients(jax_backend):
     ids = pt.tensor("ids", dtype="float64", shape=(B, T))
     emb_loss = pt.sum(make_layer("embedding", input_dim=10, output_dim=4).linear(ids, {"W": w}, ctx) * emb_r)
     outputs += [emb_loss, pytensor.grad(emb_loss, w)]
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)   # float64 through JAX for this fixture only
-    try:
+    with float64_jax():   # float64 through JAX for this fixture only
         fn = pytensor.function([x, *inputs, w, ids], outputs)
         args = [x_val] + [values[k][n] for k, names in index for n in names] + [emb_w, ids_val]
         got = [np.asarray(v) for v in fn(*args)]
-    finally:
-        jax.config.update("jax_enable_x64", previous)
     result, i = {}, 0
     for kind, names in index:
         result[kind] = {"loss": got[i], "x": got[i + 1], **dict(zip(names, got[i + 2:i + 2 + len(names)]))}
@@ -299,6 +301,38 @@ def test_gradients_match_finite_differences(gradients, kind):
     for name in params:
         np.testing.assert_allclose(got[name], central_differences(loss, params[name]), rtol=1e-6, atol=1e-8,
                                    err_msg=f"{kind} d/d{name}")
+
+
+@pytest.mark.parametrize("kind, activations", [
+    ("simple_rnn", {"activation": "elu"}),
+    ("lstm", {"activation": "softplus", "recurrent_activation": "tanh"}),
+    ("gru", {"activation": "leaky_relu", "recurrent_activation": "softplus"}),
+])
+def test_backward_pass_with_other_activations_matches_finite_differences(jax_backend, kind, activations):
+    """The hand-arranged backward (nncli/recurrence.py) differentiates any activation: checked against
+    central differences of the layer's own compiled forward pass, last state only, float64."""
+    import pytensor
+    import pytensor.tensor as pt
+
+    from nncli.layers import Context
+
+    rng = np.random.default_rng(3)
+    params = random_params(kind, rng, bidirectional=False, dtype="float64")
+    x_val = rng.normal(size=(B, T, F))
+    r_val = rng.normal(size=(B, H))
+    x = pt.tensor("x", dtype="float64", shape=(B, T, F))
+    sym = {k: pt.tensor(k, dtype="float64", shape=v.shape) for k, v in params.items()}
+    out = make_layer(kind, units=H, **activations).linear(x, sym, Context(training=True))
+    loss = pt.sum(out * r_val)
+    with float64_jax():
+        grad_fn = pytensor.function([x, *sym.values()], pytensor.grad(loss, [x, *sym.values()]))
+        loss_fn = pytensor.function([x, *sym.values()], loss)
+        got = grad_fn(x_val, *params.values())
+        assert got[0].dtype == np.float64
+        values = [x_val, *params.values()]
+        for i, name in enumerate(["x", *params]):
+            want = central_differences(lambda: float(loss_fn(*values)), values[i])
+            np.testing.assert_allclose(got[i], want, rtol=1e-6, atol=1e-8, err_msg=f"{kind} d/d{name}")
 
 
 def test_embedding_gradient_accumulates_rows(gradients):
