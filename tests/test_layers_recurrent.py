@@ -335,6 +335,37 @@ def test_backward_pass_with_other_activations_matches_finite_differences(jax_bac
             np.testing.assert_allclose(got[i], want, rtol=1e-6, atol=1e-8, err_msg=f"{kind} d/d{name}")
 
 
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_backward_pass_without_jax_matches_finite_differences(kind):
+    """The same layer graph under PyTensor's own FAST_COMPILE mode (Python/C thunks, no JAX), float64:
+    the scan, the OpFromGraph and its pullback run on a second backend."""
+    import pytensor
+    import pytensor.tensor as pt
+
+    from nncli.layers import Context
+
+    rng = np.random.default_rng(11)
+    params = random_params(kind, rng, dtype="float64")
+    x_val = rng.normal(size=(B, T, F))
+    r_val = rng.normal(size=(B, 2 * H))
+    x = pt.tensor("x", dtype="float64", shape=(B, T, F))
+    sym = {k: pt.tensor(k, dtype="float64", shape=v.shape) for k, v in params.items()}
+    out = make_layer(kind, units=H, bidirectional=True).linear(x, sym, Context(training=True))
+    loss = pt.sum(out * r_val)
+    fn = pytensor.function([x, *sym.values()], [loss, *pytensor.grad(loss, [x, *sym.values()])],
+                           mode="FAST_COMPILE")
+    got = fn(x_val, *params.values())
+
+    def reference():
+        return float(np.sum(np_layer(kind, x_val, params, True, False) * r_val))
+
+    np.testing.assert_allclose(got[0], reference(), rtol=1e-10)
+    values = {"x": x_val, **params}
+    for g, (name, value) in zip(got[1:], values.items()):
+        np.testing.assert_allclose(g, central_differences(reference, value), rtol=1e-6, atol=1e-8,
+                                   err_msg=f"{kind} d/d{name}")
+
+
 def test_embedding_gradient_accumulates_rows(gradients):
     ids, w, r, loss, grad = gradients["emb"]
     rows = np.clip(np.rint(ids), 0, 9).astype(int)
