@@ -50,7 +50,7 @@ def _sums(net: Network, ctx: Context, x, t, w, loss: str, metrics: Sequence[str]
 def compile_train(net: Network, loss: str, metrics: Sequence[str], opt: optimizers.Optimizer,
                   learning_rate, batch_size: int, iterations, seed: int = 0,
                   penalty: Callable[[Network], Any] | None = None) -> tuple[Compiled, optimizers.OptimizerState]:
-    """The training step: returns weighted sums [loss, *metrics] and applies the updates."""
+    """The training step: returns the weighted sums [loss, *metrics] as one vector and applies the updates."""
     x, t, w = _inputs(net, batch_size)
     ctx = Context(training=True, sample_weight=w, state={"iterations": iterations}, seed=seed)
     sums = _sums(net, ctx, x, t, w, loss, metrics)
@@ -60,14 +60,15 @@ def compile_train(net: Network, loss: str, metrics: Sequence[str], opt: optimize
     names = list(net.params)
     grads = pytensor.grad(objective, [net.params[k] for k in names])
     updates, state = optimizers.build_updates(opt, net.params, dict(zip(names, grads)), learning_rate, iterations)
-    fn = pytensor.function([x, t, w], sums, updates=updates + ctx.updates, name="train_step")
+    # one output vector [loss, *metrics]: one transfer per step (JAX: one asynchronous array)
+    fn = pytensor.function([x, t, w], pt.stack(sums), updates=updates + ctx.updates, name="train_step")
     return Compiled(fn, batch_size, ["loss", *metrics]), state
 
 
 def compile_eval(net: Network, loss: str, metrics: Sequence[str], batch_size: int) -> Compiled:
     x, t, w = _inputs(net, batch_size)
     ctx = Context(training=False, sample_weight=w)
-    fn = pytensor.function([x, t, w], _sums(net, ctx, x, t, w, loss, metrics), name="evaluate")
+    fn = pytensor.function([x, t, w], pt.stack(_sums(net, ctx, x, t, w, loss, metrics)), name="evaluate")
     return Compiled(fn, batch_size, ["loss", *metrics])
 
 
@@ -82,7 +83,7 @@ def run_sums(compiled: Compiled, batches) -> dict[str, float]:
     totals = np.zeros(len(compiled.outputs))
     count = 0.0
     for xb, tb, wb in batches:
-        totals += np.asarray([np.asarray(v) for v in compiled.fn(xb, tb, wb)], dtype=np.float64)
+        totals += np.asarray(compiled.fn(xb, tb, wb), dtype=np.float64)
         count += float(wb.sum())
     return {name: float(v / max(count, 1.0)) for name, v in zip(compiled.outputs, totals)}
 

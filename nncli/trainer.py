@@ -331,20 +331,20 @@ class Trainer:
                 seen = float(min(first * self.batch_size, n))
                 r.epoch_start(epoch + 1, epochs, n_batches, first)
                 t0 = time.perf_counter()
+                # The step's outputs are read back in groups (`_Pending`): JAX computes asynchronously,
+                # so the next batch is prepared while the current one runs.
+                pending, running = _Pending(), {}
                 for b, (xb, tb, wb) in enumerate(data.batches(p.x_train, p.t_train, self.batch_size, order)):
                     if b < first:
                         continue
-                    batch_sums = np.array([float(v) for v in self.train_fn.fn(xb, tb, wb)])
-                    if not math.isfinite(batch_sums[0]):
-                        r.close()
-                        saver.flush()
-                        kept = f"; kept the last good checkpoint {last_path}" if last_path.exists() else ""
-                        raise TrainingError(f"the loss became {batch_sums[0]} at epoch {epoch + 1}, batch {b + 1} "
-                                            f"(try a smaller learning_rate){kept}")
-                    totals = totals + batch_sums
+                    pending.add(b, self.train_fn.fn(xb, tb, wb))
                     seen += float(wb.sum())
-                    r.batch(b + 1, {k: v / seen for k, v in zip(names, totals)}, int(seen))
+                    if pending.due() or b + 1 == n_batches:
+                        totals = self._collect(pending, totals, epoch, saver, last_path)
+                        running = {k: v / seen for k, v in zip(names, totals)}
+                    r.batch(b + 1, running, int(seen))
                     if flag.get("signal") and b + 1 < n_batches:
+                        totals = self._collect(pending, totals, epoch, saver, last_path)
                         r.close()
                         saver.stage(self._checkpoint(epoch, int(self.iterations.get_value()), history, best_epoch,
                                                      best_value, {"shuffle": epoch_rng_state, "batch": b + 1,
@@ -392,10 +392,56 @@ class Trainer:
         return Result(self.out, len(history.get("loss", [])), best_epoch, best_logs, last_logs, None,
                       elapsed, self.choice.describe(), stopped_early, history)
 
+    def _collect(self, pending: "_Pending", totals, epoch: int, saver: "_Saver", last_path: Path):
+        """Read back the pending step outputs; a non-finite loss ends training (last good checkpoint kept)."""
+        totals, bad = pending.collect(totals)
+        if bad is not None:
+            self.r.close()
+            saver.flush()
+            kept = f"; kept the last good checkpoint {last_path}" if last_path.exists() else ""
+            raise TrainingError(f"the loss became {bad[1]} at epoch {epoch + 1}, batch {bad[0] + 1} "
+                                f"(try a smaller learning_rate){kept}")
+        return totals
+
     def _interrupted(self, last_path: Path, signum: int) -> None:
         raise Interrupted(f"interrupted; state saved to {last_path}; continue with: "
                           f"nncli train {self.spec.source} --resume",
                           exit_code=130 if signum == signal.SIGINT else 143)
+
+
+class _Pending:
+    """Training-step outputs not yet read back from the device.
+
+    Reading a JAX result waits for it, so reading one per step would stop the Python side from
+    preparing the next batch while XLA computes. Outputs are collected every `EVERY` steps or
+    `SECONDS` of wall time (and at the end of an epoch, and before a checkpoint), then checked
+    for a non-finite loss, reporting the first batch that had one.
+    """
+
+    EVERY = 16
+    SECONDS = 0.2
+
+    def __init__(self):
+        self.items: list = []
+        self.t = time.perf_counter()
+
+    def add(self, batch: int, out) -> None:
+        self.items.append((batch, out))
+
+    def due(self) -> bool:
+        return len(self.items) >= self.EVERY or time.perf_counter() - self.t >= self.SECONDS
+
+    def collect(self, totals: np.ndarray) -> tuple[np.ndarray, tuple[int, float] | None]:
+        bad = None
+        for batch, out in self.items:
+            sums = np.asarray(out, dtype=np.float64)
+            if not math.isfinite(sums[0]):
+                bad = (batch, float(sums[0]))
+                break
+            totals = totals + sums
+        self.items.clear()
+        self.t = time.perf_counter()
+        return totals, bad
 
 
 def train(config: str | os.PathLike, *, output: str | None = None, resume: bool = False,

@@ -133,3 +133,22 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path, blobs_csv):
     with pytest.raises(Exception) as info:
         trainer.train(config, output=str(tmp_path / "none"), resume=True)
     assert "nothing to resume" in str(info.value)
+
+
+def test_pending_step_outputs_report_the_first_non_finite_batch():
+    """Step outputs are read back in groups (JAX computes asynchronously); the first bad batch is named
+    and the totals hold exactly the batches before it."""
+    pending = trainer._Pending()
+    for b, out in enumerate([[1.0, 2.0], [3.0, 1.0], [np.nan, 0.0], [np.inf, 5.0]]):
+        pending.add(b, np.asarray(out, dtype=np.float32))
+    totals, bad = pending.collect(np.zeros(2))
+    assert bad[0] == 2 and np.isnan(bad[1])
+    np.testing.assert_array_equal(totals, [4.0, 3.0])
+    assert not pending.items
+    pending.add(4, np.asarray([0.5, 0.5], dtype=np.float32))
+    totals, bad = pending.collect(totals)
+    assert bad is None and totals.tolist() == [4.5, 3.5]
+    assert len(pending.items) == 0 and not pending.due()
+    for b in range(pending.EVERY):
+        pending.add(b, np.zeros(2))
+    assert pending.due()
