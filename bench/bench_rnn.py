@@ -62,7 +62,7 @@ def bench_nncli(x, y, units: int, batch_size: int, epochs: int, lr: float):
     def run_epoch(_):
         totals, seen = np.zeros(2), 0.0
         for xb, tb, wb in data.batches(x, y, batch_size, rng.permutation(len(x))):
-            totals += np.array([float(v) for v in step.fn(xb, tb, wb)])
+            totals += np.asarray(step.fn(xb, tb, wb), dtype=np.float64)
             seen += float(wb.sum())
         last["loss"], last["mae"] = totals / seen
 
