@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from timing import median_epoch, timeit  # noqa: E402
+from timing import median_epoch, nncli_step_epochs, timeit  # noqa: E402
 
 
 def load_digits():
@@ -44,36 +43,9 @@ def cnn_layers():
 
 
 def bench_nncli(x, y, batch_size: int, epochs: int, lr: float):
-    from nncli import backend, data, model, network, optimizers, spec
-
-    backend.activate(backend.choose("jax", "cpu"))
-    import pytensor
-
-    s = spec.from_dict({"data": {"train": str(ROOT / "data" / "digits.h5")}, "layers": cnn_layers(),
-                        "optimizer": "adam", "learning_rate": lr}, "digits-cnn (bench)")
-    net = network.build(s, x.shape[1:])
-    params, state = net.initial_values(np.random.default_rng(0))
-    net.create_shared(params, state)
-    iterations = optimizers.iterations_variable()
-    opt = optimizers.create("adam", {k: v for k, v in s["optimizer"].items() if k != "type"})
-    lr_var = pytensor.shared(np.asarray(lr, dtype="float32"))
-    t0 = time.perf_counter()
-    step, _ = model.compile_train(net, "categorical_crossentropy", ["accuracy"], opt, lr_var,
-                                  batch_size, iterations, seed=0)
-    compile_s = time.perf_counter() - t0
-    t = np.eye(10, dtype=np.float32)[y]
-    rng = np.random.default_rng(0)
-    last = {}
-
-    def run_epoch(_):
-        totals, seen = np.zeros(2), 0.0
-        for xb, tb, wb in data.batches(x, t, batch_size, rng.permutation(len(x))):
-            totals += np.asarray(step.fn(xb, tb, wb), dtype=np.float64)
-            seen += float(wb.sum())
-        last["loss"], last["accuracy"] = totals / seen
-
-    med, times = median_epoch(run_epoch, epochs)
-    return med, times, compile_s, last
+    config = {"data": {"train": str(ROOT / "data" / "digits.h5")}, "layers": cnn_layers(), "optimizer": "adam",
+              "learning_rate": lr, "batch_size": batch_size}
+    return nncli_step_epochs(config, "digits-cnn (bench)", x, np.eye(10, dtype=np.float32)[y], epochs)
 
 
 def bench_torch(x, y, batch_size: int, epochs: int, lr: float):

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from timing import median_epoch, timeit  # noqa: E402
+from timing import median_epoch, nncli_step_epochs, timeit  # noqa: E402
 
 
 def load_adding():
@@ -39,35 +38,10 @@ def load_adding():
 
 
 def bench_nncli(x, y, units: int, batch_size: int, epochs: int, lr: float):
-    from nncli import backend, data, model, network, optimizers, spec
-
-    backend.activate(backend.choose("jax", "cpu"))
-    import pytensor
-
     layers = [{"type": "lstm", "units": units}, {"type": "dense", "units": 1, "activation": "linear"}]
-    s = spec.from_dict({"data": {"train": str(ROOT / "data" / "adding.h5")}, "layers": layers, "loss": "mse",
-                        "optimizer": "adam", "learning_rate": lr}, "adding-lstm (bench)")
-    net = network.build(s, x.shape[1:])
-    params, state = net.initial_values(np.random.default_rng(0))
-    net.create_shared(params, state)
-    iterations = optimizers.iterations_variable()
-    opt = optimizers.create("adam", {k: v for k, v in s["optimizer"].items() if k != "type"})
-    lr_var = pytensor.shared(np.asarray(lr, dtype="float32"))
-    t0 = time.perf_counter()
-    step, _ = model.compile_train(net, "mse", ["mae"], opt, lr_var, batch_size, iterations, seed=0)
-    compile_s = time.perf_counter() - t0
-    rng = np.random.default_rng(0)
-    last = {}
-
-    def run_epoch(_):
-        totals, seen = np.zeros(2), 0.0
-        for xb, tb, wb in data.batches(x, y, batch_size, rng.permutation(len(x))):
-            totals += np.asarray(step.fn(xb, tb, wb), dtype=np.float64)
-            seen += float(wb.sum())
-        last["loss"], last["mae"] = totals / seen
-
-    med, times = median_epoch(run_epoch, epochs)
-    return med, times, compile_s, last
+    config = {"data": {"train": str(ROOT / "data" / "adding.h5")}, "layers": layers, "loss": "mse",
+              "metrics": ["mae"], "optimizer": "adam", "learning_rate": lr, "batch_size": batch_size}
+    return nncli_step_epochs(config, "adding-lstm (bench)", x, y, epochs)
 
 
 def bench_torch(x, y, units: int, batch_size: int, epochs: int, lr: float):

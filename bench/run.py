@@ -35,10 +35,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from nncli import backend  # noqa: E402  (sets up the compile cache before PyTensor is imported)
 
 import numpy as np  # noqa: E402
+from timing import median_epoch  # noqa: E402
 
 WORKLOADS = {
     "mlp32": {"net": "mlp", "batch": 32},
@@ -241,16 +243,15 @@ def run_pytensor(net: str, x, y, batch: int, epochs: int) -> dict:
     compile_s = time.perf_counter() - t0
     rng = np.random.default_rng(1)
     n = len(x) // batch * batch
-    times = []
-    for _ in range(epochs):
-        t = time.perf_counter()
+    last = {}
+
+    def run_epoch(_):
         order = rng.permutation(len(x))
         xs, ys = x[order], y[order]
-        total = 0.0
-        for s in range(0, n, batch):
-            total += float(fn(xs[s:s + batch], ys[s:s + batch]))
-        times.append(time.perf_counter() - t)
-    return {"epoch": statistics.median(times[1:]), "compile": compile_s, "loss": total / (n // batch)}
+        last["loss"] = sum(float(fn(xs[s:s + batch], ys[s:s + batch])) for s in range(0, n, batch)) / (n // batch)
+
+    med, _ = median_epoch(run_epoch, epochs - 1)  # the first of `epochs` is the warm-up
+    return {"epoch": med, "compile": compile_s, "loss": last["loss"]}
 
 
 # --- PyTorch ----------------------------------------------------------------------
@@ -284,9 +285,9 @@ def run_torch(net: str, x, y, batch: int, epochs: int, threads: int = 0) -> dict
     lossf = nn.CrossEntropyLoss()
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     n = len(x) // batch * batch
-    times = []
-    for _ in range(epochs):
-        t = time.perf_counter()
+    last = {}
+
+    def run_epoch(_):
         order = torch.randperm(len(x))
         xs, ys = xt[order], yt[order]
         total = 0.0
@@ -296,8 +297,10 @@ def run_torch(net: str, x, y, batch: int, epochs: int, threads: int = 0) -> dict
             loss.backward()
             opt.step()
             total += loss.item()
-        times.append(time.perf_counter() - t)
-    return {"epoch": statistics.median(times[1:]), "loss": total / (n // batch),
+        last["loss"] = total / (n // batch)
+
+    med, _ = median_epoch(run_epoch, epochs - 1)  # the first of `epochs` is the warm-up
+    return {"epoch": med, "loss": last["loss"],
             "version": f"{torch.__version__}, {torch.get_num_threads()} threads"}
 
 
@@ -305,7 +308,6 @@ def run_torch(net: str, x, y, batch: int, epochs: int, threads: int = 0) -> dict
 
 def _timed_process(cmd, env) -> tuple[float, float, int, str]:
     """(wall seconds, peak RSS MiB, exit code, stderr tail) of one child process."""
-    t = time.perf_counter()
     # a small wrapper process starts the command: a child forked from this (big) process would
     # report this process's RSS as its peak (ru_maxrss survives exec)
     wrapper = ("import resource, subprocess, sys, time; t = time.perf_counter(); "

@@ -48,7 +48,6 @@ normalised ids are not ids.
 from __future__ import annotations
 
 import numpy as np
-import pytensor
 import pytensor.tensor as pt
 from pytensor.scalar import upcast
 

@@ -100,7 +100,7 @@ def recurrence(xw, U, b_recurrent, init: list, *, units: int, gates: int, parts:
     outs = list(outs)
 
     def pullback(inputs, outputs, cotangents):
-        xw_, u_ = inputs[0], inputs[1]
+        u_ = inputs[1]
         init_ = inputs[-k:]
         seqs, pre = outputs[:k], outputs[k:]
         d_out = [pt.zeros_like(s) if isinstance(c.type, DisconnectedType) else c

@@ -60,6 +60,14 @@ class InterruptAt(progress.Silent):
             os.kill(os.getpid(), signal.SIGINT)
 
 
+@pytest.fixture(scope="module")
+def jax_backend():
+    """PyTensor's global mode set to the JAX backend on the CPU, for a test module's compiled graphs."""
+    from nncli import backend
+
+    backend.activate(backend.choose("jax", "cpu"))
+
+
 def write_config(folder: Path, text: str, name: str = "config.yaml") -> Path:
     path = folder / name
     path.write_text(text)

@@ -170,7 +170,7 @@ def test_nth_derivative(text, x, order, closed):
     assert _close(got, closed(x), rel=1e-9)
     lower = gradcalc.compute(text, {"x": x}, order=order - 1, show=True) if order > 1 else None
     h = 1e-6 * max(1.0, abs(x))
-    lo_label = f"d/dx" if order == 2 else f"d^{order - 1}/dx^{order - 1}"
+    lo_label = "d/dx" if order == 2 else f"d^{order - 1}/dx^{order - 1}"
     fd = (gradcalc.evaluate(lower.shown[lo_label], {"x": x + h})
           - gradcalc.evaluate(lower.shown[lo_label], {"x": x - h})) / (2 * h)
     assert math.isclose(got, fd, rel_tol=1e-5, abs_tol=1e-6)

@@ -17,20 +17,15 @@ import pytensor
 import pytensor.tensor as pt
 import pytest
 
-from nncli import backend, network, spec
+from nncli import network, spec
 from nncli.errors import ConfigError
 from nncli.layers import LAYERS, Context
 from nncli.schema import mapping
 
 ROOT = Path(__file__).resolve().parents[1]
 # JAX without x64 warns when PyTensor's float64 accumulators are truncated to float32
-pytestmark = pytest.mark.filterwarnings("ignore:Explicitly requested dtype")
+pytestmark = [pytest.mark.filterwarnings("ignore:Explicitly requested dtype"), pytest.mark.usefixtures("jax_backend")]
 RNG = np.random.default_rng(1234)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def jax_backend():
-    backend.activate(backend.choose("jax", "cpu"))
 
 
 def make_layer(kind: str, **config):

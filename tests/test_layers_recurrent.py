@@ -77,13 +77,6 @@ def np_layer(kind, x, params, bidirectional, return_sequences):
 
 # --- helpers ------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def jax_backend():
-    from nncli import backend
-
-    backend.activate(backend.choose("jax", "cpu"))
-
-
 @contextlib.contextmanager
 def float64_jax():
     """JAX in float64 for a block. PyTensor's JAX dispatch module sets x64 from floatX when it is
