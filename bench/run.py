@@ -117,7 +117,7 @@ output: {folder / ('run-' + cfg.stem)}
     choice = backend.choose(spec["backend"], spec["device"], [l.type for l in spec.layers], spec["batch_size"])
     backend.activate(choice)
     prep = trainer.prepare(spec)
-    inside = []
+    inside: list[float] = []  # seconds inside the compiled function, per epoch
 
     class Timed(trainer.Trainer):
         def compile(self):
@@ -127,24 +127,26 @@ output: {folder / ('run-' + cfg.stem)}
             def timed(*args):
                 t = time.perf_counter()
                 out = np.asarray(fn(*args))  # JAX returns before computing: wait here
-                inside.append(time.perf_counter() - t)
+                inside[-1] += time.perf_counter() - t
                 return out
 
             self.train_fn.fn = timed
+
+    class EpochClock(progress.Silent):
+        def epoch_start(self, *args, **kwargs):
+            inside.append(0.0)
 
     # epoch times: nncli as it runs (JAX results read back in groups, so Python overlaps compute)
     t = trainer.Trainer(prep, choice, progress.Silent())
     result = t.fit()
     secs = result.history["seconds"]
     # the share outside the compiled step: a second run whose step waits for its result
-    timed = Timed(prep, choice, progress.Silent())
+    timed = Timed(prep, choice, EpochClock())
     timed.out = timed.out.with_name(timed.out.name + "-timed")
     timed_secs = timed.fit().history["seconds"]
-    n_batches = -(-len(x) // batch)
-    per_epoch_inside = [sum(inside[i * n_batches:(i + 1) * n_batches]) for i in range(len(timed_secs))]
-    outside = [max(s - i, 0.0) / s for s, i in zip(timed_secs[1:], per_epoch_inside[1:])]
+    outside = [max(s - i, 0.0) / s for s, i in zip(timed_secs[1:], inside[1:])]
     return {"epoch": statistics.median(secs[1:]), "compile": t.compile_seconds,
-            "outside": statistics.median(outside), "backend": choice.describe(),
+            "outside": statistics.median(outside), "backend": choice.describe(), "steps": t.steps,
             "loss": result.history["loss"][-1]}
 
 
@@ -420,7 +422,8 @@ def report(rows, starts, peak, a) -> str:
     for r in rows:
         n, p, t, t1 = r["nncli"], r["pytensor"], r["torch"], r.get("torch1")
         nan = float("nan")
-        lines.append(f"| {r['workload']} (batch {r['batch']}) | {r['rows']} | {n['backend']} | {n['epoch']:.3f} | "
+        lines.append(f"| {r['workload']} (batch {r['batch']}) | {r['rows']} | {n['backend']}, {n.get('steps', 1)} "
+                     f"step{'s' if n.get('steps', 1) != 1 else ''}/call | {n['epoch']:.3f} | "
                      f"{p['epoch']:.3f} | {t['epoch'] if t else nan:.3f} | {t1['epoch'] if t1 else nan:.3f} | "
                      f"{(n['epoch'] / t['epoch']) if t else nan:.2f} | {(n['epoch'] / t1['epoch']) if t1 else nan:.2f} | "
                      f"{n['epoch'] / p['epoch']:.2f} | "

@@ -47,10 +47,19 @@ def _sums(net: Network, ctx: Context, x, t, w, loss: str, metrics: Sequence[str]
     return sums
 
 
-def compile_train(net: Network, loss: str, metrics: Sequence[str], opt: optimizers.Optimizer,
-                  learning_rate, batch_size: int, iterations, seed: int = 0,
-                  penalty: Callable[[Network], Any] | None = None) -> tuple[Compiled, optimizers.OptimizerState]:
-    """The training step: returns the weighted sums [loss, *metrics] as one vector and applies the updates."""
+@dataclass
+class TrainGraph:
+    """The symbolic training step: inputs (x, t, w), the output vector [loss, *metrics] (weighted
+    sums over the batch) and the updates of every shared variable it changes."""
+    inputs: tuple
+    out: Any
+    updates: list
+    outputs: list[str]
+
+
+def train_graph(net: Network, loss: str, metrics: Sequence[str], opt: optimizers.Optimizer,
+                learning_rate, batch_size: int, iterations, seed: int = 0,
+                penalty: Callable[[Network], Any] | None = None) -> tuple[TrainGraph, optimizers.OptimizerState]:
     x, t, w = _inputs(net, batch_size)
     ctx = Context(training=True, sample_weight=w, state={"iterations": iterations}, seed=seed)
     sums = _sums(net, ctx, x, t, w, loss, metrics)
@@ -61,8 +70,50 @@ def compile_train(net: Network, loss: str, metrics: Sequence[str], opt: optimize
     grads = pytensor.grad(objective, [net.params[k] for k in names])
     updates, state = optimizers.build_updates(opt, net.params, dict(zip(names, grads)), learning_rate, iterations)
     # one output vector [loss, *metrics]: one transfer per step (JAX: one asynchronous array)
-    fn = pytensor.function([x, t, w], pt.stack(sums), updates=updates + ctx.updates, name="train_step")
-    return Compiled(fn, batch_size, ["loss", *metrics]), state
+    return TrainGraph((x, t, w), pt.stack(sums), list(updates) + list(ctx.updates), ["loss", *metrics]), state
+
+
+def compile_train(net: Network, loss: str, metrics: Sequence[str], opt: optimizers.Optimizer,
+                  learning_rate, batch_size: int, iterations, seed: int = 0,
+                  penalty: Callable[[Network], Any] | None = None) -> tuple[Compiled, optimizers.OptimizerState]:
+    """The training step: returns the weighted sums [loss, *metrics] as one vector and applies the updates."""
+    graph, state = train_graph(net, loss, metrics, opt, learning_rate, batch_size, iterations, seed, penalty)
+    return compile_step(graph), state
+
+
+def compile_step(graph: TrainGraph) -> Compiled:
+    fn = pytensor.function(list(graph.inputs), graph.out, updates=graph.updates, name="train_step")
+    return Compiled(fn, int(graph.inputs[0].type.shape[0]), graph.outputs)
+
+
+def compile_steps(graph: TrainGraph, steps: int) -> Compiled:
+    """`steps` training steps in one call (Keras' ``steps_per_execution``): a ``scan`` over
+    stacked minibatches (steps, batch, ...) that carries every updated shared variable from one
+    step to the next and writes the last values back. Returns (steps, outputs): row i is what
+    the single step returns for minibatch i. A minibatch whose weights are all 0 (padding at the
+    end of an epoch) leaves every variable as it was: its step is a no-op, not an update with a
+    zero gradient (which would still move Adam's moments and the step count)."""
+    from pytensor.graph.replace import clone_replace
+
+    shared = [var for var, _ in graph.updates]
+    news = [new for _, new in graph.updates]
+    n_in = len(graph.inputs)
+    stacked = [pt.tensor(f"{v.name}s", dtype=v.dtype, shape=(steps, *v.type.shape)) for v in graph.inputs]
+    weights = graph.inputs[-1]
+
+    def one(*args):
+        replace = dict(zip(graph.inputs, args[:n_in]))
+        replace.update(zip(shared, args[n_in:]))
+        active = pt.gt(pt.sum(replace[weights]), 0)
+        out = clone_replace([graph.out, *news], replace=replace)
+        kept = [pt.switch(active, new, old) for new, old in zip(out[1:], args[n_in:])]
+        return [out[0], *(var.type.filter_variable(pt.cast(k, var.dtype)) for var, k in zip(shared, kept))]
+
+    results = pytensor.scan(one, sequences=stacked, outputs_info=[None, *shared], n_steps=steps,
+                            strict=False, return_updates=False, name="train_steps")
+    updates = [(var, seq[-1]) for var, seq in zip(shared, results[1:])]
+    fn = pytensor.function(stacked, results[0], updates=updates, name="train_steps")
+    return Compiled(fn, int(graph.inputs[0].type.shape[0]), graph.outputs)
 
 
 def compile_eval(net: Network, loss: str, metrics: Sequence[str], batch_size: int) -> Compiled:

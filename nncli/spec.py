@@ -236,6 +236,10 @@ def top_keys(base: Path) -> dict[str, Key]:
         "learning_rate": Key(optional(number(min=0.0, min_open=True, max=1e3)), None, "learning rate"),
         "epochs": Key(integer(min=1, max=1_000_000), 10, "number of epochs"),
         "batch_size": Key(integer(min=1, max=1_000_000), 32, "examples per minibatch"),
+        "steps_per_execution": Key(either(choice("auto"), integer(min=1, max=4096),
+                                          expected="auto or an integer from 1 to 4096"), "auto",
+                                   "training steps per call of the compiled function (auto: the backend's "
+                                   "best; the same updates either way)"),
         "early_stopping": Key(_early_stopping, "default", "early stopping"),
         "schedule": Key(schedules.validate, None, "learning-rate schedule (default constant)"),
         "regularization": Key(regularization.validate, None, "L1/L2 weight penalties"),

@@ -32,7 +32,7 @@ import numpy as np
 
 from nncli import backend, checkpoint, data, fileio, network, optimizers, progress
 from nncli import metrics as metrics_mod, regularization, schedules
-from nncli import spec as spec_mod
+from nncli import spec as spec_mod, steps as steps_mod
 from nncli.errors import CheckpointError, DataError, Interrupted, TrainingError
 
 MAX_METRICS = ("accuracy",)
@@ -228,9 +228,13 @@ class Trainer:
         self.opt = optimizers.create(opt_cfg.pop("type"), opt_cfg, clip=s["clip"])
         self.r.info(f"compiling the training graph ({self.choice.backend})...")
         t0 = time.perf_counter()
-        self.train_fn, self.opt_state = model.compile_train(
+        graph, self.opt_state = model.train_graph(
             net, s["loss"], self.metrics, self.opt, self.lr, self.batch_size, self.iterations, seed=s["seed"],
             penalty=regularization.penalty(s["regularization"]))
+        n_batches = -(-len(self.p.x_train) // self.batch_size)
+        batch_bytes = self.batch_size * 4 * (int(np.prod(net.input_shape)) + int(np.prod(net.output_shape)) + 1)
+        self.steps = steps_mod.choose(s["steps_per_execution"], self.choice.backend, batch_bytes, n_batches)
+        self.train_fn = model.compile_steps(graph, self.steps) if self.steps > 1 else model.compile_step(graph)
         n_eval = max(len(self.p.x_val) if self.p.x_val is not None else 0, 1)
         self.eval_batch = min(max(self.batch_size, 256), n_eval) if self.p.x_val is not None else self.batch_size
         self.eval_fn = model.compile_eval(net, s["loss"], self.metrics, self.eval_batch) \
@@ -287,7 +291,8 @@ class Trainer:
         params, state = p.net.initial_values(np.random.default_rng([seed, 0]))
         p.net.create_shared(params, state)
         self.compile()
-        r.info(f"compiled in {self.compile_seconds:.1f}s")
+        r.info(f"compiled in {self.compile_seconds:.1f}s; {self.steps} training step"
+               f"{'s' if self.steps != 1 else ''} per call")
 
         history: dict[str, list[float]] = {}
         start_epoch, start_batch, sums = 0, 0, None
@@ -334,20 +339,20 @@ class Trainer:
                 # The step's outputs are read back in groups (`_Pending`): JAX computes asynchronously,
                 # so the next batch is prepared while the current one runs.
                 pending, running = _Pending(), {}
-                for b, (xb, tb, wb) in enumerate(data.batches(p.x_train, p.t_train, self.batch_size, order)):
-                    if b < first:
-                        continue
-                    pending.add(b, self.train_fn.fn(xb, tb, wb))
-                    seen += float(wb.sum())
-                    if pending.due() or b + 1 == n_batches:
+                batches = data.batches(p.x_train, p.t_train, self.batch_size, order)
+                for b0, count, out in steps_mod.calls(self.train_fn.fn, self.steps, batches, first):
+                    pending.add(b0, count, out)
+                    done = b0 + count
+                    seen = float(min(done * self.batch_size, n))
+                    if pending.due() or done == n_batches:
                         totals = self._collect(pending, totals, epoch, saver, last_path)
                         running = {k: v / seen for k, v in zip(names, totals)}
-                    r.batch(b + 1, running, int(seen))
-                    if flag.get("signal") and b + 1 < n_batches:
+                    r.batch(done, running, int(seen))
+                    if flag.get("signal") and done < n_batches:
                         totals = self._collect(pending, totals, epoch, saver, last_path)
                         r.close()
                         saver.stage(self._checkpoint(epoch, int(self.iterations.get_value()), history, best_epoch,
-                                                     best_value, {"shuffle": epoch_rng_state, "batch": b + 1,
+                                                     best_value, {"shuffle": epoch_rng_state, "batch": done,
                                                                   "sums": [float(v) for v in totals]}), False)
                         saver.flush()
                         self._interrupted(last_path, flag["signal"])
@@ -425,20 +430,24 @@ class _Pending:
         self.items: list = []
         self.t = time.perf_counter()
 
-    def add(self, batch: int, out) -> None:
-        self.items.append((batch, out))
+    def add(self, batch: int, count: int, out) -> None:
+        """The output of a call that trained on `count` minibatches from `batch` on."""
+        self.items.append((batch, count, out))
 
     def due(self) -> bool:
         return len(self.items) >= self.EVERY or time.perf_counter() - self.t >= self.SECONDS
 
     def collect(self, totals: np.ndarray) -> tuple[np.ndarray, tuple[int, float] | None]:
         bad = None
-        for batch, out in self.items:
-            sums = np.asarray(out, dtype=np.float64)
-            if not math.isfinite(sums[0]):
-                bad = (batch, float(sums[0]))
+        for batch, count, out in self.items:
+            rows = np.asarray(out, dtype=np.float64).reshape(-1, len(totals))[:count]
+            finite = np.isfinite(rows[:, 0])
+            if not finite.all():
+                i = int(np.argmin(finite))
+                bad = (batch + i, float(rows[i, 0]))
+                totals = totals + rows[:i].sum(axis=0)
                 break
-            totals = totals + sums
+            totals = totals + rows.sum(axis=0)
         self.items.clear()
         self.t = time.perf_counter()
         return totals, bad

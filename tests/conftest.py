@@ -47,16 +47,18 @@ def assert_same_arrays(a, b, groups=("params",)) -> None:
 
 
 class InterruptAt(progress.Silent):
-    """A reporter that sends this process SIGINT after a given batch of a given epoch."""
+    """A reporter that sends this process SIGINT once a given epoch has done at least `batch`
+    minibatches; `fired_at` is how many it had done (a call may train several, nncli/steps.py)."""
 
     def __init__(self, epoch, batch):
-        self.epoch, self.at, self.current = epoch, batch, 0
+        self.epoch, self.at, self.current, self.fired_at = epoch, batch, 0, None
 
     def epoch_start(self, epoch, epochs, batches, start_batch=0):
         self.current = epoch
 
     def batch(self, done, logs, samples):
-        if self.current == self.epoch and done == self.at:
+        if self.current == self.epoch and done >= self.at and self.fired_at is None:
+            self.fired_at = done
             os.kill(os.getpid(), signal.SIGINT)
 
 

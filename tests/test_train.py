@@ -23,8 +23,10 @@ def assert_same_params(a, b):
 
 @pytest.fixture(scope="module")
 def blobs_config(tmp_path_factory, blobs_csv):
+    """72 training rows in batches of 16: 5 minibatches an epoch, trained 2 per call, so the
+    last call of every epoch is padded (see nncli/steps.py)."""
     folder = tmp_path_factory.mktemp("cfg")
-    return write_config(folder, BLOBS_CONFIG.format(train=blobs_csv))
+    return write_config(folder, BLOBS_CONFIG.format(train=blobs_csv) + "steps_per_execution: 2\n")
 
 
 @pytest.fixture(scope="module")
@@ -140,15 +142,60 @@ def test_pending_step_outputs_report_the_first_non_finite_batch():
     and the totals hold exactly the batches before it."""
     pending = trainer._Pending()
     for b, out in enumerate([[1.0, 2.0], [3.0, 1.0], [np.nan, 0.0], [np.inf, 5.0]]):
-        pending.add(b, np.asarray(out, dtype=np.float32))
+        pending.add(b, 1, np.asarray(out, dtype=np.float32))
     totals, bad = pending.collect(np.zeros(2))
     assert bad[0] == 2 and np.isnan(bad[1])
     np.testing.assert_array_equal(totals, [4.0, 3.0])
     assert not pending.items
-    pending.add(4, np.asarray([0.5, 0.5], dtype=np.float32))
+    pending.add(4, 1, np.asarray([0.5, 0.5], dtype=np.float32))
     totals, bad = pending.collect(totals)
     assert bad is None and totals.tolist() == [4.5, 3.5]
     assert len(pending.items) == 0 and not pending.due()
     for b in range(pending.EVERY):
-        pending.add(b, np.zeros(2))
+        pending.add(b, 1, np.zeros(2))
     assert pending.due()
+
+
+def test_pending_multi_step_outputs_count_only_real_batches():
+    """A call of several steps returns one row per step; the rows of padding steps are not counted,
+    and a bad row is named by its own batch index."""
+    pending = trainer._Pending()
+    pending.add(0, 3, np.asarray([[1.0, 1.0], [2.0, 0.0], [3.0, 1.0]], dtype=np.float32))
+    pending.add(3, 2, np.asarray([[4.0, 1.0], [5.0, 1.0], [99.0, 99.0]], dtype=np.float32))  # row 3: padding
+    totals, bad = pending.collect(np.zeros(2))
+    assert bad is None and totals.tolist() == [15.0, 4.0]
+    pending.add(5, 3, np.asarray([[1.0, 0.0], [np.nan, 0.0], [np.nan, 0.0]], dtype=np.float32))
+    totals, bad = pending.collect(totals)
+    assert bad[0] == 6 and np.isnan(bad[1])
+    assert totals.tolist() == [16.0, 4.0]
+
+
+@pytest.mark.parametrize("steps", [1, 3, 5], ids=["1-per-call", "3-per-call-padded", "whole-epoch"])
+def test_steps_per_execution_trains_the_same(blobs_config, six_epochs, tmp_path, steps):
+    """Several steps per call apply the same updates as one call per minibatch (up to float32
+    rounding of the differently fused programs), padding steps included: 5 minibatches in calls
+    of 3 leave a call with 1 padding step every epoch, which must not move Adam's moments or its
+    step count. The reference trains 2 per call (its own last call padded)."""
+    config = write_config(tmp_path, blobs_config.read_text().replace("steps_per_execution: 2",
+                                                                    f"steps_per_execution: {steps}"))
+    trainer.train(config, output=str(tmp_path / "run"), epochs=6)
+    ref, got = checkpoint.load(six_epochs / "last.h5"), checkpoint.load(tmp_path / "run" / "last.h5")
+    assert got.optimizer["iterations"] == ref.optimizer["iterations"] == 6 * 5
+    for key in ref.params:
+        np.testing.assert_allclose(got.params[key], ref.params[key], rtol=1e-4, atol=1e-5, err_msg=key)
+    for key in ref.optimizer:
+        np.testing.assert_allclose(got.optimizer[key], ref.optimizer[key], rtol=1e-3, atol=1e-6, err_msg=key)
+    np.testing.assert_allclose(got.history["loss"], ref.history["loss"], rtol=1e-4)
+
+
+def test_steps_per_execution_auto_rule():
+    from nncli import steps
+
+    assert steps.choose("auto", "jax", batch_bytes=4096, n_batches=1000) == steps.AUTO_STEPS
+    assert steps.choose("auto", "jax", batch_bytes=4096, n_batches=5) == 5      # never more than an epoch
+    assert steps.choose("auto", "jax", batch_bytes=steps.CHUNK_BYTES // 3, n_batches=1000) == 3
+    assert steps.choose("auto", "jax", batch_bytes=steps.CHUNK_BYTES * 2, n_batches=1000) == 1
+    assert steps.choose("auto", "c", batch_bytes=4096, n_batches=1000) == 1
+    assert steps.choose("auto", "numba", batch_bytes=4096, n_batches=1000) == 1
+    assert steps.choose(8, "c", batch_bytes=4096, n_batches=1000) == 8          # as asked, on any backend
+    assert steps.choose(8, "jax", batch_bytes=4096, n_batches=3) == 3
