@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from timing import median_epoch, nncli_step_epochs, timeit  # noqa: E402
+from timing import interleaved, nncli_epochs, timeit  # noqa: E402
 
 
 def load_digits():
@@ -42,13 +42,13 @@ def cnn_layers():
     return yaml.safe_load((ROOT / "configs" / "digits-cnn.yaml").read_text())["layers"]
 
 
-def bench_nncli(x, y, batch_size: int, epochs: int, lr: float):
+def bench_nncli(x, y, batch_size: int, lr: float, steps="auto"):
     config = {"data": {"train": str(ROOT / "data" / "digits.h5")}, "layers": cnn_layers(), "optimizer": "adam",
-              "learning_rate": lr, "batch_size": batch_size}
-    return nncli_step_epochs(config, "digits-cnn (bench)", x, np.eye(10, dtype=np.float32)[y], epochs)
+              "learning_rate": lr, "batch_size": batch_size, "steps_per_execution": steps}
+    return nncli_epochs(config, "digits-cnn (bench)", x, np.eye(10, dtype=np.float32)[y])
 
 
-def bench_torch(x, y, batch_size: int, epochs: int, lr: float):
+def bench_torch(x, y, batch_size: int, lr: float):
     import torch
     from torch import nn
 
@@ -80,8 +80,7 @@ def bench_torch(x, y, batch_size: int, epochs: int, lr: float):
             correct += int((out.argmax(1) == yb).sum())
         last["loss"], last["accuracy"] = total / len(xt), correct / len(xt)
 
-    med, times = median_epoch(run_epoch, epochs)
-    return med, times, last
+    return run_epoch, last
 
 
 def bench_ops():
@@ -136,6 +135,10 @@ def bench_ops():
     return rows
 
 
+def _steps(text: str):
+    return text if text == "auto" else int(text)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=8, help="timed epochs (after one warm-up epoch)")
@@ -143,6 +146,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1,
                     help="torch intra-op threads (default 1: on a busy or 2-core machine more threads "
                          "make torch's OpenMP spin and run slower; 0 = torch's default)")
+    ap.add_argument("--steps", default="auto", help="nncli's steps_per_execution (default auto)")
     ap.add_argument("--no-torch", action="store_true")
     args = ap.parse_args(argv)
     os.environ.setdefault("NNCLI_BACKEND", "jax")
@@ -150,10 +154,9 @@ def main(argv=None):
     lr = 0.002
     print(f"digits-cnn: {len(x)} examples, batch {args.batch_size}, {args.epochs} timed epochs, "
           f"{os.cpu_count()} CPUs")
-    med, times, compile_s, last = bench_nncli(x, y, args.batch_size, args.epochs, lr)
-    print(f"nncli (jax):   median {med * 1e3:7.1f} ms/epoch  (compile {compile_s:.1f} s; "
-          f"last epoch loss {last['loss']:.4f} accuracy {last['accuracy']:.4f})")
-    torch_med = None
+    run_nncli, compile_s, last, k = bench_nncli(x, y, args.batch_size, lr, _steps(args.steps))
+    runners = {"nncli": run_nncli}
+    torch = None
     if not args.no_torch:
         try:
             import torch
@@ -162,11 +165,17 @@ def main(argv=None):
         else:
             if args.threads:
                 torch.set_num_threads(args.threads)
-            torch_med, _, tl = bench_torch(x, y, args.batch_size, args.epochs, lr)
-            print(f"pytorch {torch.__version__} ({torch.get_num_threads()} threads): median "
-                  f"{torch_med * 1e3:7.1f} ms/epoch  (last epoch loss {tl['loss']:.4f} "
-                  f"accuracy {tl['accuracy']:.4f})")
-            print(f"ratio nncli / pytorch: {med / torch_med:.2f}")
+            runners["torch"], tl = bench_torch(x, y, args.batch_size, lr)
+    result = interleaved(runners, args.epochs)  # epoch by epoch in turn: machine noise hits both
+    med = result["nncli"][0]
+    print(f"nncli (jax, {k} steps per call): median {med * 1e3:7.1f} ms/epoch  (compile {compile_s:.1f} s; "
+          f"last epoch loss {last['loss']:.4f} accuracy {last['accuracy']:.4f})")
+    if torch is not None:
+        torch_med = result["torch"][0]
+        print(f"pytorch {torch.__version__} ({torch.get_num_threads()} threads): median "
+              f"{torch_med * 1e3:7.1f} ms/epoch  (last epoch loss {tl['loss']:.4f} "
+              f"accuracy {tl['accuracy']:.4f})")
+        print(f"ratio nncli / pytorch: {med / torch_med:.2f}")
     print("\nforward + backward under JAX, best of 5:")
     for what, how, us in bench_ops():
         print(f"  {what:34s} {how:28s} {us:9.1f} us")

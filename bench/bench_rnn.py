@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from timing import median_epoch, nncli_step_epochs, timeit  # noqa: E402
+from timing import interleaved, nncli_epochs, timeit  # noqa: E402
 
 
 def load_adding():
@@ -37,14 +37,15 @@ def load_adding():
         return np.asarray(f["x"], dtype=np.float32), np.asarray(f["y"], dtype=np.float32)
 
 
-def bench_nncli(x, y, units: int, batch_size: int, epochs: int, lr: float):
+def bench_nncli(x, y, units: int, batch_size: int, lr: float, steps="auto"):
     layers = [{"type": "lstm", "units": units}, {"type": "dense", "units": 1, "activation": "linear"}]
     config = {"data": {"train": str(ROOT / "data" / "adding.h5")}, "layers": layers, "loss": "mse",
-              "metrics": ["mae"], "optimizer": "adam", "learning_rate": lr, "batch_size": batch_size}
-    return nncli_step_epochs(config, "adding-lstm (bench)", x, y, epochs)
+              "metrics": ["mae"], "optimizer": "adam", "learning_rate": lr, "batch_size": batch_size,
+              "steps_per_execution": steps}
+    return nncli_epochs(config, "adding-lstm (bench)", x, y)
 
 
-def bench_torch(x, y, units: int, batch_size: int, epochs: int, lr: float):
+def bench_torch(x, y, units: int, batch_size: int, lr: float):
     import torch
     from torch import nn
 
@@ -87,8 +88,7 @@ def bench_torch(x, y, units: int, batch_size: int, epochs: int, lr: float):
             abs_err += (out.detach() - yb).abs().sum().item()
         last["loss"], last["mae"] = total / len(xt), abs_err / len(xt)
 
-    med, times = median_epoch(run_epoch, epochs)
-    return med, times, last
+    return run_epoch, last
 
 
 def bench_backward(units: int, batch_size: int, steps: int = 30, features: int = 2):
@@ -130,12 +130,17 @@ def bench_backward(units: int, batch_size: int, steps: int = 30, features: int =
     return rows
 
 
+def _steps(text: str):
+    return text if text == "auto" else int(text)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=5, help="timed epochs (after one warm-up epoch)")
     ap.add_argument("--units", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    ap.add_argument("--steps", default="auto", help="nncli's steps_per_execution (default auto)")
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--no-ops", action="store_true", help="skip the scan micro-benchmark")
     args = ap.parse_args(argv)
@@ -144,10 +149,9 @@ def main(argv=None):
     lr = 0.01
     print(f"adding-lstm: {len(x)} sequences of {x.shape[1]} steps x {x.shape[2]}, lstm {args.units} units, "
           f"batch {args.batch_size}, {args.epochs} timed epochs, {os.cpu_count()} CPUs")
-    med, times, compile_s, last = bench_nncli(x, y, args.units, args.batch_size, args.epochs, lr)
-    print(f"nncli (jax):   median {med * 1e3:7.1f} ms/epoch  (compile {compile_s:.1f} s; "
-          f"last epoch loss {last['loss']:.4f} mae {last['mae']:.4f})")
-    torch_med = None
+    run_nncli, compile_s, last, k = bench_nncli(x, y, args.units, args.batch_size, lr, _steps(args.steps))
+    runners = {"nncli": run_nncli}
+    torch = None
     if not args.no_torch:
         try:
             import torch
@@ -156,10 +160,16 @@ def main(argv=None):
         else:
             if args.threads:
                 torch.set_num_threads(args.threads)
-            torch_med, _, tlast = bench_torch(x, y, args.units, args.batch_size, args.epochs, lr)
-            print(f"pytorch {torch.__version__} ({torch.get_num_threads()} threads): median "
-                  f"{torch_med * 1e3:7.1f} ms/epoch  (last epoch loss {tlast['loss']:.4f} mae {tlast['mae']:.4f})")
-            print(f"ratio nncli / pytorch: {med / torch_med:.2f}")
+            runners["torch"], tlast = bench_torch(x, y, args.units, args.batch_size, lr)
+    result = interleaved(runners, args.epochs)  # epoch by epoch in turn: machine noise hits both
+    med = result["nncli"][0]
+    print(f"nncli (jax, {k} steps per call): median {med * 1e3:7.1f} ms/epoch  (compile {compile_s:.1f} s; "
+          f"last epoch loss {last['loss']:.4f} mae {last['mae']:.4f})")
+    if torch is not None:
+        torch_med = result["torch"][0]
+        print(f"pytorch {torch.__version__} ({torch.get_num_threads()} threads): median "
+              f"{torch_med * 1e3:7.1f} ms/epoch  (last epoch loss {tlast['loss']:.4f} mae {tlast['mae']:.4f})")
+        print(f"ratio nncli / pytorch: {med / torch_med:.2f}")
     if not args.no_ops:
         for units, steps, features in ((args.units, 30, 2), (128, 50, 32)):
             print(f"\nLSTM layer forward + backward under JAX, batch ({args.batch_size}, {steps}, {features}), "

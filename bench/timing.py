@@ -34,11 +34,27 @@ def timeit(fn, *args, repeat: int = 20) -> float:
     return min(times)
 
 
-def nncli_step_epochs(config: dict, name: str, x, t, epochs: int):
-    """Median epoch of nncli's compiled training step (JAX, CPU) over (x, t) in shuffled fixed-size
-    batches, as in `nncli train`; `config` is a config dict (layers, loss, metrics, optimizer,
-    learning_rate, batch_size). Returns (median s, epoch times, compile s, {loss/metric: last epoch})."""
-    from nncli import backend, data, model, network, optimizers, spec
+def interleaved(runners: dict, epochs: int) -> dict:
+    """Median seconds of `epochs` epochs per runner (name -> run_epoch(i)), after one warm-up epoch
+    each, taking turns epoch by epoch so that a slower or busier stretch of a shared machine hits
+    every runner alike. Returns name -> (median, epoch times)."""
+    for run_epoch in runners.values():
+        run_epoch(0)
+    times: dict = {name: [] for name in runners}
+    for e in range(epochs):
+        for name, run_epoch in runners.items():
+            t0 = time.perf_counter()
+            run_epoch(e + 1)
+            times[name].append(time.perf_counter() - t0)
+    return {name: (statistics.median(ts), ts) for name, ts in times.items()}
+
+
+def nncli_epochs(config: dict, name: str, x, t):
+    """nncli's compiled training step (JAX, CPU) over (x, t) in shuffled fixed-size batches, as in
+    `nncli train` (steps_per_execution as the config says, default auto); `config` is a config
+    dict (layers, loss, metrics, optimizer, learning_rate, batch_size). Returns (run_epoch(i),
+    compile s, {loss/metric: last epoch}, steps per call)."""
+    from nncli import backend, data, model, network, optimizers, spec, steps
 
     backend.activate(backend.choose("jax", "cpu"))
     import pytensor
@@ -50,18 +66,21 @@ def nncli_step_epochs(config: dict, name: str, x, t, epochs: int):
     iterations = optimizers.iterations_variable()
     opt = optimizers.create(s["optimizer"]["type"], {k: v for k, v in s["optimizer"].items() if k != "type"})
     lr = pytensor.shared(np.asarray(s["learning_rate"], dtype="float32"))
+    batch = s["batch_size"]
+    n_batches = -(-len(x) // batch)
+    k = steps.choose(s["steps_per_execution"], "jax", batch * 4 * (int(np.prod(x.shape[1:])) + int(np.prod(t.shape[1:])) + 1),
+                     n_batches)
     t0 = time.perf_counter()
-    step, _ = model.compile_train(net, s["loss"], s["metrics"], opt, lr, s["batch_size"], iterations, seed=0)
+    graph, _ = model.train_graph(net, s["loss"], s["metrics"], opt, lr, batch, iterations, seed=0)
+    step = model.compile_several(graph, k, "jax")
     compile_s = time.perf_counter() - t0
     rng = np.random.default_rng(0)
     last = {}
 
     def run_epoch(_):
-        totals, seen = np.zeros(len(step.outputs)), 0.0
-        for xb, tb, wb in data.batches(x, t, s["batch_size"], rng.permutation(len(x))):
-            totals += np.asarray(step.fn(xb, tb, wb), dtype=np.float64)
-            seen += float(wb.sum())
-        last.update(zip(step.outputs, totals / seen))
+        totals = np.zeros(len(step.outputs))
+        for _, count, out in steps.calls(step.fn, k, data.batches(x, t, batch, rng.permutation(len(x)))):
+            totals += np.asarray(out, dtype=np.float64).reshape(-1, len(totals))[:count].sum(axis=0)
+        last.update(zip(step.outputs, totals / len(x)))
 
-    med, times = median_epoch(run_epoch, epochs)
-    return med, times, compile_s, last
+    return run_epoch, compile_s, last, k

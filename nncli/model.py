@@ -116,6 +116,22 @@ def compile_steps(graph: TrainGraph, steps: int) -> Compiled:
     return Compiled(fn, int(graph.inputs[0].type.shape[0]), graph.outputs)
 
 
+def compile_several(graph: TrainGraph, steps: int, backend: str) -> Compiled:
+    """The training function for `steps` minibatches per call (1: the plain step). On the JAX
+    backend: the compiled step's own JAX function in ``jax.lax.scan`` (nncli/steps.py), else
+    compile_steps."""
+    if steps == 1:
+        return compile_step(graph)
+    if backend == "jax":
+        from nncli import steps as steps_mod
+
+        single = compile_step(graph)
+        fn = steps_mod.jax_steps(single.fn, len(graph.inputs))
+        if fn is not None:
+            return Compiled(fn, single.batch_size, single.outputs)
+    return compile_steps(graph, steps)
+
+
 def compile_eval(net: Network, loss: str, metrics: Sequence[str], batch_size: int) -> Compiled:
     x, t, w = _inputs(net, batch_size)
     ctx = Context(training=False, sample_weight=w)

@@ -234,7 +234,7 @@ class Trainer:
         n_batches = -(-len(self.p.x_train) // self.batch_size)
         batch_bytes = self.batch_size * 4 * (int(np.prod(net.input_shape)) + int(np.prod(net.output_shape)) + 1)
         self.steps = steps_mod.choose(s["steps_per_execution"], self.choice.backend, batch_bytes, n_batches)
-        self.train_fn = model.compile_steps(graph, self.steps) if self.steps > 1 else model.compile_step(graph)
+        self.train_fn = model.compile_several(graph, self.steps, self.choice.backend)
         n_eval = max(len(self.p.x_val) if self.p.x_val is not None else 0, 1)
         self.eval_batch = min(max(self.batch_size, 256), n_eval) if self.p.x_val is not None else self.batch_size
         self.eval_fn = model.compile_eval(net, s["loss"], self.metrics, self.eval_batch) \

@@ -1,0 +1,97 @@
+"""Several training steps per compiled call (nncli/steps.py, model.compile_steps/compile_several):
+the same updates as one call per minibatch, padding steps are no-ops, on both implementations
+(PyTensor's scan of the step graph, and the JAX backend's lax.scan of the compiled step)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nncli import model, network, optimizers, spec, steps
+
+# PyTensor's JAX dispatch asks for 64-bit index types that JAX (x64 off) truncates: expected here
+pytestmark = pytest.mark.filterwarnings("ignore:Explicitly requested dtype")
+
+BATCH = 8
+N_BATCHES = 5
+
+
+@pytest.fixture(scope="module")
+def setup(jax_backend, tmp_path_factory):
+    train_file = tmp_path_factory.mktemp("steps") / "unused.h5"   # the spec wants a data file name
+    train_file.touch()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(BATCH * N_BATCHES - 3, 4)).astype(np.float32)       # the last batch is padded
+    t = np.eye(3, dtype=np.float32)[rng.integers(0, 3, len(x))]
+    s = spec.from_dict({"data": {"train": str(train_file)}, "batch_size": BATCH, "optimizer": "adam",
+                        "layers": [{"type": "dense", "units": 5, "activation": "tanh"},
+                                   {"type": "dropout", "rate": 0.3},
+                                   {"type": "dense", "units": 3, "activation": "softmax"}]}, "steps")
+    return s, x, t
+
+
+def train(setup, how: str, k: int):
+    """Fresh shared variables from the same initial values; one epoch of minibatches through
+    `k` steps per call; returns (final parameters and optimizer state, per-batch output rows)."""
+    import pytensor
+
+    from nncli import data
+
+    s, x, t = setup
+    net = network.build(s, x.shape[1:])
+    params, state = net.initial_values(np.random.default_rng(1))
+    net.create_shared(params, state)
+    iterations = optimizers.iterations_variable()
+    lr = pytensor.shared(np.asarray(0.05, dtype="float32"))
+    graph, opt_state = model.train_graph(net, "categorical_crossentropy", ["accuracy"],
+                                         optimizers.create("adam", {}), lr, BATCH, iterations, seed=3)
+    compiled = {"single": lambda: model.compile_step(graph),
+                "pytensor-scan": lambda: model.compile_steps(graph, k),
+                "jax-scan": lambda: model.compile_several(graph, k, "jax")}[how]()
+    rows = []
+    for b0, count, out in steps.calls(compiled.fn, k, data.batches(x, t, BATCH)):
+        rows.extend(np.asarray(out, dtype=np.float64).reshape(-1, 2)[:count])
+    values = {key: np.asarray(v.get_value()) for key, v in {**net.params, **opt_state.named()}.items()}
+    return values, np.asarray(rows)
+
+
+@pytest.fixture(scope="module")
+def reference(setup):
+    return train(setup, "single", 1)
+
+
+@pytest.mark.parametrize("how", ["pytensor-scan", "jax-scan"])
+@pytest.mark.parametrize("k", [2, 3, 5])
+def test_several_steps_per_call_equal_single_steps(setup, reference, how, k):
+    values, rows = train(setup, how, k)
+    ref_values, ref_rows = reference
+    assert values["iterations"] == ref_values["iterations"] == N_BATCHES   # padding steps did not count
+    assert rows.shape == ref_rows.shape == (N_BATCHES, 2)
+    np.testing.assert_allclose(rows, ref_rows, rtol=1e-5, atol=1e-6)
+    for key in ref_values:
+        np.testing.assert_allclose(values[key], ref_values[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+def test_a_padding_step_changes_nothing(setup):
+    """An all-zero-weight minibatch through the several-steps function leaves every parameter and
+    Adam's moments and step count as they were (a plain step with zero gradient would move them)."""
+    import pytensor
+
+    s, x, t = setup
+    net = network.build(s, x.shape[1:])
+    params, state = net.initial_values(np.random.default_rng(1))
+    net.create_shared(params, state)
+    iterations = optimizers.iterations_variable()
+    graph, opt_state = model.train_graph(net, "categorical_crossentropy", ["accuracy"],
+                                         optimizers.create("adam", {}), pytensor.shared(np.float32(0.05)),
+                                         BATCH, iterations)
+    fn = model.compile_several(graph, 2, "jax").fn
+    xs, ts, ws = np.stack([x[:BATCH]] * 2), np.stack([t[:BATCH]] * 2), np.ones((2, BATCH), np.float32)
+    fn(xs, ts, ws)                                          # two real steps: moments are non-zero now
+    before = {k: np.asarray(v.get_value()) for k, v in {**net.params, **opt_state.named()}.items()}
+    out = np.asarray(fn(xs, ts, np.zeros_like(ws)))        # two padding steps
+    after = {k: np.asarray(v.get_value()) for k, v in {**net.params, **opt_state.named()}.items()}
+    assert before["iterations"] == 2
+    for key in before:
+        np.testing.assert_array_equal(after[key], before[key], err_msg=key)
+    np.testing.assert_array_equal(out, 0.0)                 # zero weights: zero sums
