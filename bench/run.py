@@ -122,15 +122,18 @@ output: {folder / ('run-' + cfg.stem)}
     class Timed(trainer.Trainer):
         def compile(self):
             super().compile()
-            fn = self.train_fn.fn
 
-            def timed(*args):
-                t = time.perf_counter()
-                out = np.asarray(fn(*args))  # JAX returns before computing: wait here
-                inside[-1] += time.perf_counter() - t
-                return out
+            def timed(fn):
+                def call(*args):
+                    t = time.perf_counter()
+                    out = np.asarray(fn(*args))  # JAX returns before computing: wait here
+                    inside[-1] += time.perf_counter() - t
+                    return out
+                return call
 
-            self.train_fn.fn = timed
+            self.train_fn.fn = timed(self.train_fn.fn)
+            if self.train_fn.single is not None:
+                self.train_fn.single = timed(self.train_fn.single)
 
     class EpochClock(progress.Silent):
         def epoch_start(self, *args, **kwargs):

@@ -27,6 +27,8 @@ class Compiled:
     fn: Callable
     batch_size: int
     outputs: list[str]   # names of the summed outputs, e.g. ["loss", "accuracy"]
+    steps: int = 1       # minibatches per call of fn (stacked on a new first axis when > 1)
+    single: Callable | None = None  # with steps > 1: the one-minibatch step, for an epoch's last few
 
 
 def _inputs(net: Network, batch_size: int):
@@ -87,39 +89,37 @@ def compile_step(graph: TrainGraph) -> Compiled:
 
 
 def compile_steps(graph: TrainGraph, steps: int) -> Compiled:
-    """`steps` training steps in one call (Keras' ``steps_per_execution``): a ``scan`` over
-    stacked minibatches (steps, batch, ...) that carries every updated shared variable from one
-    step to the next and writes the last values back. Returns (steps, outputs): row i is what
-    the single step returns for minibatch i. A minibatch whose weights are all 0 (padding at the
-    end of an epoch) leaves every variable as it was: its step is a no-op, not an update with a
-    zero gradient (which would still move Adam's moments and the step count)."""
+    """`steps` training steps in one call (Keras' ``steps_per_execution``), for any backend: a
+    ``scan`` over stacked minibatches (steps, batch, ...) of a clone of the step graph, carrying
+    every updated shared variable from one step to the next and writing the last values back.
+    Returns (steps, outputs): row i is what the single step returns for minibatch i. The same
+    updates as `steps` calls of the single step (which it also compiles, for the last minibatches
+    of an epoch)."""
     from pytensor.graph.replace import clone_replace
 
     shared = [var for var, _ in graph.updates]
     news = [new for _, new in graph.updates]
     n_in = len(graph.inputs)
     stacked = [pt.tensor(f"{v.name}s", dtype=v.dtype, shape=(steps, *v.type.shape)) for v in graph.inputs]
-    weights = graph.inputs[-1]
 
     def one(*args):
         replace = dict(zip(graph.inputs, args[:n_in]))
         replace.update(zip(shared, args[n_in:]))
-        active = pt.gt(pt.sum(replace[weights]), 0)
         out = clone_replace([graph.out, *news], replace=replace)
-        kept = [pt.switch(active, new, old) for new, old in zip(out[1:], args[n_in:])]
-        return [out[0], *(var.type.filter_variable(pt.cast(k, var.dtype)) for var, k in zip(shared, kept))]
+        return [out[0], *(var.type.filter_variable(new) for var, new in zip(shared, out[1:]))]
 
     results = pytensor.scan(one, sequences=stacked, outputs_info=[None, *shared], n_steps=steps,
                             strict=False, return_updates=False, name="train_steps")
     updates = [(var, seq[-1]) for var, seq in zip(shared, results[1:])]
     fn = pytensor.function(stacked, results[0], updates=updates, name="train_steps")
-    return Compiled(fn, int(graph.inputs[0].type.shape[0]), graph.outputs)
+    single = compile_step(graph)
+    return Compiled(fn, single.batch_size, graph.outputs, steps, single.fn)
 
 
 def compile_several(graph: TrainGraph, steps: int, backend: str) -> Compiled:
     """The training function for `steps` minibatches per call (1: the plain step). On the JAX
-    backend: the compiled step's own JAX function in ``jax.lax.scan`` (nncli/steps.py), else
-    compile_steps."""
+    backend: the compiled step's own JAX function in ``jax.lax.scan`` (nncli/steps.py: no second
+    compile of the graph), else compile_steps."""
     if steps == 1:
         return compile_step(graph)
     if backend == "jax":
@@ -128,7 +128,7 @@ def compile_several(graph: TrainGraph, steps: int, backend: str) -> Compiled:
         single = compile_step(graph)
         fn = steps_mod.jax_steps(single.fn, len(graph.inputs))
         if fn is not None:
-            return Compiled(fn, single.batch_size, single.outputs)
+            return Compiled(fn, single.batch_size, single.outputs, steps, single.fn)
     return compile_steps(graph, steps)
 
 

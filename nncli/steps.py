@@ -1,25 +1,27 @@
 """Feeding an epoch's minibatches to the compiled training step, several steps per call.
 
 ``steps_per_execution`` (Keras' name) is how many minibatches one call of the
-compiled function trains on: model.compile_steps wraps the step in a ``scan``
-that carries the parameters and optimizer state from one step to the next.
-The updates are the same as one call per minibatch; what goes away is the
-per-call cost (argument checks, dispatch, fresh output buffers for every
-parameter and moment), which dominates small steps. Measured on the 2-core
-machine, JAX backend, median whole epochs (bench/results.md): MLP
-784-256-128-10 with Adam at batch 32, 0.45 s -> 0.36 s with 16 steps per
-call; the adding-lstm example 0.62 s -> 0.53 s.
+compiled training function trains on. The updates are the same as one call
+per minibatch; what goes away is the per-call cost (argument checks, dispatch,
+a fresh output buffer for every parameter and moment), which dominates small
+steps. On the JAX backend the step's own jitted function runs inside
+``jax.lax.scan`` (jax_steps); on the others PyTensor's ``scan`` runs a clone
+of the step graph (model.compile_steps).
 
-``auto``: 16 steps per call on the JAX backend (fewer when the epoch has fewer
-minibatches, or when 16 stacked minibatches would exceed CHUNK_BYTES), one on
-C and NUMBA, whose Python-driven ``scan`` loop would cost more than it saves.
+``auto`` (choose): on the JAX backend, as many minibatches as make AUTO_ROWS
+rows, at most AUTO_STEPS and at most an epoch, for batches up to
+AUTO_MAX_BATCH; one for larger batches, and on C and NUMBA (not measured to
+help there; their ``scan`` needs a second compile of the whole graph).
+Measured on the 2-core machine (JAX, MLP 784-256-128-10 with Adam, epochs of
+16384 rows): batch 32, 16 per call: 0.45 -> 0.36 s an epoch (pure JAX with
+lax.scan: 0.46 -> 0.30); batch 128: 0.19 -> 0.16 s (pure JAX); batch 1024:
+no gain (0.20 s with 1 and 4 per call, 0.23 s with 2), hence the batch
+limit. adding-lstm: about 10%. Figures: bench/results.md.
 
-Calls cover the minibatches [j*k, (j+1)*k) of an epoch (counted from where it
-starts), so a run interrupted after any call and resumed with the same setting
-repeats exactly the calls of an uninterrupted run.
-The last call of an epoch is padded with all-zero-weight minibatches, which
-leave every variable as it was (see model.compile_steps), so one compiled
-function serves every epoch.
+Calls cover the minibatches [first + j*k, first + (j+1)*k) of an epoch; the
+last ones that do not fill a call run one by one through the single step. A
+run interrupted after any call and resumed with the same setting therefore
+makes exactly the calls of an uninterrupted run (bit-exact resume).
 """
 
 from __future__ import annotations
@@ -30,37 +32,34 @@ from typing import Any
 import numpy as np
 
 AUTO_STEPS = 16
-CHUNK_BYTES = 16 << 20  # the stacked inputs of one call stay below this (auto)
+AUTO_ROWS = 2048         # auto: minibatches per call * batch size stays within this,
+AUTO_MAX_BATCH = 256     # and larger batches go one per call (their steps are long: no gain)
+CHUNK_BYTES = 16 << 20   # auto: and the stacked inputs of one call within this
 
 
-def choose(setting: Any, backend: str, batch_bytes: int, n_batches: int) -> int:
+def choose(setting: Any, backend: str, batch_size: int, batch_bytes: int, n_batches: int) -> int:
     """Steps per call for the `steps_per_execution` setting ('auto' or an integer)."""
     if setting != "auto":
         return max(1, min(int(setting), n_batches))
-    if backend != "jax":
+    if backend != "jax" or batch_size > AUTO_MAX_BATCH:
         return 1
-    return max(1, min(AUTO_STEPS, CHUNK_BYTES // max(batch_bytes, 1), n_batches))
+    return max(1, min(AUTO_STEPS, AUTO_ROWS // max(batch_size, 1), CHUNK_BYTES // max(batch_bytes, 1), n_batches))
 
 
-def _padding(batch):
-    return tuple(np.zeros_like(a) for a in batch)
-
-
-def calls(fn, steps: int, batches: Iterable[tuple], first: int = 0) -> Iterator[tuple[int, int, Any]]:
-    """Run `fn` over the minibatches of an epoch from batch `first` on.
-
-    `fn` is the single step (steps == 1) or the `steps`-step function. Yields, per call,
-    (index of its first minibatch, how many real minibatches it trained on, its output:
-    the output vector, or one row per step)."""
-    if steps == 1:
-        for b, batch in enumerate(batches):
-            if b >= first:
-                yield b, 1, fn(*batch)
-        return
+def calls(compiled, batches: Iterable[tuple], first: int = 0) -> Iterator[tuple[int, int, Any]]:
+    """Run the minibatches of an epoch, from batch `first` on, through `compiled` (a
+    model.Compiled training function: `compiled.steps` stacked minibatches per call of its fn;
+    the last minibatches of the epoch that do not fill a call go one by one through
+    `compiled.single`). Yields, per call, (index of its first minibatch, how many it trained
+    on, its output: the output vector, or one row per step)."""
+    fn, steps = compiled.fn, compiled.steps
     group: list = []
     start = first
     for b, batch in enumerate(batches):
         if b < first:
+            continue
+        if steps == 1:
+            yield b, 1, fn(*batch)
             continue
         if not group:
             start = b
@@ -68,10 +67,8 @@ def calls(fn, steps: int, batches: Iterable[tuple], first: int = 0) -> Iterator[
         if len(group) == steps:
             yield start, steps, fn(*(np.stack(arrays) for arrays in zip(*group)))
             group = []
-    if group:
-        real = len(group)
-        group += [_padding(group[0])] * (steps - real)
-        yield start, real, fn(*(np.stack(arrays) for arrays in zip(*group)))
+    for i, batch in enumerate(group):
+        yield start + i, 1, compiled.single(*batch)
 
 
 def jax_steps(single, n_explicit: int):
@@ -85,7 +82,6 @@ def jax_steps(single, n_explicit: int):
     None when the step's JAX function cannot be called from inside a trace (shape inputs passed
     as Python ints); the caller then uses model.compile_steps."""
     import jax
-    import jax.numpy as jnp
 
     thunk = single.vm
     linker = single.maker.linker
@@ -98,7 +94,6 @@ def jax_steps(single, n_explicit: int):
     fixed = [i for i in range(n_explicit, len(fgraph.inputs)) if i not in update_of]
     storage = thunk.inputs
     n_inputs = len(fgraph.inputs)
-    weights = n_explicit - 1
 
     def many(carry, fixed_values, *stacked):
         def body(carry, batch):
@@ -109,9 +104,7 @@ def jax_steps(single, n_explicit: int):
             for i, v in zip(fixed, fixed_values):
                 values[i] = v
             outs = jit_fn(*values)
-            active = jnp.sum(batch[weights]) > 0   # an all-padding minibatch changes nothing
-            new = tuple(jnp.where(active, outs[update_of[i]], c) for i, c in zip(carried, carry))
-            return new, outs[0]
+            return tuple(outs[update_of[i]] for i in carried), outs[0]
 
         carry, rows = jax.lax.scan(body, carry, stacked)
         return rows, carry

@@ -233,7 +233,8 @@ class Trainer:
             penalty=regularization.penalty(s["regularization"]))
         n_batches = -(-len(self.p.x_train) // self.batch_size)
         batch_bytes = self.batch_size * 4 * (int(np.prod(net.input_shape)) + int(np.prod(net.output_shape)) + 1)
-        self.steps = steps_mod.choose(s["steps_per_execution"], self.choice.backend, batch_bytes, n_batches)
+        self.steps = steps_mod.choose(s["steps_per_execution"], self.choice.backend, self.batch_size,
+                                       batch_bytes, n_batches)
         self.train_fn = model.compile_several(graph, self.steps, self.choice.backend)
         n_eval = max(len(self.p.x_val) if self.p.x_val is not None else 0, 1)
         self.eval_batch = min(max(self.batch_size, 256), n_eval) if self.p.x_val is not None else self.batch_size
@@ -340,7 +341,7 @@ class Trainer:
                 # so the next batch is prepared while the current one runs.
                 pending, running = _Pending(), {}
                 batches = data.batches(p.x_train, p.t_train, self.batch_size, order)
-                for b0, count, out in steps_mod.calls(self.train_fn.fn, self.steps, batches, first):
+                for b0, count, out in steps_mod.calls(self.train_fn, batches, first):
                     pending.add(b0, count, out)
                     done = b0 + count
                     seen = float(min(done * self.batch_size, n))

@@ -1,6 +1,6 @@
 """Several training steps per compiled call (nncli/steps.py, model.compile_steps/compile_several):
-the same updates as one call per minibatch, padding steps are no-ops, on both implementations
-(PyTensor's scan of the step graph, and the JAX backend's lax.scan of the compiled step)."""
+the same updates as one call per minibatch, on both implementations (PyTensor's scan of the step
+graph, and the JAX backend's lax.scan of the compiled step)."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def train(setup, how: str, k: int):
                 "pytensor-scan": lambda: model.compile_steps(graph, k),
                 "jax-scan": lambda: model.compile_several(graph, k, "jax")}[how]()
     rows = []
-    for b0, count, out in steps.calls(compiled.fn, k, data.batches(x, t, BATCH)):
+    for b0, count, out in steps.calls(compiled, data.batches(x, t, BATCH)):
         rows.extend(np.asarray(out, dtype=np.float64).reshape(-1, 2)[:count])
     values = {key: np.asarray(v.get_value()) for key, v in {**net.params, **opt_state.named()}.items()}
     return values, np.asarray(rows)
@@ -65,33 +65,33 @@ def reference(setup):
 def test_several_steps_per_call_equal_single_steps(setup, reference, how, k):
     values, rows = train(setup, how, k)
     ref_values, ref_rows = reference
-    assert values["iterations"] == ref_values["iterations"] == N_BATCHES   # padding steps did not count
+    assert values["iterations"] == ref_values["iterations"] == N_BATCHES
     assert rows.shape == ref_rows.shape == (N_BATCHES, 2)
     np.testing.assert_allclose(rows, ref_rows, rtol=1e-5, atol=1e-6)
     for key in ref_values:
         np.testing.assert_allclose(values[key], ref_values[key], rtol=1e-5, atol=1e-6, err_msg=key)
 
 
-def test_a_padding_step_changes_nothing(setup):
-    """An all-zero-weight minibatch through the several-steps function leaves every parameter and
-    Adam's moments and step count as they were (a plain step with zero gradient would move them)."""
-    import pytensor
+def test_the_last_minibatches_of_an_epoch_run_one_by_one(setup):
+    """5 minibatches in calls of 3: one call of 3, then 2 single steps."""
+    calls = []
 
-    s, x, t = setup
-    net = network.build(s, x.shape[1:])
-    params, state = net.initial_values(np.random.default_rng(1))
-    net.create_shared(params, state)
-    iterations = optimizers.iterations_variable()
-    graph, opt_state = model.train_graph(net, "categorical_crossentropy", ["accuracy"],
-                                         optimizers.create("adam", {}), pytensor.shared(np.float32(0.05)),
-                                         BATCH, iterations)
-    fn = model.compile_several(graph, 2, "jax").fn
-    xs, ts, ws = np.stack([x[:BATCH]] * 2), np.stack([t[:BATCH]] * 2), np.ones((2, BATCH), np.float32)
-    fn(xs, ts, ws)                                          # two real steps: moments are non-zero now
-    before = {k: np.asarray(v.get_value()) for k, v in {**net.params, **opt_state.named()}.items()}
-    out = np.asarray(fn(xs, ts, np.zeros_like(ws)))        # two padding steps
-    after = {k: np.asarray(v.get_value()) for k, v in {**net.params, **opt_state.named()}.items()}
-    assert before["iterations"] == 2
-    for key in before:
-        np.testing.assert_array_equal(after[key], before[key], err_msg=key)
-    np.testing.assert_array_equal(out, 0.0)                 # zero weights: zero sums
+    class Fake:
+        steps = 3
+
+        def fn(*arrays):
+            calls.append(("fn", arrays[0].shape))
+            return np.zeros((3, 2))
+
+        def single(*arrays):
+            calls.append(("single", arrays[0].shape))
+            return np.zeros(2)
+
+    from nncli import data
+
+    _, x, t = setup
+    got = [(b0, count) for b0, count, _ in steps.calls(Fake, data.batches(x, t, BATCH))]
+    assert got == [(0, 3), (3, 1), (4, 1)]
+    assert calls == [("fn", (3, BATCH, 4)), ("single", (BATCH, 4)), ("single", (BATCH, 4))]
+    got = [(b0, count) for b0, count, _ in steps.calls(Fake, data.batches(x, t, BATCH), first=1)]
+    assert got == [(1, 3), (4, 1)]                         # a resumed epoch: calls count from there

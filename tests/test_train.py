@@ -23,8 +23,8 @@ def assert_same_params(a, b):
 
 @pytest.fixture(scope="module")
 def blobs_config(tmp_path_factory, blobs_csv):
-    """72 training rows in batches of 16: 5 minibatches an epoch, trained 2 per call, so the
-    last call of every epoch is padded (see nncli/steps.py)."""
+    """72 training rows in batches of 16: 5 minibatches an epoch, trained 2 per call, the fifth
+    through the single step (see nncli/steps.py)."""
     folder = tmp_path_factory.mktemp("cfg")
     return write_config(folder, BLOBS_CONFIG.format(train=blobs_csv) + "steps_per_execution: 2\n")
 
@@ -157,11 +157,11 @@ def test_pending_step_outputs_report_the_first_non_finite_batch():
 
 
 def test_pending_multi_step_outputs_count_only_real_batches():
-    """A call of several steps returns one row per step; the rows of padding steps are not counted,
+    """A call of several steps returns one row per step; rows past the call's count are not counted,
     and a bad row is named by its own batch index."""
     pending = trainer._Pending()
     pending.add(0, 3, np.asarray([[1.0, 1.0], [2.0, 0.0], [3.0, 1.0]], dtype=np.float32))
-    pending.add(3, 2, np.asarray([[4.0, 1.0], [5.0, 1.0], [99.0, 99.0]], dtype=np.float32))  # row 3: padding
+    pending.add(3, 2, np.asarray([[4.0, 1.0], [5.0, 1.0], [99.0, 99.0]], dtype=np.float32))
     totals, bad = pending.collect(np.zeros(2))
     assert bad is None and totals.tolist() == [15.0, 4.0]
     pending.add(5, 3, np.asarray([[1.0, 0.0], [np.nan, 0.0], [np.nan, 0.0]], dtype=np.float32))
@@ -170,12 +170,11 @@ def test_pending_multi_step_outputs_count_only_real_batches():
     assert totals.tolist() == [16.0, 4.0]
 
 
-@pytest.mark.parametrize("steps", [1, 3, 5], ids=["1-per-call", "3-per-call-padded", "whole-epoch"])
+@pytest.mark.parametrize("steps", [1, 3, 5], ids=["1-per-call", "3-per-call", "whole-epoch"])
 def test_steps_per_execution_trains_the_same(blobs_config, six_epochs, tmp_path, steps):
     """Several steps per call apply the same updates as one call per minibatch (up to float32
-    rounding of the differently fused programs), padding steps included: 5 minibatches in calls
-    of 3 leave a call with 1 padding step every epoch, which must not move Adam's moments or its
-    step count. The reference trains 2 per call (its own last call padded)."""
+    rounding of the differently fused programs): 5 minibatches in calls of 3 leave 2 for the
+    single step every epoch. The reference trains 2 per call, the fifth alone."""
     config = write_config(tmp_path, blobs_config.read_text().replace("steps_per_execution: 2",
                                                                     f"steps_per_execution: {steps}"))
     trainer.train(config, output=str(tmp_path / "run"), epochs=6)
@@ -191,11 +190,15 @@ def test_steps_per_execution_trains_the_same(blobs_config, six_epochs, tmp_path,
 def test_steps_per_execution_auto_rule():
     from nncli import steps
 
-    assert steps.choose("auto", "jax", batch_bytes=4096, n_batches=1000) == steps.AUTO_STEPS
-    assert steps.choose("auto", "jax", batch_bytes=4096, n_batches=5) == 5      # never more than an epoch
-    assert steps.choose("auto", "jax", batch_bytes=steps.CHUNK_BYTES // 3, n_batches=1000) == 3
-    assert steps.choose("auto", "jax", batch_bytes=steps.CHUNK_BYTES * 2, n_batches=1000) == 1
-    assert steps.choose("auto", "c", batch_bytes=4096, n_batches=1000) == 1
-    assert steps.choose("auto", "numba", batch_bytes=4096, n_batches=1000) == 1
-    assert steps.choose(8, "c", batch_bytes=4096, n_batches=1000) == 8          # as asked, on any backend
-    assert steps.choose(8, "jax", batch_bytes=4096, n_batches=3) == 3
+    def auto(backend="jax", batch=32, batch_bytes=4096, n_batches=1000):
+        return steps.choose("auto", backend, batch, batch_bytes, n_batches)
+
+    assert auto() == steps.AUTO_STEPS
+    assert auto(n_batches=5) == 5                                    # never more than an epoch
+    assert auto(batch=steps.AUTO_MAX_BATCH) == steps.AUTO_ROWS // steps.AUTO_MAX_BATCH  # fewer per call
+    assert auto(batch=steps.AUTO_MAX_BATCH + 1) == 1                 # big batches: one per call
+    assert auto(batch_bytes=steps.CHUNK_BYTES // 3) == 3             # big examples: fewer per call
+    assert auto(batch_bytes=steps.CHUNK_BYTES * 2) == 1
+    assert auto("c") == auto("numba") == 1
+    assert steps.choose(8, "c", 32, 4096, 1000) == 8                 # as asked, on any backend
+    assert steps.choose(8, "jax", 32, 4096, 3) == 3
