@@ -87,7 +87,8 @@ def layer_types_known() -> set:
 
 # --- nncli ----------------------------------------------------------------------
 
-def run_nncli(net: str, x, y, batch: int, backend_name: str, epochs: int, folder: Path) -> dict:
+def run_nncli(net: str, x, y, batch: int, backend_name: str, epochs: int, folder: Path,
+              steps: str = "auto") -> dict:
     import h5py
 
     from nncli import progress, trainer
@@ -111,6 +112,7 @@ epochs: {epochs}
 batch_size: {batch}
 early_stopping: false
 checkpoint_interval: 100000
+steps_per_execution: {steps}
 output: {folder / ('run-' + cfg.stem)}
 """)
     spec = spec_mod.load(cfg)
@@ -344,12 +346,23 @@ def start_times(backends, folder: Path) -> list[dict]:
 
 # --- main ---------------------------------------------------------------------------------
 
+def _median_run(runs: list):
+    """The run whose median epoch is the median of the runs' (None if there were none)."""
+    runs = [r for r in runs if r is not None]
+    if not runs:
+        return None
+    return sorted(runs, key=lambda r: r["epoch"])[(len(runs) - 1) // 2]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workloads", default="mlp32,mlp128,mlp1024,cnn,lstm")
     ap.add_argument("--backends", default="auto", help="comma list of auto,c,jax,numba (auto: what nncli picks)")
     ap.add_argument("--epochs", type=int, default=5, help="epochs per run; the first is a warm-up")
     ap.add_argument("--rows", type=int, default=16384)
+    ap.add_argument("--steps", default="auto", help="nncli's steps_per_execution (default auto)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="measure each workload this many times, in turn, and report the median run")
     ap.add_argument("--quick", action="store_true", help="2048 rows, 3 epochs")
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--no-start", action="store_true", help="skip the cold/warm start measurement")
@@ -378,18 +391,24 @@ def main(argv=None) -> int:
                     continue
                 seen.add(resolved)
                 print(f"{w} ({rows_n} rows, batch {batch}), backend {b} ...", flush=True)
-                try:
-                    r_n = run_nncli(net, x, y, batch, b, a.epochs, folder)
-                except Exception as exc:  # a backend that cannot run this net
-                    print(f"  nncli failed: {type(exc).__name__}: {exc}", flush=True)
+                runs: dict[str, list] = {"nncli": [], "pytensor": [], "torch": [], "torch1": []}
+                for _ in range(a.repeat):  # whole runs in turn: a busy stretch of the machine hits all
+                    try:
+                        runs["nncli"].append(run_nncli(net, x, y, batch, b, a.epochs, folder, a.steps))
+                    except Exception as exc:  # a backend that cannot run this net
+                        print(f"  nncli failed: {type(exc).__name__}: {exc}", flush=True)
+                        break
+                    try:
+                        runs["pytensor"].append(run_pytensor(net, x, y, batch, a.epochs))
+                    except Exception as exc:
+                        print(f"  pytensor loop failed: {type(exc).__name__}: {exc}", flush=True)
+                        runs["pytensor"].append({"epoch": float("nan"), "compile": float("nan")})
+                    if not a.no_torch:
+                        runs["torch"].append(run_torch(net, x, y, batch, a.epochs))
+                        runs["torch1"].append(run_torch(net, x, y, batch, a.epochs, threads=1))
+                if not runs["nncli"]:
                     continue
-                try:
-                    r_p = run_pytensor(net, x, y, batch, a.epochs)
-                except Exception as exc:
-                    print(f"  pytensor loop failed: {type(exc).__name__}: {exc}", flush=True)
-                    r_p = {"epoch": float("nan"), "compile": float("nan")}
-                r_t = None if a.no_torch else run_torch(net, x, y, batch, a.epochs)
-                r_t1 = None if a.no_torch else run_torch(net, x, y, batch, a.epochs, threads=1)
+                r_n, r_p, r_t, r_t1 = (_median_run(runs[k]) for k in ("nncli", "pytensor", "torch", "torch1"))
                 row = {"workload": w, "rows": rows_n, "batch": batch, "backend": b, "nncli": r_n, "pytensor": r_p,
                        "torch": r_t, "torch1": r_t1}
                 rows.append(row)
@@ -415,7 +434,9 @@ def report(rows, starts, peak, a) -> str:
         f"`python bench/run.py {' '.join(sys.argv[1:])}`".replace("` ", "`").rstrip() + " on "
         + f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
         + f"torch {torch_v}; {time.strftime('%Y-%m-%d %H:%M')}.", "",
-        f"Median epoch time over {a.epochs - 1} epochs (after one warm-up epoch); ratio < 1: nncli is faster. "
+        f"Median epoch time over {a.epochs - 1} epochs (after one warm-up epoch)"
+        + (f", the median of {a.repeat} runs taken in turn" if a.repeat > 1 else "")
+        + "; ratio < 1: nncli is faster. "
         "`outside` is the share of nncli's epoch spent outside the compiled training function "
         "(data feed and trainer Python).", "",
         "| workload | rows | backend (nncli's choice) | nncli s/epoch | PyTensor loop | PyTorch | PyTorch 1 thread "
