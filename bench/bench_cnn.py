@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from timing import interleaved, nncli_epochs, timeit  # noqa: E402
+from timing import nncli_epochs, steps_arg, timeit, versus_torch  # noqa: E402
 
 
 def load_digits():
@@ -135,10 +135,6 @@ def bench_ops():
     return rows
 
 
-def _steps(text: str):
-    return text if text == "auto" else int(text)
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=8, help="timed epochs (after one warm-up epoch)")
@@ -154,28 +150,9 @@ def main(argv=None):
     lr = 0.002
     print(f"digits-cnn: {len(x)} examples, batch {args.batch_size}, {args.epochs} timed epochs, "
           f"{os.cpu_count()} CPUs")
-    run_nncli, compile_s, last, k = bench_nncli(x, y, args.batch_size, lr, _steps(args.steps))
-    runners = {"nncli": run_nncli}
-    torch = None
-    if not args.no_torch:
-        try:
-            import torch
-        except ImportError:
-            print("pytorch: not installed (pip install torch); skipped")
-        else:
-            if args.threads:
-                torch.set_num_threads(args.threads)
-            runners["torch"], tl = bench_torch(x, y, args.batch_size, lr)
-    result = interleaved(runners, args.epochs)  # epoch by epoch in turn: machine noise hits both
-    med = result["nncli"][0]
-    print(f"nncli (jax, {k} steps per call): median {med * 1e3:7.1f} ms/epoch  (compile {compile_s:.1f} s; "
-          f"last epoch loss {last['loss']:.4f} accuracy {last['accuracy']:.4f})")
-    if torch is not None:
-        torch_med = result["torch"][0]
-        print(f"pytorch {torch.__version__} ({torch.get_num_threads()} threads): median "
-              f"{torch_med * 1e3:7.1f} ms/epoch  (last epoch loss {tl['loss']:.4f} "
-              f"accuracy {tl['accuracy']:.4f})")
-        print(f"ratio nncli / pytorch: {med / torch_med:.2f}")
+    nncli = bench_nncli(x, y, args.batch_size, lr, steps_arg(args.steps))
+    torch_loop = None if args.no_torch else (lambda: bench_torch(x, y, args.batch_size, lr))
+    versus_torch(nncli, torch_loop, args.threads, args.epochs, "accuracy")
     print("\nforward + backward under JAX, best of 5:")
     for what, how, us in bench_ops():
         print(f"  {what:34s} {how:28s} {us:9.1f} us")

@@ -1,11 +1,15 @@
-"""Benchmark: the adding-lstm network trained by nncli (JAX backend) vs a plain
-PyTorch CPU loop of the same network on the same data, in the same process.
+"""Benchmark: the shipped recurrent examples trained by nncli (JAX backend) vs a
+plain PyTorch CPU loop of the same network on the same data, in the same process.
 
-    python bench/bench_rnn.py [--epochs 5] [--units 32] [--batch-size 64] [--threads N] [--no-torch]
+    python bench/bench_rnn.py [--example adding-lstm|sequence-rnn] [--epochs 5] [--units 32]
+                              [--batch-size N] [--threads N] [--steps auto|N] [--no-torch]
 
-Network: lstm (units, last state) -> dense 1 linear, MSE, Adam, on
-data/adding.h5 (10,000 sequences of 30 steps x 2 features). Prints the median
-seconds per epoch of each (after one warm-up epoch) and their ratio, then a
+adding-lstm: lstm (units, last state) -> dense 1 linear, MSE, Adam, on
+data/adding.h5 (10,000 sequences of 30 steps x 2 features), batch 64.
+sequence-rnn: simple_rnn (units, last state) -> dense 3 softmax, cross-entropy,
+Adam, on data/majority.h5 (4,000 sequences of 15 one-hot steps x 3), batch 32.
+Prints the median seconds per epoch of each (after one warm-up epoch; the two
+take turns epoch by epoch) and their ratio, then (adding-lstm) a
 micro-benchmark of one LSTM layer under JAX, forward + backward: nncli's
 recurrence (nncli/recurrence.py) against pytensor.grad of a plain scan, at the
 example's size and at 128 units x 50 steps x 32 features. Not part of the tests.
@@ -27,47 +31,60 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from timing import interleaved, nncli_epochs, timeit  # noqa: E402
+from timing import nncli_epochs, steps_arg, timeit, versus_torch  # noqa: E402
 
 
-def load_adding():
+EXAMPLES = {  # name: (data file, layer type, batch size, learning rate)
+    "adding-lstm": ("adding.h5", "lstm", 64, 0.01),
+    "sequence-rnn": ("majority.h5", "simple_rnn", 32, 0.001),
+}
+
+
+def load(example: str):
     import h5py
 
-    with h5py.File(ROOT / "data" / "adding.h5", "r") as f:
-        return np.asarray(f["x"], dtype=np.float32), np.asarray(f["y"], dtype=np.float32)
+    with h5py.File(ROOT / "data" / EXAMPLES[example][0], "r") as f:
+        x, y = np.asarray(f["x"], dtype=np.float32), np.asarray(f["y"])
+    return x, (y.astype(np.float32) if example == "adding-lstm" else y.astype(np.int64))
 
 
-def bench_nncli(x, y, units: int, batch_size: int, lr: float, steps="auto"):
-    layers = [{"type": "lstm", "units": units}, {"type": "dense", "units": 1, "activation": "linear"}]
-    config = {"data": {"train": str(ROOT / "data" / "adding.h5")}, "layers": layers, "loss": "mse",
-              "metrics": ["mae"], "optimizer": "adam", "learning_rate": lr, "batch_size": batch_size,
-              "steps_per_execution": steps}
-    return nncli_epochs(config, "adding-lstm (bench)", x, y)
+def bench_nncli(x, y, units: int, batch_size: int, lr: float, steps="auto", example: str = "adding-lstm"):
+    data_file, cell, _, _ = EXAMPLES[example]
+    if example == "adding-lstm":
+        head, target, extra = {"units": 1, "activation": "linear"}, y, {"loss": "mse", "metrics": ["mae"]}
+    else:
+        head, target, extra = {"units": 3, "activation": "softmax"}, np.eye(3, dtype=np.float32)[y], {}
+    config = {"data": {"train": str(ROOT / "data" / data_file)}, "optimizer": "adam", "learning_rate": lr,
+              "layers": [{"type": cell, "units": units}, {"type": "dense", **head}], **extra,
+              "batch_size": batch_size, "steps_per_execution": steps}
+    return nncli_epochs(config, f"{example} (bench)", x, target)
 
 
-def bench_torch(x, y, units: int, batch_size: int, lr: float):
+def bench_torch(x, y, units: int, batch_size: int, lr: float, example: str = "adding-lstm"):
     import torch
     from torch import nn
 
     torch.manual_seed(0)
+    lstm = example == "adding-lstm"
 
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
-            self.lstm = nn.LSTM(x.shape[2], units, batch_first=True)
-            self.out = nn.Linear(units, 1)
+            self.rnn = (nn.LSTM if lstm else nn.RNN)(x.shape[2], units, batch_first=True)
+            self.out = nn.Linear(units, 1 if lstm else 3)
 
         def forward(self, xb):
-            _, (h, _) = self.lstm(xb)
-            return self.out(h[-1])
+            _, h = self.rnn(xb)
+            return self.out((h[0] if lstm else h)[-1])
 
     net = Net()
-    with torch.no_grad():  # the same start as nncli's: forget-gate bias 1 (torch's order: i, f, g, o)
-        net.lstm.bias_ih_l0.zero_()
-        net.lstm.bias_hh_l0.zero_()
-        net.lstm.bias_ih_l0[units:2 * units] = 1.0
+    if lstm:
+        with torch.no_grad():  # the same start as nncli's: forget-gate bias 1 (torch's order: i, f, g, o)
+            net.rnn.bias_ih_l0.zero_()
+            net.rnn.bias_hh_l0.zero_()
+            net.rnn.bias_ih_l0[units:2 * units] = 1.0
     opt = torch.optim.Adam(net.parameters(), lr=lr, eps=1e-7)
-    loss_fn = nn.MSELoss()
+    loss_fn = nn.MSELoss() if lstm else nn.CrossEntropyLoss()
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     gen = torch.Generator().manual_seed(0)
     last = {}
@@ -85,8 +102,11 @@ def bench_torch(x, y, units: int, batch_size: int, lr: float):
             loss.backward()
             opt.step()
             total += loss.item() * len(idx)
-            abs_err += (out.detach() - yb).abs().sum().item()
-        last["loss"], last["mae"] = total / len(xt), abs_err / len(xt)
+            if lstm:
+                abs_err += (out.detach() - yb).abs().sum().item()
+            else:
+                abs_err += (out.detach().argmax(1) == yb).sum().item()
+        last["loss"], last["mae" if lstm else "accuracy"] = total / len(xt), abs_err / len(xt)
 
     return run_epoch, last
 
@@ -130,46 +150,29 @@ def bench_backward(units: int, batch_size: int, steps: int = 30, features: int =
     return rows
 
 
-def _steps(text: str):
-    return text if text == "auto" else int(text)
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--example", choices=sorted(EXAMPLES), default="adding-lstm")
     ap.add_argument("--epochs", type=int, default=5, help="timed epochs (after one warm-up epoch)")
     ap.add_argument("--units", type=int, default=32)
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=None, help="default: the example's")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--steps", default="auto", help="nncli's steps_per_execution (default auto)")
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--no-ops", action="store_true", help="skip the scan micro-benchmark")
     args = ap.parse_args(argv)
     os.environ.setdefault("NNCLI_BACKEND", "jax")
-    x, y = load_adding()
-    lr = 0.01
-    print(f"adding-lstm: {len(x)} sequences of {x.shape[1]} steps x {x.shape[2]}, lstm {args.units} units, "
-          f"batch {args.batch_size}, {args.epochs} timed epochs, {os.cpu_count()} CPUs")
-    run_nncli, compile_s, last, k = bench_nncli(x, y, args.units, args.batch_size, lr, _steps(args.steps))
-    runners = {"nncli": run_nncli}
-    torch = None
-    if not args.no_torch:
-        try:
-            import torch
-        except ImportError:
-            print("pytorch: not installed (pip install torch); skipped")
-        else:
-            if args.threads:
-                torch.set_num_threads(args.threads)
-            runners["torch"], tlast = bench_torch(x, y, args.units, args.batch_size, lr)
-    result = interleaved(runners, args.epochs)  # epoch by epoch in turn: machine noise hits both
-    med = result["nncli"][0]
-    print(f"nncli (jax, {k} steps per call): median {med * 1e3:7.1f} ms/epoch  (compile {compile_s:.1f} s; "
-          f"last epoch loss {last['loss']:.4f} mae {last['mae']:.4f})")
-    if torch is not None:
-        torch_med = result["torch"][0]
-        print(f"pytorch {torch.__version__} ({torch.get_num_threads()} threads): median "
-              f"{torch_med * 1e3:7.1f} ms/epoch  (last epoch loss {tlast['loss']:.4f} mae {tlast['mae']:.4f})")
-        print(f"ratio nncli / pytorch: {med / torch_med:.2f}")
+    ex = args.example
+    _, cell, batch, lr = EXAMPLES[ex]
+    batch = args.batch_size or batch
+    x, y = load(ex)
+    print(f"{ex}: {len(x)} sequences of {x.shape[1]} steps x {x.shape[2]}, {cell} {args.units} units, "
+          f"batch {batch}, {args.epochs} timed epochs, {os.cpu_count()} CPUs")
+    nncli = bench_nncli(x, y, args.units, batch, lr, steps_arg(args.steps), ex)
+    torch_loop = None if args.no_torch else (lambda: bench_torch(x, y, args.units, batch, lr, ex))
+    versus_torch(nncli, torch_loop, args.threads, args.epochs, "mae" if ex == "adding-lstm" else "accuracy")
+    args.batch_size = batch
+    args.no_ops = args.no_ops or ex != "adding-lstm"
     if not args.no_ops:
         for units, steps, features in ((args.units, 30, 2), (128, 50, 32)):
             print(f"\nLSTM layer forward + backward under JAX, batch ({args.batch_size}, {steps}, {features}), "

@@ -84,3 +84,36 @@ def nncli_epochs(config: dict, name: str, x, t):
         last.update(zip(step.outputs, totals / len(x)))
 
     return run_epoch, compile_s, last, k
+
+
+def steps_arg(text: str):
+    """A --steps option: 'auto' or an integer (nncli's steps_per_execution)."""
+    return text if text == "auto" else int(text)
+
+
+def versus_torch(nncli: tuple, make_torch, threads: int | None, epochs: int, metric: str) -> None:
+    """Time nncli's and PyTorch's epochs in turn (interleaved) and print both medians and their
+    ratio. `nncli` is what nncli_epochs returns; make_torch() -> (run_epoch, last) builds the
+    PyTorch loop (None, or torch not installed: nncli alone); `threads`: torch's intra-op threads."""
+    run_nncli, compile_s, last, k = nncli
+    runners = {"nncli": run_nncli}
+    torch = None
+    if make_torch is not None:
+        try:
+            import torch
+        except ImportError:
+            print("pytorch: not installed (pip install torch); skipped")
+    if torch is not None:
+        if threads:
+            torch.set_num_threads(threads)
+        runners["torch"], tlast = make_torch()
+    result = interleaved(runners, epochs)  # epoch by epoch in turn: machine noise hits both
+    med = result["nncli"][0]
+    print(f"nncli (jax, {k} steps per call): median {med * 1e3:7.1f} ms/epoch  (compile {compile_s:.1f} s; "
+          f"last epoch loss {last['loss']:.4f} {metric} {last[metric]:.4f})")
+    if torch is not None:
+        torch_med = result["torch"][0]
+        print(f"pytorch {torch.__version__} ({torch.get_num_threads()} threads): median "
+              f"{torch_med * 1e3:7.1f} ms/epoch  (last epoch loss {tlast['loss']:.4f} {metric} {tlast[metric]:.4f})")
+        print(f"ratio nncli / pytorch: {med / torch_med:.2f}")
+
