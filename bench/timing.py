@@ -67,9 +67,7 @@ def nncli_epochs(config: dict, name: str, x, t):
     opt = optimizers.create(s["optimizer"]["type"], {k: v for k, v in s["optimizer"].items() if k != "type"})
     lr = pytensor.shared(np.asarray(s["learning_rate"], dtype="float32"))
     batch = s["batch_size"]
-    n_batches = -(-len(x) // batch)
-    k = steps.choose(s["steps_per_execution"], "jax", batch, batch * 4 * (int(np.prod(x.shape[1:])) + int(np.prod(t.shape[1:])) + 1),
-                     n_batches)
+    k = steps.for_data(s["steps_per_execution"], "jax", batch, len(x), x.shape[1:], t.shape[1:])
     t0 = time.perf_counter()
     graph, _ = model.train_graph(net, s["loss"], s["metrics"], opt, lr, batch, iterations, seed=0)
     step = model.compile_several(graph, k, "jax")
@@ -79,8 +77,8 @@ def nncli_epochs(config: dict, name: str, x, t):
 
     def run_epoch(_):
         totals = np.zeros(len(step.outputs))
-        for _, count, out in steps.calls(step, data.batches(x, t, batch, rng.permutation(len(x)))):
-            totals += np.asarray(out, dtype=np.float64).reshape(-1, len(totals))[:count].sum(axis=0)
+        for _, _, out in steps.calls(step, data.batches(x, t, batch, rng.permutation(len(x)))):
+            totals += np.asarray(out, dtype=np.float64).reshape(-1, len(totals)).sum(axis=0)
         last.update(zip(step.outputs, totals / len(x)))
 
     return run_epoch, compile_s, last, k

@@ -46,6 +46,13 @@ def choose(setting: Any, backend: str, batch_size: int, batch_bytes: int, n_batc
     return max(1, min(AUTO_STEPS, AUTO_ROWS // max(batch_size, 1), CHUNK_BYTES // max(batch_bytes, 1), n_batches))
 
 
+def for_data(setting: Any, backend: str, batch_size: int, rows: int, input_shape, output_shape) -> int:
+    """`choose` for an epoch of `rows` examples of the given shapes (float32 inputs, targets and
+    per-example weights) in minibatches of `batch_size`."""
+    floats = int(np.prod(input_shape)) + int(np.prod(output_shape)) + 1
+    return choose(setting, backend, batch_size, batch_size * 4 * floats, -(-rows // batch_size))
+
+
 def calls(compiled, batches: Iterable[tuple], first: int = 0) -> Iterator[tuple[int, int, Any]]:
     """Run the minibatches of an epoch, from batch `first` on, through `compiled` (a
     model.Compiled training function: `compiled.steps` stacked minibatches per call of its fn;
@@ -73,8 +80,9 @@ def calls(compiled, batches: Iterable[tuple], first: int = 0) -> Iterator[tuple[
 
 def jax_steps(single, n_explicit: int):
     """The JAX backend's several-steps function, built from the compiled single step `single`
-    (a PyTensor function of its `n_explicit` inputs (x, t, w) with updates): ``jax.lax.scan`` of the step's own jitted
-    function over stacked minibatches, carrying the values of the updated shared variables.
+    (a PyTensor function of its `n_explicit` inputs (x, t, w) with updates): ``jax.lax.scan``
+    of the step's own jitted function over stacked minibatches, carrying the values of the
+    updated shared variables.
 
     Same updates as model.compile_steps (PyTensor's ``scan`` of a clone of the step graph, which
     any backend can run) but without a second PyTensor compile of the whole graph: that took

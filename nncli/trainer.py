@@ -231,10 +231,8 @@ class Trainer:
         graph, self.opt_state = model.train_graph(
             net, s["loss"], self.metrics, self.opt, self.lr, self.batch_size, self.iterations, seed=s["seed"],
             penalty=regularization.penalty(s["regularization"]))
-        n_batches = -(-len(self.p.x_train) // self.batch_size)
-        batch_bytes = self.batch_size * 4 * (int(np.prod(net.input_shape)) + int(np.prod(net.output_shape)) + 1)
-        self.steps = steps_mod.choose(s["steps_per_execution"], self.choice.backend, self.batch_size,
-                                       batch_bytes, n_batches)
+        self.steps = steps_mod.for_data(s["steps_per_execution"], self.choice.backend, self.batch_size,
+                                        len(self.p.x_train), net.input_shape, net.output_shape)
         self.train_fn = model.compile_several(graph, self.steps, self.choice.backend)
         n_eval = max(len(self.p.x_val) if self.p.x_val is not None else 0, 1)
         self.eval_batch = min(max(self.batch_size, 256), n_eval) if self.p.x_val is not None else self.batch_size
@@ -342,7 +340,7 @@ class Trainer:
                 pending, running = _Pending(), {}
                 batches = data.batches(p.x_train, p.t_train, self.batch_size, order)
                 for b0, count, out in steps_mod.calls(self.train_fn, batches, first):
-                    pending.add(b0, count, out)
+                    pending.add(b0, out)
                     done = b0 + count
                     seen = float(min(done * self.batch_size, n))
                     if pending.due() or done == n_batches:
@@ -431,17 +429,17 @@ class _Pending:
         self.items: list = []
         self.t = time.perf_counter()
 
-    def add(self, batch: int, count: int, out) -> None:
-        """The output of a call that trained on `count` minibatches from `batch` on."""
-        self.items.append((batch, count, out))
+    def add(self, batch: int, out) -> None:
+        """The output of a call that trained from minibatch `batch` on: one row per minibatch."""
+        self.items.append((batch, out))
 
     def due(self) -> bool:
         return len(self.items) >= self.EVERY or time.perf_counter() - self.t >= self.SECONDS
 
     def collect(self, totals: np.ndarray) -> tuple[np.ndarray, tuple[int, float] | None]:
         bad = None
-        for batch, count, out in self.items:
-            rows = np.asarray(out, dtype=np.float64).reshape(-1, len(totals))[:count]
+        for batch, out in self.items:
+            rows = np.asarray(out, dtype=np.float64).reshape(-1, len(totals))
             finite = np.isfinite(rows[:, 0])
             if not finite.all():
                 i = int(np.argmin(finite))

@@ -142,29 +142,29 @@ def test_pending_step_outputs_report_the_first_non_finite_batch():
     and the totals hold exactly the batches before it."""
     pending = trainer._Pending()
     for b, out in enumerate([[1.0, 2.0], [3.0, 1.0], [np.nan, 0.0], [np.inf, 5.0]]):
-        pending.add(b, 1, np.asarray(out, dtype=np.float32))
+        pending.add(b, np.asarray(out, dtype=np.float32))
     totals, bad = pending.collect(np.zeros(2))
     assert bad[0] == 2 and np.isnan(bad[1])
     np.testing.assert_array_equal(totals, [4.0, 3.0])
     assert not pending.items
-    pending.add(4, 1, np.asarray([0.5, 0.5], dtype=np.float32))
+    pending.add(4, np.asarray([0.5, 0.5], dtype=np.float32))
     totals, bad = pending.collect(totals)
     assert bad is None and totals.tolist() == [4.5, 3.5]
     assert len(pending.items) == 0 and not pending.due()
     for b in range(pending.EVERY):
-        pending.add(b, 1, np.zeros(2))
+        pending.add(b, np.zeros(2))
     assert pending.due()
 
 
-def test_pending_multi_step_outputs_count_only_real_batches():
-    """A call of several steps returns one row per step; rows past the call's count are not counted,
-    and a bad row is named by its own batch index."""
+def test_pending_multi_step_outputs_are_summed_row_by_row():
+    """A call of several steps returns one row per minibatch; every row counts, and a bad row is
+    named by its own batch index, with the rows before it in the totals."""
     pending = trainer._Pending()
-    pending.add(0, 3, np.asarray([[1.0, 1.0], [2.0, 0.0], [3.0, 1.0]], dtype=np.float32))
-    pending.add(3, 2, np.asarray([[4.0, 1.0], [5.0, 1.0], [99.0, 99.0]], dtype=np.float32))
+    pending.add(0, np.asarray([[1.0, 1.0], [2.0, 0.0], [3.0, 1.0]], dtype=np.float32))
+    pending.add(3, np.asarray([[4.0, 1.0], [5.0, 1.0]], dtype=np.float32))
     totals, bad = pending.collect(np.zeros(2))
     assert bad is None and totals.tolist() == [15.0, 4.0]
-    pending.add(5, 3, np.asarray([[1.0, 0.0], [np.nan, 0.0], [np.nan, 0.0]], dtype=np.float32))
+    pending.add(5, np.asarray([[1.0, 0.0], [np.nan, 0.0], [np.nan, 0.0]], dtype=np.float32))
     totals, bad = pending.collect(totals)
     assert bad[0] == 6 and np.isnan(bad[1])
     assert totals.tolist() == [16.0, 4.0]
