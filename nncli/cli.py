@@ -101,18 +101,24 @@ def train(config, output, resume, epochs, seed, backend_name, device, quiet, log
     click.echo(f"model saved to {result.output / 'model.h5'} (resume state: {result.output / 'last.h5'})", err=err)
 
 
+BY_POSITION_HELP = ("CSV: take the columns in order, not by name (a first row that is not all numbers is a "
+                    "header and is skipped):")
+
+
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.argument("input", type=click.Path(dir_okay=False))
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the CSV here (default: stdout).")
 @click.option("--proba/--no-proba", default=True, show_default=True,
               help="Add one probability column per class (classifiers).")
+@click.option("--by-position", is_flag=True,
+              help=f"{BY_POSITION_HELP} the model's inputs, then optionally the target (ignored).")
 @handled
-def predict(model, input, output, proba):
+def predict(model, input, output, proba, by_position):
     """Predict with MODEL (a checkpoint) on INPUT (.csv or .h5)."""
     from nncli import inference
 
-    count = inference.predict(model, input, output=output, proba=proba, stream=sys.stdout)
+    count = inference.predict(model, input, output=output, proba=proba, stream=sys.stdout, by_position=by_position)
     if output:
         click.echo(f"wrote {count} predictions to {output}", err=True)
 
@@ -123,14 +129,15 @@ def predict(model, input, output, proba):
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--confusion", is_flag=True,
               help="Also the confusion matrix and per-class precision, recall and F1 (classifiers).")
+@click.option("--by-position", is_flag=True, help=f"{BY_POSITION_HELP} the model's inputs, then the target.")
 @handled
-def evaluate(model, data, as_json, confusion):
+def evaluate(model, data, as_json, confusion, by_position):
     """Loss and metrics of MODEL on a labelled DATA file."""
     import json
 
     from nncli import inference
 
-    result = inference.evaluate(model, data, confusion=confusion)
+    result = inference.evaluate(model, data, confusion=confusion, by_position=by_position)
     if as_json:
         extra = {"confusion": result.report} if result.report is not None else {}
         click.echo(json.dumps({"examples": result.examples, **result.metrics, **extra}))

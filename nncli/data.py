@@ -42,8 +42,58 @@ class Table:
 
 
 # --- CSV ----------------------------------------------------------------------
+#
+# The first row of a CSV names the columns. A first row whose cells are all numbers is
+# data, not a header: training refuses it (unless data.header is false: no header row, the
+# columns are col1 .. colN), and so does prediction unless the columns are taken by position.
+# A trained model reads its input columns by name: every input name must be in the header,
+# other columns (the target, an id) are ignored. `--by-position` (predict, evaluate) takes the
+# columns in order instead. Header checks use dicts and sets: linear in the number of columns.
 
-def _csv_rows(path: str) -> tuple[list[str], list[list[str]]]:
+NO_HEADER_HINT = "add a header row of column names, or set data.header: false in the config"
+PREDICT_NO_HEADER_HINT = "add a header row with the model's input names, or pass --by-position"
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def generic_names(width: int) -> list[str]:
+    """Column names of a CSV without a header row."""
+    return [f"col{i + 1}" for i in range(width)]
+
+
+def parse_header(path: str, row: list[str], hint: str) -> list[str]:
+    """The column names in a CSV's first row, checked: none empty, no duplicates, not all numbers."""
+    header = [h.strip() for h in row]
+    if header and all(header) and all(_is_number(h) for h in header):
+        raise DataError(f"{path}: line 1 is all numbers ({_preview(header, 4)}), not a header row of "
+                        f"column names; {hint}")
+    if not all(header):
+        raise DataError(f"{path}: line 1: empty column name in the header (column {header.index('') + 1})")
+    if len(set(header)) != len(header):
+        seen: set[str] = set()
+        dupes = {h for h in header if h in seen or seen.add(h)}
+        raise DataError(f"{path}: line 1: duplicate column name '{min(dupes)}' in the header")
+    return header
+
+
+def header_in_position_mode(row: list[str], n_inputs: int) -> bool:
+    """With --by-position: is this first row a header (skipped)? Yes when one of its input
+    cells is not a number; a first row of numbers is data."""
+    return not all(_is_number(c) for c in row[:n_inputs])
+
+
+def _csv_rows(path: str, header: bool | str = True, hint: str = NO_HEADER_HINT, n_inputs: int = 0
+              ) -> tuple[list[str] | None, list[list[str]], int]:
+    """(column names, data rows, line number of the first data row).
+
+    header: True (the first row names the columns), False (no header row: names are None),
+    or "position" (a header row is skipped when there is one, see header_in_position_mode)."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             text = fh.read()
@@ -64,19 +114,23 @@ def _csv_rows(path: str) -> tuple[list[str], list[list[str]]]:
         rows.pop()
     if not rows:
         raise DataError(f"{path}: the file is empty; expected a header row and data rows")
-    header = [h.strip() for h in rows[0]]
-    if any(not h for h in header):
-        raise DataError(f"{path}: line 1: empty column name in the header (column {header.index('') + 1})")
-    dupes = sorted({h for h in header if header.count(h) > 1})
-    if dupes:
-        raise DataError(f"{path}: line 1: duplicate column name '{dupes[0]}' in the header")
-    body = rows[1:]
+    if header == "position":  # a header row's names are not used, so not checked
+        header = header_in_position_mode(rows[0], n_inputs)
+        names = [h.strip() for h in rows[0]] if header else None
+    elif header:
+        names = parse_header(path, rows[0], hint)
+    else:
+        names = None
+    width_of = "the header" if header else "line 1"
+    first = 2 if header else 1
+    body = rows[1:] if header else rows
     if not body:
         raise DataError(f"{path}: no data rows after the header")
+    width = len(rows[0])
     for i, row in enumerate(body):
-        if len(row) != len(header):
-            raise DataError(f"{path}: line {i + 2}: expected {len(header)} columns as in the header, got {len(row)}")
-    return header, body
+        if len(row) != width:
+            raise DataError(f"{path}: line {i + first}: expected {width} columns as in {width_of}, got {len(row)}")
+    return names, body, first
 
 
 def _to_float(path: str, cells: np.ndarray, names: Sequence[str], row_offset: int = 2) -> np.ndarray:
@@ -104,72 +158,103 @@ def _to_float(path: str, cells: np.ndarray, names: Sequence[str], row_offset: in
 
 
 def read_csv(path: str, x_cols: Sequence[str] | str | None, y_col: str | None, *,
-             with_targets: bool = True, expect_x: Sequence[str] | None = None) -> Table:
-    """Read a CSV with a header row.
+             with_targets: bool = True, expect_x: Sequence[str] | None = None,
+             header: bool = True, by_position: bool = False) -> Table:
+    """Read a CSV.
 
     Training (`with_targets`): the target is `y_col` (default: the last column);
-    inputs are `x_cols` (default: every other column).
-    Prediction (`expect_x` given): the inputs are the columns named in `expect_x`
-    when the header has them all, else every column but the target, by position.
+    inputs are `x_cols` (default: every other column). Without a header row
+    (`header` false) the columns are named col1 .. colN.
+    Prediction (`expect_x` given): see model_columns; `header` false (a test file of a run
+    with data.header false) names the columns col1 .. colN, as in training.
     """
-    header, body = _csv_rows(path)
-    cells = np.array(body, dtype=str)
     if expect_x is not None:
-        return _csv_for_model(path, header, cells, expect_x, y_col, with_targets)
+        mode = "position" if by_position else bool(header)
+        names, body, first = _csv_rows(path, mode, PREDICT_NO_HEADER_HINT, len(expect_x))
+        cells = np.array(body, dtype=str)
+        if names is None and not by_position:
+            names = generic_names(cells.shape[1])
+        return _csv_for_model(path, names, cells, first, expect_x, y_col, with_targets, by_position)
+    names, body, first = _csv_rows(path, bool(header))
+    cells = np.array(body, dtype=str)
+    header_names = names
+    names = names if names is not None else generic_names(cells.shape[1])
     if isinstance(x_cols, str):
         x_cols = [x_cols]
-    y_name = y_col if y_col is not None else header[-1]
-    if y_name not in header:
-        raise DataError(f"{path}: no column '{y_name}' for the target; columns: {_preview(header)}")
+    position = {h: i for i, h in enumerate(names)}
+    y_name = y_col if y_col is not None else names[-1]
+    if y_name not in position:
+        raise DataError(f"{path}: no column '{y_name}' for the target; columns: {_preview(names)}")
     if x_cols is None:
-        x_cols = [h for h in header if h != y_name]
+        x_cols = [h for h in names if h != y_name]
     for c in x_cols:
-        if c not in header:
-            raise DataError(f"{path}: no input column '{c}'; columns: {_preview(header)}")
+        if c not in position:
+            raise DataError(f"{path}: no input column '{c}'; columns: {_preview(names)}")
     if not x_cols:
         raise DataError(f"{path}: no input columns besides the target column '{y_name}'")
-    idx = [header.index(c) for c in x_cols]
-    x = _to_float(path, cells[:, idx], list(x_cols))
-    y = _targets(path, cells[:, header.index(y_name)], y_name) if with_targets else None
+    idx = [position[c] for c in x_cols]
+    y_cells = cells[:, position[y_name]]
+    if header_names is not None and all(_is_number(c) for c in x_cols) and y_name in set(np.char.strip(y_cells).tolist()):
+        # e.g. "5.1,3.5,1.4,0.2,setosa": numbers for input names and a target name that is also a label
+        raise DataError(f"{path}: line 1 ({_preview(header_names, 4)}) looks like a data row, not a header row "
+                        f"of column names; {NO_HEADER_HINT}")
+    x = _to_float(path, cells[:, idx], list(x_cols), row_offset=first)
+    y = _targets(path, y_cells, y_name, row_offset=first) if with_targets else None
     return Table(x, y, path, list(x_cols), y_name)
 
 
-def _csv_for_model(path: str, header: list[str], cells: np.ndarray, expect_x: Sequence[str],
-                   y_col: str | None, with_targets: bool) -> Table:
-    """Inputs for a trained model: its input columns by name when the header has them all,
-    else every column but the target, by position (the target being `y_col`, or the
-    last column when that name is absent and the file has one column too many)."""
+def model_columns(path: str, names: list[str] | None, width: int, expect_x: Sequence[str], y_col: str | None,
+                  with_targets: bool, by_position: bool) -> tuple[list[int], int | None, list[str]]:
+    """The columns a trained model reads from a CSV: (input column indices, target column index
+    or None, the names of all columns for messages).
+
+    By name (the default): every input name must be in the header; other columns are ignored;
+    the target is the column named `y_col`. A header that lacks any input name is an error that
+    lists the missing names and the header's unused ones.
+    By position: exactly the inputs, in order, then (evaluate: required; predict: optional,
+    ignored) one target column."""
     n = len(expect_x)
-    y_idx = header.index(y_col) if y_col in header else None
-    if all(c in header for c in expect_x):
-        idx = [header.index(c) for c in expect_x]
-    else:
-        idx = [i for i in range(len(header)) if i != y_idx]
-        if y_idx is None and (with_targets or len(idx) == n + 1):
-            y_idx, idx = idx[-1], idx[:-1]
-        if len(idx) != n:
-            raise DataError(f"{path}: expected {n} input columns ({_preview(expect_x)}), "
-                            f"got {len(idx)} ({_preview([header[i] for i in idx])})")
-    x = _to_float(path, cells[:, idx], [header[i] for i in idx])
-    y = None
-    if with_targets:
-        if y_idx is None:
-            raise DataError(f"{path}: no target column '{y_col}' to evaluate against")
-        y = _targets(path, cells[:, y_idx], header[y_idx])
-    return Table(x, y, path, [header[i] for i in idx], header[y_idx] if y_idx is not None else y_col)
+    shown = names if names is not None else generic_names(width)
+    if by_position:
+        if width == n + 1 or (width == n and not with_targets):
+            return list(range(n)), (n if width == n + 1 else None), shown
+        want = f"{n + 1} ({n} inputs, then the target)" if with_targets else f"{n} (the inputs) or {n + 1} (the inputs, then the target)"
+        raise DataError(f"{path}: --by-position: expected {want} columns, got {width}")
+    position = {h: i for i, h in enumerate(names)}
+    missing = [c for c in expect_x if c not in position]
+    if missing:
+        inputs = set(expect_x)
+        unused = [h for h in names if h not in inputs and h != y_col]
+        raise DataError(f"{path}: line 1: the header does not match the model's input columns: missing "
+                        f"{_preview(missing)}; not model inputs: {_preview(unused) or 'none'} (name the columns as "
+                        f"the model's inputs, or pass --by-position to take them in order)")
+    y_idx = position.get(y_col) if y_col is not None else None
+    if with_targets and y_idx is None:
+        raise DataError(f"{path}: no target column '{y_col}' to evaluate against")
+    return [position[c] for c in expect_x], y_idx, shown
 
 
-def _targets(path: str, column: np.ndarray, name: str) -> np.ndarray:
+def _csv_for_model(path: str, names: list[str] | None, cells: np.ndarray, first: int, expect_x: Sequence[str],
+                   y_col: str | None, with_targets: bool, by_position: bool) -> Table:
+    """Inputs (and, with_targets, the targets) for a trained model: see model_columns."""
+    idx, y_idx, shown = model_columns(path, names, cells.shape[1], expect_x, y_col, with_targets, by_position)
+    x_names = [shown[i] for i in idx]
+    x = _to_float(path, cells[:, idx], x_names, row_offset=first)
+    y = _targets(path, cells[:, y_idx], shown[y_idx], row_offset=first) if with_targets else None
+    return Table(x, y, path, x_names, shown[y_idx] if y_idx is not None else y_col)
+
+
+def _targets(path: str, column: np.ndarray, name: str, row_offset: int = 2) -> np.ndarray:
     """A CSV target column: numbers when every cell is one, else the (stripped) strings."""
     y = np.char.strip(column)
     if (y == "").any():
-        raise DataError(f"{path}: line {int(np.argmax(y == '')) + 2}, column '{name}': empty target")
+        raise DataError(f"{path}: line {int(np.argmax(y == '')) + row_offset}, column '{name}': empty target")
     try:
         values = y.astype(np.float64)
     except ValueError:
         return y
     if not np.isfinite(values).all():
-        raise DataError(f"{path}: line {int(np.argmax(~np.isfinite(values))) + 2}, column '{name}': "
+        raise DataError(f"{path}: line {int(np.argmax(~np.isfinite(values))) + row_offset}, column '{name}': "
                         f"non-finite target")
     return values
 
@@ -236,7 +321,8 @@ def read_hdf5(path: str, x_name: str | None, y_name: str | None, *, with_targets
 
 
 def read(path: str, x: Sequence[str] | str | None = None, y: str | None = None, *,
-         with_targets: bool = True, expect_x: Sequence[str] | None = None) -> Table:
+         with_targets: bool = True, expect_x: Sequence[str] | None = None,
+         header: bool = True, by_position: bool = False) -> Table:
     """Read a labelled (or, for prediction, unlabelled) CSV or HDF5 file."""
     path = str(path)
     if not os.path.exists(path):
@@ -249,7 +335,8 @@ def read(path: str, x: Sequence[str] | str | None = None, y: str | None = None, 
                 x = expect_x[0] if len(expect_x) == 1 and expect_x[0] in f else None
                 y = y if y in f else None
         return read_hdf5(path, x, y, with_targets=with_targets)
-    return read_csv(path, x, y, with_targets=with_targets, expect_x=expect_x)
+    return read_csv(path, x, y, with_targets=with_targets, expect_x=expect_x, header=header,
+                    by_position=by_position)
 
 
 # --- targets ------------------------------------------------------------------

@@ -19,7 +19,7 @@ import yaml
 
 from nncli import backend, checkpoint, data, fileio, network
 from nncli import spec as spec_mod
-from nncli.errors import CheckpointError, DataError, NncliError
+from nncli.errors import CheckpointError, ConfigError, DataError, NncliError
 
 PREDICT_BATCH = 1024
 
@@ -64,14 +64,26 @@ def load_model(path: str | os.PathLike, compile_backend: bool = True) -> Loaded:
     return Loaded(where, ck, config, net)
 
 
-def _read_inputs(model: Loaded, path: str, with_targets: bool) -> data.Table:
-    ck = model.ck
+def input_names(ck: checkpoint.Checkpoint) -> list[str]:
+    """The names a CSV's input columns must have for this model: the training file's column
+    names, or, for a model trained on HDF5 data (no column names), x0 .. x{n-1}."""
     n_features = int(np.prod(ck.input_shape))
-    # names of CSV input columns (one per feature), or of the HDF5 dataset the model was trained on
-    names = ck.x_names if ck.x_names and len(ck.x_names) in (1, n_features) else []
-    if len(names) != n_features and not data.is_hdf5(path):
-        names = [f"x{i}" for i in range(n_features)]  # HDF5-trained model on a CSV: match by position
-    table = data.read(path, None, ck.y_name, with_targets=with_targets, expect_x=names)
+    names = list(ck.x_names) if ck.x_names and len(ck.x_names) == n_features else []
+    return names or [f"x{i}" for i in range(n_features)]
+
+
+def _read_inputs(model: Loaded, path: str, with_targets: bool, by_position: bool = False,
+                 header: bool = True) -> data.Table:
+    ck = model.ck
+    if data.is_hdf5(path):
+        if by_position:
+            raise ConfigError(f"--by-position is for CSV inputs; {path} is an HDF5 file")
+        # the HDF5 dataset the model was trained on, if it has that name (else x)
+        names = ck.x_names if ck.x_names and len(ck.x_names) == 1 else []
+    else:
+        names = input_names(ck)
+    table = data.read(path, None, ck.y_name, with_targets=with_targets, expect_x=names, header=header,
+                      by_position=by_position)
     if table.x.shape[1:] != ck.input_shape:
         raise DataError(f"{path}: inputs of shape {table.x.shape[1:]} per example, the model expects {ck.input_shape}")
     table.x = ck.normalizer.apply(table.x)
@@ -88,29 +100,43 @@ def outputs(model: Loaded, x: np.ndarray) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros((0, *model.net.output_shape), np.float32)
 
 
-def _fmt(v: float) -> str:
-    return f"{float(v):.9g}"
+def _cells(texts) -> list[str]:
+    """Each text as one CSV field, quoted as csv.writer quotes it: when it holds a comma, a quote
+    or a line break (\\n or \\r, so that csv.reader reads it back whole)."""
+    out = []
+    for text in texts:
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\r\n").writerow([text])
+        out.append(buf.getvalue()[:-2])
+    return out
 
 
-def prediction_rows(model: Loaded, out: np.ndarray, proba: bool) -> tuple[list[str], list[list[str]]]:
+def format_predictions(model: Loaded, out: np.ndarray, proba: bool, header: bool = True) -> str:
+    """Network outputs as CSV text: the header line (when `header`) and one line per example.
+    The one formatter of `predict`, for a whole file and for each chunk of a big one
+    (nncli.stream.predict_csv); class names are quoted once, numbers written with %.9g."""
     enc = model.ck.encoding
     n = len(out)
     if enc.kind in ("categorical", "binary"):
-        labels = data.decode(enc, out)
-        header = ["label"]
+        names = ["label"] + ([f"p_{c}" for c in enc.classes] if proba else [])
+    else:
+        name, cols = model.ck.y_name or "output", int(np.prod(out.shape[1:], dtype=np.int64))
+        names = [name] if cols == 1 else [f"{name}_{i}" for i in range(cols)]
+    head = ",".join(_cells(names)) + "\n" if header else ""
+    if enc.kind in ("categorical", "binary"):
+        labels = data.decode(data.Encoding(enc.kind, _cells(enc.classes)), out).tolist()
+        if not proba:
+            return head + "".join(f"{lab}\n" for lab in labels)
         if enc.kind == "binary":
             p1 = out.reshape(n)
             probs = np.stack([1.0 - p1, p1], axis=1)
         else:
             probs = out.reshape(n, -1)
-        if proba:
-            header += [f"p_{c}" for c in enc.classes]
-        rows = [[str(lab)] + ([_fmt(v) for v in pr] if proba else []) for lab, pr in zip(labels, probs)]
-        return header, rows
-    flat = out.reshape(n, -1)
-    name = model.ck.y_name or "output"
-    header = [name] if flat.shape[1] == 1 else [f"{name}_{i}" for i in range(flat.shape[1])]
-    return header, [[_fmt(v) for v in row] for row in flat]
+        fmt = "%s," + ",".join(["%.9g"] * probs.shape[1]) + "\n"
+        return head + "".join([fmt % (lab, *row) for lab, row in zip(labels, probs.astype(np.float64).tolist())])
+    flat = out.reshape(n, -1).astype(np.float64)
+    fmt = ",".join(["%.9g"] * flat.shape[1]) + "\n"
+    return head + "".join([fmt % tuple(row) for row in flat.tolist()])
 
 
 def write_output(path: str | os.PathLike, text: str) -> None:
@@ -123,24 +149,21 @@ def write_output(path: str | os.PathLike, text: str) -> None:
 
 
 def predict(model_path: str, input_path: str, output: str | None = None, proba: bool = True,
-            stream: TextIO | None = None) -> int:
-    """Write predictions as CSV to `output` (atomically) or to `stream`; return the row count."""
+            stream: TextIO | None = None, by_position: bool = False) -> int:
+    """Write predictions as CSV to `output` (atomically) or to `stream`; return the row count.
+    `by_position`: take a CSV's columns in order rather than by name (see data.model_columns)."""
     model = load_model(model_path)
     from nncli import stream as streaming
 
     if streaming.streams_csv(input_path):  # a big CSV: chunks of rows in and out, bounded memory
-        return streaming.predict_csv(model, input_path, output, proba, stream)
-    table = _read_inputs(model, input_path, with_targets=False)
-    header, rows = prediction_rows(model, outputs(model, table.x), proba)
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
+        return streaming.predict_csv(model, input_path, output, proba, stream, by_position)
+    table = _read_inputs(model, input_path, with_targets=False, by_position=by_position)
+    text = format_predictions(model, outputs(model, table.x), proba)
     if output:
-        write_output(output, buf.getvalue())
+        write_output(output, text)
     elif stream is not None:
-        stream.write(buf.getvalue())
-    return len(rows)
+        stream.write(text)
+    return len(table.x)
 
 
 @dataclass
@@ -150,8 +173,11 @@ class Evaluation:
     report: dict[str, Any] | None = None   # confusion matrix and per-class scores (confusion=True)
 
 
-def evaluate(model_path: str | os.PathLike, data_path: str, confusion: bool = False) -> Evaluation:
-    """Loss and metrics of a checkpoint on a labelled file (f1, r2, ... from all predictions)."""
+def evaluate(model_path: str | os.PathLike, data_path: str, confusion: bool = False, by_position: bool = False,
+             header: bool = True) -> Evaluation:
+    """Loss and metrics of a checkpoint on a labelled file (f1, r2, ... from all predictions).
+    `by_position`: a CSV's columns in order, the target last; `header` false: a CSV without a
+    header row, its columns named col1 .. colN (a run's test file with data.header false)."""
     from nncli import metrics as metrics_mod
     from nncli import model as model_mod
     from nncli.errors import ConfigError
@@ -160,7 +186,7 @@ def evaluate(model_path: str | os.PathLike, data_path: str, confusion: bool = Fa
     if confusion and model.ck.task != "classification":
         raise ConfigError(f"--confusion needs a classifier; {model_path} is a {model.ck.task} model "
                           f"(loss {model.ck.loss})")
-    table = _read_inputs(model, data_path, with_targets=True)
+    table = _read_inputs(model, data_path, with_targets=True, by_position=by_position, header=header)
     t = data.encode_targets(table, model.ck.encoding, model.net.output_shape)
     names = list(model.config.get("metrics") or [])
     batch = max(1, min(PREDICT_BATCH, len(table.x)))

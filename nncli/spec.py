@@ -196,6 +196,8 @@ def data_keys(base: Path) -> dict[str, Key]:
         "normalize": Key(choice("none", "standard", "minmax"), "none", "input normalisation"),
         "shuffle": Key(boolean(), True, "shuffle training examples each epoch"),
         "memory_budget_mb": Key(number(min=0.0), 512.0, "HDF5 inputs larger than this are streamed from disk"),
+        "header": Key(boolean(), True, "CSV files start with a header row of column names (false: no header "
+                                       "row; the columns are col1, col2, ...)"),
     }
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import os
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence, TextIO
@@ -304,11 +305,13 @@ def streams_csv(path: str | os.PathLike) -> bool:
         return False
 
 
-def csv_chunks(path: str, chunk_rows: int = PREDICT_CHUNK_ROWS
-               ) -> tuple[list[str], Iterator[tuple[int, np.ndarray]]]:
-    """The header and a generator of (line number of the chunk's first row, cells) chunks,
-    with the checks and messages of :func:`nncli.data.read_csv` (which reads the whole file).
-    Line numbers count rows as read_csv does: data row i is line i + 2."""
+def csv_chunks(path: str, chunk_rows: int = PREDICT_CHUNK_ROWS, header: bool | str = True,
+               hint: str = data.PREDICT_NO_HEADER_HINT, n_inputs: int = 0
+               ) -> tuple[list[str] | None, int, Iterator[tuple[int, np.ndarray]]]:
+    """(column names, column count, a generator of (line number of the chunk's first row, cells)
+    chunks), with the header rules, checks and messages of :func:`nncli.data._csv_rows` (which
+    reads the whole file; `header`, `hint` and `n_inputs` mean what they mean there).
+    Line numbers count rows as read_csv does: data row i is line i + 2 (i + 1 without a header)."""
     try:
         fh = open(path, newline="", encoding="utf-8-sig")
     except FileNotFoundError:
@@ -341,25 +344,38 @@ def csv_chunks(path: str, chunk_rows: int = PREDICT_CHUNK_ROWS
 
     rows = read_rows()
     try:
-        header_row = next(rows, None)
-        if header_row is None or (blank(header_row) and all(blank(r) for r in rows)):
+        first_row = next(rows, None)
+        if first_row is not None and blank(first_row):  # only blank rows: an empty file, as read_csv says
+            blanks = [first_row]
+            for row in rows:
+                blanks.append(row)
+                if not blank(row):
+                    break
+            else:
+                first_row = None
+            rows = itertools.chain(blanks[1:], rows)
+        if first_row is None:
             raise DataError(f"{path}: the file is empty; expected a header row and data rows")
-        header = [h.strip() for h in header_row]
-        if any(not h for h in header):
-            raise DataError(f"{path}: line 1: empty column name in the header (column {header.index('') + 1})")
-        dupes = sorted({h for h in header if header.count(h) > 1})
-        if dupes:
-            raise DataError(f"{path}: line 1: duplicate column name '{dupes[0]}' in the header")
+        if header == "position":  # as data._csv_rows: a header row's names are not used, so not checked
+            header = data.header_in_position_mode(first_row, n_inputs)
+            names = [h.strip() for h in first_row] if header else None
+        elif header:
+            names = data.parse_header(path, first_row, hint)
+        else:
+            names = None
+        if not header:
+            rows = itertools.chain([first_row], rows)
     except BaseException:
         fh.close()
         raise
-    width = len(header)
+    width = len(first_row)
+    width_of = "the header" if header else "line 1"
 
     def chunks() -> Iterator[tuple[int, np.ndarray]]:
         with fh:
             buf: list[list[str]] = []
             pending_blank: tuple[int, int] | None = None  # (line, width): a blank row, unless trailing
-            first = line = 2
+            first = line = 2 if header else 1
             count = 0
             for row in rows:
                 if blank(row):
@@ -367,10 +383,10 @@ def csv_chunks(path: str, chunk_rows: int = PREDICT_CHUNK_ROWS
                     line += 1
                     continue
                 if pending_blank:  # blank rows before data: read_csv reports the first as ragged
-                    raise DataError(f"{path}: line {pending_blank[0]}: expected {width} columns as in the "
-                                    f"header, got {pending_blank[1]}")
+                    raise DataError(f"{path}: line {pending_blank[0]}: expected {width} columns as in "
+                                    f"{width_of}, got {pending_blank[1]}")
                 if len(row) != width:
-                    raise DataError(f"{path}: line {line}: expected {width} columns as in the header, got {len(row)}")
+                    raise DataError(f"{path}: line {line}: expected {width} columns as in {width_of}, got {len(row)}")
                 buf.append(row)
                 line += 1
                 count += 1
@@ -383,60 +399,14 @@ def csv_chunks(path: str, chunk_rows: int = PREDICT_CHUNK_ROWS
             if count == 0:
                 raise DataError(f"{path}: no data rows after the header")
 
-    return header, chunks()
+    return names, width, chunks()
 
 
-def _csv_cell(text: str) -> str:
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="").writerow([text])
-    return buf.getvalue()
-
-
-def format_predictions(model, out: np.ndarray, proba: bool) -> tuple[str, str]:
-    """(header line, rows) as CSV text: the same text as inference.prediction_rows through
-    csv.writer, with one %-format per row instead of one call per value."""
-    enc = model.ck.encoding
-    n = len(out)
-    if enc.kind in ("categorical", "binary"):
-        header = ["label"] + ([f"p_{c}" for c in enc.classes] if proba else [])
-    else:
-        name, cols = model.ck.y_name or "output", int(np.prod(out.shape[1:], dtype=np.int64))
-        header = [name] if cols == 1 else [f"{name}_{i}" for i in range(cols)]
-    head = ",".join(_csv_cell(h) for h in header) + "\n"
-    if enc.kind in ("categorical", "binary"):
-        quoted = data.Encoding(enc.kind, [_csv_cell(c) for c in enc.classes])
-        labels = data.decode(quoted, out).tolist()
-        if not proba:
-            return head, "".join(f"{lab}\n" for lab in labels)
-        if enc.kind == "binary":
-            p1 = out.reshape(n)
-            probs = np.stack([1.0 - p1, p1], axis=1)
-        else:
-            probs = out.reshape(n, -1)
-        fmt = "%s," + ",".join(["%.9g"] * probs.shape[1]) + "\n"
-        return head, "".join([fmt % (lab, *row) for lab, row in zip(labels, probs.astype(np.float64).tolist())])
-    flat = out.reshape(n, -1).astype(np.float64)
-    fmt = ",".join(["%.9g"] * flat.shape[1]) + "\n"
-    return head, "".join([fmt % tuple(row) for row in flat.tolist()])
-
-
-def _model_columns(path: str, header: list[str], expect_x: Sequence[str], y_col: str | None) -> list[int]:
-    """The input columns for a trained model, as nncli.data._csv_for_model picks them (no targets)."""
-    n = len(expect_x)
-    y_idx = header.index(y_col) if y_col in header else None
-    if all(c in header for c in expect_x):
-        return [header.index(c) for c in expect_x]
-    idx = [i for i in range(len(header)) if i != y_idx]
-    if y_idx is None and len(idx) == n + 1:
-        idx = idx[:-1]
-    if len(idx) != n:
-        raise DataError(f"{path}: expected {n} input columns ({data._preview(expect_x)}), "
-                        f"got {len(idx)} ({data._preview([header[i] for i in idx])})")
-    return idx
-
-
-def predict_csv(model, input_path: str, output: str | None, proba: bool, out_stream: TextIO | None) -> int:
-    """inference.predict for a big CSV: chunks of rows in, chunks of CSV out; returns the row count."""
+def predict_csv(model, input_path: str, output: str | None, proba: bool, out_stream: TextIO | None,
+                by_position: bool = False) -> int:
+    """inference.predict for a big CSV: chunks of rows in, chunks of CSV out; returns the row count.
+    The columns are chosen (data.model_columns) and the text written (inference.format_predictions)
+    as for a small file."""
     from nncli import inference
     from nncli import model as model_mod
 
@@ -444,15 +414,12 @@ def predict_csv(model, input_path: str, output: str | None, proba: bool, out_str
     if not os.path.exists(path):
         raise DataError(f"{path}: file not found")
     ck = model.ck
-    n_features = int(np.prod(ck.input_shape))
-    names = ck.x_names if ck.x_names and len(ck.x_names) in (1, n_features) else []
-    if len(names) != n_features:
-        names = [f"x{i}" for i in range(n_features)]
-    header, chunks = csv_chunks(path)
-    idx = _model_columns(path, header, names, ck.y_name)
+    names = inference.input_names(ck)
+    header, width, chunks = csv_chunks(path, header="position" if by_position else True, n_inputs=len(names))
+    idx, _, shown = data.model_columns(path, header, width, names, ck.y_name, False, by_position)
     if (len(idx),) != tuple(ck.input_shape):
         raise DataError(f"{path}: inputs of shape {(len(idx),)} per example, the model expects {ck.input_shape}")
-    col_names = [header[i] for i in idx]
+    col_names = [shown[i] for i in idx]
     batch = inference.PREDICT_BATCH
     fn = model_mod.compile_predict(model.net, batch)
 
@@ -462,10 +429,7 @@ def predict_csv(model, input_path: str, output: str | None, proba: bool, out_str
             x = data._to_float(path, cells[:, idx], col_names, row_offset=first)
             x = ck.normalizer.apply(x)
             out = np.concatenate(list(model_mod.run_predict(fn, data.batches(x, None, batch))))
-            head, text = format_predictions(model, out, proba)
-            if total == 0:
-                fh.write(head)
-            fh.write(text)
+            fh.write(inference.format_predictions(model, out, proba, header=total == 0))
             total += len(out)
         return total
 

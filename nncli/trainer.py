@@ -71,7 +71,7 @@ class Result:
 def _read_table(spec: spec_mod.Spec, path: str, key: str) -> data.Table:
     d = spec["data"]
     try:
-        return data.read(path, d["x"], d["y"])
+        return data.read(path, d["x"], d["y"], header=d["header"])
     except DataError as exc:
         raise DataError(f"{exc.message} (from {spec.source}: data.{key})") from None
 
@@ -474,5 +474,6 @@ def train(config: str | os.PathLike, *, output: str | None = None, resume: bool 
     if spec["data"]["test"]:
         from nncli import inference
 
-        result.test = inference.evaluate(result.output / "model.h5", spec["data"]["test"]).metrics
+        result.test = inference.evaluate(result.output / "model.h5", spec["data"]["test"],
+                                         header=spec["data"]["header"]).metrics
     return result

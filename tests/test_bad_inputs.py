@@ -210,7 +210,8 @@ def test_predict_input_problems_and_output_never_half_written(tmp_path, runner, 
     out = tmp_path / "preds.csv"
     out.write_text("previous good output\n")
     cases = [
-        ("p,q,r,s\n1,2,3,4\n", ["expected 2 input columns"]),
+        # names that are not the model's inputs are refused, not used by position (issue 12)
+        ("p,q,r,s\n1,2,3,4\n", ["line 1", "missing a, b", "not model inputs: p, q, r, s", "--by-position"]),
         ("a,b\n1,zz\n", ["line 2", "column 'b'", "'zz'"]),
         ("", ["empty"]),
     ]
