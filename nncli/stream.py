@@ -415,19 +415,27 @@ def predict_csv(model, input_path: str, output: str | None, proba: bool, out_str
         raise DataError(f"{path}: file not found")
     ck = model.ck
     names = inference.input_names(ck)
-    header, width, chunks = csv_chunks(path, header="position" if by_position else True, n_inputs=len(names))
+    # whole batches per chunk, and the batch size of the in-memory path (inference.outputs): the
+    # same batches through the same compiled function, so the same numbers as for a small file
+    batch = inference.PREDICT_BATCH
+    chunk_rows = max(1, PREDICT_CHUNK_ROWS // batch) * batch
+    header, width, chunks = csv_chunks(path, chunk_rows, header="position" if by_position else True,
+                                       n_inputs=len(names))
     idx, _, shown = data.model_columns(path, header, width, names, ck.y_name, False, by_position)
     if (len(idx),) != tuple(ck.input_shape):
         raise DataError(f"{path}: inputs of shape {(len(idx),)} per example, the model expects {ck.input_shape}")
     col_names = [shown[i] for i in idx]
-    batch = inference.PREDICT_BATCH
-    fn = model_mod.compile_predict(model.net, batch)
+    fn = None
 
     def write_all(fh: TextIO) -> int:
+        nonlocal batch, fn
         total = 0
         for first, cells in chunks:
             x = data._to_float(path, cells[:, idx], col_names, row_offset=first)
             x = ck.normalizer.apply(x)
+            if fn is None:  # fewer rows than a batch: all of them (as inference.outputs)
+                batch = min(batch, len(x))
+                fn = model_mod.compile_predict(model.net, batch)
             out = np.concatenate(list(model_mod.run_predict(fn, data.batches(x, None, batch))))
             fh.write(inference.format_predictions(model, out, proba, header=total == 0))
             total += len(out)

@@ -255,11 +255,12 @@ def csv_files(draw):
     return raw, header
 
 
-def _stream_read(path, names, y_col):
+def _stream_read(path, names, y_col, by_position=False):
     """The chunked reader behind big-file predictions, reading what data.read would."""
-    header, chunks = stream.csv_chunks(str(path), chunk_rows=2)
-    idx = stream._model_columns(str(path), header, names, y_col)
-    parts = [data._to_float(str(path), cells[:, idx], [header[i] for i in idx], row_offset=first)
+    header, width, chunks = stream.csv_chunks(str(path), chunk_rows=2, header="position" if by_position else True,
+                                              n_inputs=len(names))
+    idx, _, shown = data.model_columns(str(path), header, width, names, y_col, False, by_position)
+    parts = [data._to_float(str(path), cells[:, idx], [shown[i] for i in idx], row_offset=first)
              for first, cells in chunks]
     return np.concatenate(parts) if parts else None
 
@@ -284,23 +285,24 @@ def test_fuzz_csv_data(folder):
                 assert t is None or (t.shape[0] == len(table.x) and np.isfinite(t).all())
         # prediction: the whole-file reader and the chunked reader accept the same files
         names = ["a", "b"] if draw_names(header) else ["x0", "x1"]
-        try:
-            whole = data.read(path, None, "label", with_targets=False, expect_x=names)
-            whole_err = None
-        except NncliError as exc:
-            one_line(exc)
-            whole, whole_err = None, exc.message
-        try:
-            chunked, chunked_err = _stream_read(path, names, "label"), None
-        except NncliError as exc:
-            one_line(exc)
-            chunked, chunked_err = None, exc.message
-        # (the chunked reader cannot look ahead: with several problems it may name another one first)
-        if whole_err is None:
-            assert chunked_err is None, chunked_err
-            np.testing.assert_array_equal(whole.x, chunked)
-        else:
-            assert chunked_err is not None, whole_err
+        for by_position in (False, True):  # columns by name, and in order (--by-position)
+            try:
+                whole = data.read(path, None, "label", with_targets=False, expect_x=names, by_position=by_position)
+                whole_err = None
+            except NncliError as exc:
+                one_line(exc)
+                whole, whole_err = None, exc.message
+            try:
+                chunked, chunked_err = _stream_read(path, names, "label", by_position), None
+            except NncliError as exc:
+                one_line(exc)
+                chunked, chunked_err = None, exc.message
+            # (the chunked reader cannot look ahead: with several problems it may name another one first)
+            if whole_err is None:
+                assert chunked_err is None, chunked_err
+                np.testing.assert_array_equal(whole.x, chunked)
+            else:
+                assert chunked_err is not None, whole_err
 
     case()
     report("CSV data (data.read, encodings, chunked reader)", count[0])
