@@ -222,7 +222,7 @@ def test_header_false_names_the_columns_col1_to_coln(tmp_path, blobs_csv):
 def test_data_header_must_be_a_boolean(tmp_path, blobs_csv):
     config = write_config(tmp_path, TRAIN.format(train=blobs_csv, extra=", header: maybe"))
     r = CliRunner().invoke(main, ["train", str(config), "-o", str(tmp_path / "run"), "-q"])
-    one_line_error(r, 2, str(config), "data.header")
+    one_line_error(r, 2, str(config), "data.header", "expected true or false")
 
 
 # --- 3. header handling is linear in the number of columns -------------------------------------
