@@ -89,11 +89,16 @@ def check_file(f: h5py.File, where: str, error: ErrorType) -> None:
     """Every link of the file: no external link, every soft link resolving inside the file, and
     every dataset stored in the file (h5py visits each hard-linked object once)."""
     links: list = []
-    if hasattr(f, "visititems_links"):  # h5py >= 3.11
-        # collected first: an exception raised inside HDF5's visit callback comes out mangled
-        f.visititems_links(lambda name, link: links.append((name, link)))
-    else:  # pragma: no cover - older h5py
-        _walk(f, "", links, set())
+    try:
+        if hasattr(f, "visititems_links"):  # h5py >= 3.11
+            # collected first: an exception raised inside HDF5's visit callback comes out mangled
+            f.visititems_links(lambda name, link: links.append((name, link)))
+        else:  # pragma: no cover - older h5py
+            _walk(f, "", links, set())
+    except (SystemError, RuntimeError, OSError, ValueError, KeyError) as exc:  # a damaged file
+        cause = exc.__cause__ or exc.__context__ or exc  # h5py wraps HDF5's error in a SystemError
+        first = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+        raise error(f"{where}: damaged file: cannot list its contents ({first})") from None
     for name, _ in links:
         get(f, f"/{name}", where, error)  # external and dangling links, outside data: errors
 
