@@ -95,7 +95,7 @@ def _reason(exc: OSError) -> str:
     return exc.strerror or str(exc) or type(exc).__name__
 
 
-def _same_as_input(path: str, st: os.stat_result, inputs: Iterable) -> str | None:
+def _same_as_input(st: os.stat_result, inputs: Iterable) -> str | None:
     for item in inputs:
         try:
             other = os.stat(item)
@@ -157,7 +157,7 @@ def _check_output(text: str, inputs: list, picture: bool, what: str) -> OutputTa
         kind = "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a file"
         raise ConfigError(f"{text}: is {kind}; nncli writes the {what} only to a file, a character "
                           f"device or a pipe")
-    same = _same_as_input(text, st, inputs)
+    same = _same_as_input(st, inputs)
     if same is not None:
         shown = "" if same == text else f" ({same})"
         raise ConfigError(f"{text}: is also an input of this command{shown}; writing the {what} there "
@@ -183,7 +183,7 @@ def open_output(target: OutputTarget, binary: bool = False) -> Iterator[IO]:
     elif target.kind == "stream":
         # no O_CREAT/O_TRUNC: only the device or pipe that was checked is opened
         fd = os.open(target.path, os.O_WRONLY | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
-        if stat.S_ISREG(os.fstat(fd).st_mode) or stat.S_ISDIR(os.fstat(fd).st_mode):
+        if not (stat.S_ISCHR(os.fstat(fd).st_mode) or stat.S_ISFIFO(os.fstat(fd).st_mode)):
             os.close(fd)
             raise NncliError(f"{target.path}: changed while nncli was running; nothing was written")
         with open(fd, mode, **kw) as fh:

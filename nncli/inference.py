@@ -11,7 +11,6 @@ import csv
 import io
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
