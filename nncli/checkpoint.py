@@ -30,7 +30,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from nncli import __version__, fileio
+from nncli import __version__, fileio, h5safe
 from nncli.data import Encoding, Normalizer
 from nncli.errors import CheckpointError
 
@@ -161,6 +161,7 @@ def load(path: str | os.PathLike) -> Checkpoint:
         raise CheckpointError(f"{where}: not an HDF5 file (or truncated/corrupted); expected an nncli checkpoint") from None
     try:
         with f:
+            h5safe.check_file(f, where, CheckpointError)  # nothing from other files
             if f.attrs.get("format") != FORMAT:
                 raise CheckpointError(f"{where}: an HDF5 file, but not an nncli checkpoint (no format tag '{FORMAT}')")
             version = f.attrs.get("format_version")

@@ -108,7 +108,9 @@ BY_POSITION_HELP = ("CSV: take the columns in order, not by name (a first row th
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.argument("input", type=click.Path(dir_okay=False))
-@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the CSV here (default: stdout).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False),
+              help="Write the CSV here (default or '-': stdout). A file is replaced atomically; a device "
+                   "or pipe is written through; an input of the command is refused.")
 @click.option("--proba/--no-proba", default=True, show_default=True,
               help="Add one probability column per class (classifiers).")
 @click.option("--by-position", is_flag=True,
@@ -119,7 +121,7 @@ def predict(model, input, output, proba, by_position):
     from nncli import inference
 
     count = inference.predict(model, input, output=output, proba=proba, stream=sys.stdout, by_position=by_position)
-    if output:
+    if output and output != "-":
         click.echo(f"wrote {count} predictions to {output}", err=True)
 
 
@@ -154,14 +156,16 @@ def evaluate(model, data, as_json, confusion, by_position):
 @main.command()
 @click.argument("runs", nargs=-1, required=True, type=click.Path())
 @click.option("--output", "-o", type=click.Path(dir_okay=False),
-              help="The PNG to write (default: RUN/curves.png for one run, compare.png for several).")
+              help="The PNG to write (default: RUN/curves.png for one run, compare.png for several; "
+                   "'-': stdout). An existing file that is not a PNG is never replaced.")
 @handled
 def plot(runs, output):
     """Draw the training curves of RUN folders (several: side by side, to compare)."""
     from nncli import plot as plot_mod
 
     path = plot_mod.plot_runs(runs, output)
-    click.echo(f"wrote {path}", err=True)
+    if str(path) != "-":
+        click.echo(f"wrote {path}", err=True)
 
 
 @main.command()
@@ -269,6 +273,12 @@ def grad(expression, at, wrt, order, hessian, show, with_value, as_json, plot, s
 
     if span is not None and plot is None:
         raise ConfigError("--range is only used with --plot")
+    if plot == "-":
+        raise ConfigError("--plot -: the results already go to stdout; give a file name for the picture")
+    if plot:  # checked before any work: a picture never replaces a file of another kind
+        from nncli import fileio
+
+        plot = fileio.output_target(plot, picture=True, what="picture")
     result = gradcalc.compute(expression, at, wrt=wrt, order=order, hessian=hessian, show=show)
     if as_json:
         click.echo(json.dumps(result.to_dict()))
@@ -277,7 +287,7 @@ def grad(expression, at, wrt, order, hessian, show, with_value, as_json, plot, s
             click.echo(line)
     if plot:
         gradcalc.plot(expression, result, plot, span)
-        click.echo(f"wrote plot to {plot}", err=True)
+        click.echo(f"wrote plot to {plot.path}", err=True)
     for warning in result.warnings:
         click.echo(f"Warning: {warning}", err=True)
     if not result.finite:

@@ -19,6 +19,7 @@ from typing import Iterator, Sequence
 import h5py
 import numpy as np
 
+from nncli import h5safe
 from nncli.errors import DataError
 
 HDF5_SUFFIXES = (".h5", ".hdf5")
@@ -276,10 +277,10 @@ def _open_h5(path: str) -> h5py.File:
 
 
 def _h5_array(f: h5py.File, path: str, name: str, what: str) -> np.ndarray:
-    if name not in f:
-        names = [k for k in f.keys() if isinstance(f[k], h5py.Dataset)]
+    ds = h5safe.get(f, name, path, DataError)  # only data stored in this file
+    if ds is None:
+        names = h5safe.dataset_names(f)
         raise DataError(f"{path}: no dataset '{name}' for the {what}; datasets: {_preview(names) or 'none'}")
-    ds = f[name]
     if not isinstance(ds, h5py.Dataset):
         raise DataError(f"{path}: '{name}' is a group, expected a dataset for the {what}")
     if ds.shape is None or len(ds.shape) == 0:

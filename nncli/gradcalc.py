@@ -19,9 +19,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-import os
 import re
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 
@@ -29,6 +27,9 @@ from nncli import expr, libm
 from nncli.errors import ConfigError, NncliError
 
 MAX_ORDER = 10
+# --hessian differentiates each of the n first derivatives again: n*n entries, each a graph of the
+# expression's size. 16 variables (256 entries) stay within seconds; 128 took 92 s.
+MAX_HESSIAN_VARIABLES = 16
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
@@ -260,6 +261,10 @@ def compute(text: str, at=(), wrt=(), order: int = 1, hessian: bool = False,
         raise ConfigError(f"--order {order}: must be between 1 and {MAX_ORDER}")
     if hessian and order != 1:
         raise ConfigError("--hessian and --order are alternatives: give one of them")
+    if hessian and len(chosen) > MAX_HESSIAN_VARIABLES:
+        raise ConfigError(f"--hessian of {len(chosen)} variables: at most {MAX_HESSIAN_VARIABLES} (its "
+                          f"{len(chosen) ** 2} entries take time quadratic in the variables); choose "
+                          "some with --wrt")
     if order > 1 and len(chosen) != 1:
         raise ConfigError(f"--order {order} needs one variable, the expression has {', '.join(chosen)}: "
                           "choose one with --wrt")
@@ -417,8 +422,9 @@ def parse_range(text: str | None, centre: float) -> tuple:
     return a, b
 
 
-def plot(text: str, result: GradResult, path: str, span: str | None = None, points: int = 400) -> str:
-    """Plot f and its derivative along the one ``wrt`` variable; write a PNG atomically."""
+def plot(text: str, result: GradResult, path, span: str | None = None, points: int = 400) -> str:
+    """Plot f and its derivative along the one ``wrt`` variable; write a PNG atomically
+    (`path`: a file name or a checked :class:`nncli.fileio.OutputTarget`)."""
     import numpy as np
 
     if len(result.wrt) != 1:
@@ -431,9 +437,9 @@ def plot(text: str, result: GradResult, path: str, span: str | None = None, poin
         from matplotlib.figure import Figure
     except ImportError:
         raise NncliError("--plot needs matplotlib: pip install 'nncli[plot]'") from None
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise NncliError(f"cannot write {path}: folder {folder} does not exist")
+    from nncli import fileio
+
+    target = fileio.output_target(path, picture=True, what="picture")
     fn = _vector_function(text, name, result.order)
     xs = np.linspace(lo, hi, points)
     others = [result.point[n] for n in result.variables if n != name]
@@ -451,18 +457,12 @@ def plot(text: str, result: GradResult, path: str, span: str | None = None, poin
     ax.set_xlabel(name)
     ax.legend()
     ax.grid(alpha=0.3)
-    fd, tmp = tempfile.mkstemp(prefix=".nncli-plot-", suffix=".png", dir=folder)
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with fileio.open_output(target, binary=True) as fh:
             fig.savefig(fh, format="png", dpi=100)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    except OSError as exc:
+        raise NncliError(f"{target.path}: cannot write the picture: {exc.strerror or exc}") from None
+    return target.path
 
 
 @functools.lru_cache(maxsize=32)

@@ -11,7 +11,6 @@ import csv
 import io
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
@@ -139,28 +138,34 @@ def format_predictions(model: Loaded, out: np.ndarray, proba: bool, header: bool
     return head + "".join([fmt % tuple(row) for row in flat.tolist()])
 
 
-def write_output(path: str | os.PathLike, text: str) -> None:
-    if Path(path).is_dir():
-        raise DataError(f"{path}: is a folder; give a file name for the output")
+def write_output(path: str | os.PathLike | fileio.OutputTarget, text: str) -> None:
+    """Write `text` to an output checked by :func:`nncli.fileio.output_target`."""
+    target = fileio.output_target(path)
     try:
-        fileio.write_text(path, text)
+        with fileio.open_output(target) as fh:
+            fh.write(text)
     except OSError as exc:
-        raise DataError(f"{path}: cannot write: {exc.strerror or exc}; nothing was written") from None
+        done = "the previous file is unchanged" if target.kind == "file" else "the output may be incomplete"
+        raise DataError(f"{target.path}: cannot write: {exc.strerror or exc}; {done}") from None
 
 
 def predict(model_path: str, input_path: str, output: str | None = None, proba: bool = True,
             stream: TextIO | None = None, by_position: bool = False) -> int:
-    """Write predictions as CSV to `output` (atomically) or to `stream`; return the row count.
+    """Write predictions as CSV to `output` (atomically; "-" is `stream`) or to `stream`; return the
+    row count. The output is checked before anything is read: never one of the inputs.
     `by_position`: take a CSV's columns in order rather than by name (see data.model_columns)."""
+    target = fileio.output_target(output, inputs=(model_path, input_path)) if output else None
+    if target is not None and target.kind == "stdout":
+        target = None
     model = load_model(model_path)
     from nncli import stream as streaming
 
     if streaming.streams_csv(input_path):  # a big CSV: chunks of rows in and out, bounded memory
-        return streaming.predict_csv(model, input_path, output, proba, stream, by_position)
+        return streaming.predict_csv(model, input_path, target, proba, stream, by_position)
     table = _read_inputs(model, input_path, with_targets=False, by_position=by_position)
     text = format_predictions(model, outputs(model, table.x), proba)
-    if output:
-        write_output(output, text)
+    if target is not None:
+        write_output(target, text)
     elif stream is not None:
         stream.write(text)
     return len(table.x)

@@ -8,8 +8,12 @@ is closed, so a process that is killed (even with SIGKILL) never leaves a
 lock that blocks the next run; the file itself stays and holds the pid of
 the last run that wrote it.
 
+The lock file is opened with ``O_NOFOLLOW`` and written (truncated, our pid)
+only when it is a regular file with one name, owned by us: a symbolic or hard
+link named ``.lock`` is an error naming it, and no other file is ever touched.
+
 While it holds the lock a run also removes the temporary files that an
-earlier, killed run may have left behind (``.last.h5.*.tmp`` and the like,
+earlier, killed run may have left behind (``.last.h5.*.tmp``, ``.curves.png.*.tmp`` and the like,
 see :mod:`nncli.fileio`): nobody else can be writing them.
 """
 
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -25,7 +30,7 @@ from nncli.errors import CheckpointError, NncliError
 
 LOCK_NAME = ".lock"
 # the files the trainer writes atomically; their temporaries are ".<name>.<random>.tmp"
-OUTPUT_FILES = ("last.h5", "model.h5", "metrics.csv")
+OUTPUT_FILES = ("last.h5", "model.h5", "metrics.csv", "curves.png")
 
 try:
     import fcntl
@@ -78,6 +83,21 @@ def clean_temporaries(folder: Path) -> list[str]:
     return removed
 
 
+def _check_lock_file(fd: int, path: Path) -> None:
+    """The lock is written (truncated, our pid) only when it is a plain file of ours: a regular
+    file with no other name (a hard link would make us overwrite another file), owned by us."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        problem = "not a regular file"
+    elif st.st_nlink != 1:
+        problem = f"a hard link ({st.st_nlink} names for one file)"
+    elif st.st_uid != os.geteuid():
+        problem = f"owned by another user (uid {st.st_uid})"
+    else:
+        return
+    raise CheckpointError(f"{path}: the lock file is {problem}; nncli never writes to it (remove it)")
+
+
 @contextmanager
 def hold(folder: str | os.PathLike) -> Iterator[Path]:
     """Hold ``<folder>/.lock`` for the duration of the block (creating the folder)."""
@@ -88,10 +108,16 @@ def hold(folder: str | os.PathLike) -> Iterator[Path]:
         yield path
         return
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        # O_NOFOLLOW: a symlink named .lock is refused, never followed to the file it names
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0),
+                     0o644)
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise CheckpointError(f"{path}: the lock file is a symbolic link; nncli never writes through "
+                                  f"it (remove it)") from None
         raise CheckpointError(f"{folder}: cannot write to the output folder ({LOCK_NAME}: {_reason(exc)})") from None
     try:
+        _check_lock_file(fd, path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:

@@ -26,6 +26,8 @@ from nncli.errors import ConfigError, NncliError
 
 INSTALL_HINT = "pip install 'nncli[plot]'"
 NOT_PLOTTED = ("learning_rate", "seconds", "epoch")
+MAX_DRAWN = 1e100   # larger values (a diverged run) are left out of a panel, with a note
+RUN_FILES = ("metrics.csv", "model.h5", "last.h5")   # what read_run reads
 
 
 @dataclass
@@ -63,8 +65,18 @@ def available() -> bool:
 
 
 def _read_csv(path: Path) -> dict[str, list[float]]:
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.reader(fh))
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder, not an nncli metrics.csv")
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not an nncli metrics.csv (not UTF-8 text: bad byte at offset "
+                          f"{exc.start})") from None
+    except csv.Error as exc:
+        raise ConfigError(f"{path}: not an nncli metrics.csv ({exc})") from None
+    except OSError as exc:
+        raise NncliError(f"{path}: cannot read: {exc.strerror or exc}") from None
     if not rows or "loss" not in rows[0]:
         raise ConfigError(f"{path}: not an nncli metrics.csv (no loss column)")
     header = rows[0]
@@ -107,14 +119,10 @@ def read_run(folder: str | os.PathLike) -> Run:
     return Run(path.resolve().name or str(path), history, best_epoch, main_metric(history))
 
 
-def draw(runs: Sequence[Run], out: str | os.PathLike, title: str | None = None) -> Path:
-    """Draw `runs` into one PNG at `out` (atomically); return the path."""
+def draw(runs: Sequence[Run], out: str | os.PathLike | fileio.OutputTarget, title: str | None = None) -> Path:
+    """Draw `runs` into one PNG at `out` (see :func:`nncli.fileio.output_target`); return the path."""
     Figure, FigureCanvasAgg = _matplotlib()
-    out = Path(out)
-    if out.is_dir():
-        raise ConfigError(f"{out}: is a folder; give a file name for the picture")
-    if not out.parent.exists():
-        raise ConfigError(f"cannot write {out}: folder {out.parent} does not exist")
+    target = fileio.output_target(out, picture=True, what="picture")
     metrics = [r.metric for r in runs if r.metric]
     metric = metrics[0] if metrics else None
     lr_varies = any(len(set(r.history.get("learning_rate", []))) > 1 for r in runs)
@@ -126,8 +134,11 @@ def draw(runs: Sequence[Run], out: str | os.PathLike, title: str | None = None) 
     labels = _unique([r.label for r in runs])
     many = len(runs) > 1
     for ax, key in zip(axes, panels):
+        hidden = False
         for run, colour, label in zip(runs, colours, labels):
-            h = run.history
+            h = {k: _drawable(v) for k, v in run.history.items()}
+            hidden = hidden or any(not math.isnan(v) and not abs(v) <= MAX_DRAWN
+                                   for k in (key, f"val_{key}") for v in run.history.get(k, ()))
             if key not in h:
                 continue
             epochs = list(range(1, len(h[key]) + 1))
@@ -146,7 +157,8 @@ def draw(runs: Sequence[Run], out: str | os.PathLike, title: str | None = None) 
                 ax.plot([run.best_epoch], [series[at]], "o", color=colour,
                         label=f"{prefix}best epoch {run.best_epoch}")
         ax.set_xlabel("epoch")
-        ax.set_title(key.replace("_", " "))
+        ax.set_title(key.replace("_", " ") + (f" (values beyond ±{MAX_DRAWN:g} not drawn)" if hidden else ""),
+                     fontsize="medium")
         if key == "learning_rate" and all(v > 0 for r in runs for v in r.history.get(key, [1.0])):
             ax.set_yscale("log")
         ax.grid(True, alpha=0.3)
@@ -154,10 +166,17 @@ def draw(runs: Sequence[Run], out: str | os.PathLike, title: str | None = None) 
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    with fileio.atomic_path(out) as tmp:
-        with open(tmp, "wb") as fh:
+    try:
+        with fileio.open_output(target, binary=True) as fh:
             fig.savefig(fh, format="png")
-    return out
+    except OSError as exc:
+        raise NncliError(f"{target.path}: cannot write the picture: {exc.strerror or exc}") from None
+    return Path(target.path)
+
+
+def _drawable(values: Sequence[float]) -> list[float]:
+    """`values` with the ones no axis can span (inf, nan, |v| > MAX_DRAWN) left out (nan: a gap)."""
+    return [v if math.isfinite(v) and abs(v) <= MAX_DRAWN else math.nan for v in values]
 
 
 def _unique(labels: list[str]) -> list[str]:
@@ -170,7 +189,10 @@ def plot_runs(folders: Sequence[str | os.PathLike], output: str | os.PathLike | 
     runs = [read_run(f) for f in folders]
     if output is None:
         output = Path(folders[0]) / "curves.png" if len(runs) == 1 else Path("compare.png")
-    return draw(runs, output, title=runs[0].label if len(runs) == 1 else None)
+    # checked before drawing: never one of the files read (nor any file that is not a PNG)
+    inputs = [Path(f) / name for f in folders for name in RUN_FILES]
+    target = fileio.output_target(output, inputs=inputs, picture=True, what="picture")
+    return draw(runs, target, title=runs[0].label if len(runs) == 1 else None)
 
 
 def after_training(result: Any, reporter: Any) -> Path | None:

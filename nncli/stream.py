@@ -24,7 +24,6 @@ to stdout).
 from __future__ import annotations
 
 import csv
-import io
 import itertools
 import os
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from typing import Any, Iterator, Sequence, TextIO
 import h5py
 import numpy as np
 
-from nncli import data, fileio
+from nncli import data, fileio, h5safe
 from nncli.errors import DataError
 
 DEFAULT_BUDGET_MB = 512.0
@@ -58,7 +57,7 @@ def _x_info(path: str, x_name: Any) -> tuple[tuple[int, ...], np.dtype] | None:
         return None
     try:
         with h5py.File(path, "r") as f:
-            ds = f.get(x_name or "x")
+            ds = h5safe.get(f, x_name or "x", path, DataError)  # only data stored in the file
             if not isinstance(ds, h5py.Dataset) or ds.shape is None or len(ds.shape) < 1:
                 return None
             if ds.dtype.kind not in "biuf" or ds.shape[0] == 0:
@@ -135,7 +134,7 @@ class XStream:
         seq = list(range(len(self.blocks))) if order is None else [int(k) for k in order]
         f = data._open_h5(self.path)
         with f:
-            ds = f[self.name]
+            ds = h5safe.get(f, self.name, self.path, DataError)
             for i in range(0, len(seq), group):
                 ks = seq[i:i + group]
                 parts = [self._read(ds, *self.blocks[k]) for k in ks]
@@ -402,7 +401,7 @@ def csv_chunks(path: str, chunk_rows: int = PREDICT_CHUNK_ROWS, header: bool | s
     return names, width, chunks()
 
 
-def predict_csv(model, input_path: str, output: str | None, proba: bool, out_stream: TextIO | None,
+def predict_csv(model, input_path: str, output: str | fileio.OutputTarget | None, proba: bool, out_stream: TextIO | None,
                 by_position: bool = False) -> int:
     """inference.predict for a big CSV: chunks of rows in, chunks of CSV out; returns the row count.
     The columns are chosen (data.model_columns) and the text written (inference.format_predictions)
@@ -442,14 +441,12 @@ def predict_csv(model, input_path: str, output: str | None, proba: bool, out_str
         return total
 
     if output:
-        if os.path.isdir(output):
-            raise DataError(f"{output}: is a folder; give a file name for the output")
+        target = fileio.output_target(output, inputs=(model.path, path))
         try:
-            with fileio.atomic_path(output) as tmp:
-                with open(tmp, "w", newline="", encoding="utf-8") as fh:
-                    return write_all(fh)
+            with fileio.open_output(target) as fh:
+                return write_all(fh)
         except OSError as exc:
-            raise DataError(f"{output}: cannot write: {exc.strerror or exc}; nothing was written") from None
+            raise DataError(f"{target.path}: cannot write: {exc.strerror or exc}; nothing was written") from None
     if out_stream is None:
         return sum(len(c) for _, c in chunks)
     return write_all(out_stream)
