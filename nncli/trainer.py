@@ -41,7 +41,9 @@ MAX_METRICS = ("accuracy",)
 # last.h5 is refused. They say how long, where and how fast the run goes on, not what model, data,
 # loss or metrics it has (a changed backend or device continues the run, but bit-exactness with an
 # uninterrupted run needs the same; a lower learning_rate is the usual way to go on more slowly).
-RESUME_MAY_CHANGE = ("epochs", "checkpoint_interval", "output", "backend", "device", "learning_rate")
+# A fresh run may replace a run of the same config (SAME_RUN: a rerun); any other needs --overwrite.
+SAME_RUN = ("epochs", "checkpoint_interval", "output", "backend", "device")
+RESUME_MAY_CHANGE = (*SAME_RUN, "learning_rate")
 # The run's own settings that `--resume` takes from last.h5 unless given again on the command line.
 RESTORED = ("epochs", "seed", "backend", "device")
 
@@ -599,11 +601,11 @@ def config_differences(a: Any, b: Any, path: str = "") -> list[str]:
     return [] if same else [path or "(the whole config)"]
 
 
-def _run_differences(spec: spec_mod.Spec, stored: dict) -> list[str]:
+def _run_differences(spec: spec_mod.Spec, stored: dict, may_change=RESUME_MAY_CHANGE) -> list[str]:
     import yaml
 
     mine = yaml.safe_load(spec.to_yaml())
-    return [k for k in config_differences(mine, stored) if k.split(".")[0].split("[")[0] not in RESUME_MAY_CHANGE]
+    return [k for k in config_differences(mine, stored) if k.split(".")[0].split("[")[0] not in may_change]
 
 
 def _resume_spec(config, spec: spec_mod.Spec, overrides: dict, given: dict, reporter: progress.Silent):
@@ -652,7 +654,7 @@ def _refuse_another_run(spec: spec_mod.Spec, out: Path) -> None:
             stored = _stored_config(ck, path)
         except CheckpointError as exc:
             raise ConfigError(f"{exc.message}; {out} holds files of another run: {advice}") from None
-        diff = _run_differences(spec, stored)
+        diff = _run_differences(spec, stored, SAME_RUN)
         if diff:
             raise ConfigError(f"{out} holds another run, '{stored.get('name')}' ({name}, epoch {ck.epoch}), whose "
                               f"config differs in {', '.join(diff[:8])}{' ...' if len(diff) > 8 else ''}: {advice}")
