@@ -217,7 +217,7 @@ class Trainer:
         self.flag = flag
         self.command = command or ["nncli", "train", prep.spec.source]
         self.saver: _Saver | None = None
-        self.resumed = False
+        self.resumed = self.overwrite = False  # set by train(): for the message after an interrupt
         s = prep.spec
         self.spec = s
         self.config_yaml = s.to_yaml()
@@ -459,11 +459,11 @@ class Trainer:
         if self.saver is not None:
             self.saver.flush()
         raise Interrupted(interrupted_message(self.out / "last.h5", self.command,
-                                              self.resumed or (self.saver is not None and self.saver.wrote_last)),
-                          exit_code=code)
+                                              self.resumed or (self.saver is not None and self.saver.wrote_last),
+                                              self.overwrite), exit_code=code)
 
 
-def interrupted_message(last_path: Path, command: list[str], saved: bool) -> str:
+def interrupted_message(last_path: Path, command: list[str], saved: bool, overwrite: bool = False) -> str:
     """The line after an interrupt; "state saved" only when last.h5 holds this run's state and loads."""
     ck = None
     if saved:
@@ -472,7 +472,8 @@ def interrupted_message(last_path: Path, command: list[str], saved: bool) -> str
         except CheckpointError:
             ck = None
     if ck is None:
-        return f"interrupted before the first checkpoint; nothing saved; start again with: {shlex.join(command)}"
+        again = [*command, "--overwrite"] if overwrite else command
+        return f"interrupted before the first checkpoint; nothing saved; start again with: {shlex.join(again)}"
     if ck.finished:
         return f"interrupted after training finished; state saved to {last_path}"
     return f"interrupted; state saved to {last_path}; continue with: {shlex.join([*command, '--resume'])}"
@@ -547,16 +548,16 @@ def _train(config, output, resume, overwrite, epochs, seed, backend_name, device
         spec, done = _resume_spec(config, spec, overrides, given, reporter)
         if done is not None:
             return done
-    elif not overwrite:
-        _refuse_another_run(spec, out)
     choice = backend.choose(spec["backend"], spec["device"], [l.type for l in spec.layers], spec["batch_size"])
     backend.activate(choice)
     prep = prepare(spec)
+    if not resume and not overwrite:  # after the data checks (their errors first), before any write
+        _refuse_another_run(spec, out)
     reporter.info(f"nncli: {spec['name']}: {len(prep.x_train)} training examples"
                   + (f", {len(prep.x_val)} validation" if prep.x_val is not None else "")
                   + f"; {choice.describe()}")
     trainer = Trainer(prep, choice, reporter, flag, command)
-    trainer.resumed = resume
+    trainer.resumed, trainer.overwrite = resume, overwrite
     if flag.get("signal"):
         trainer._interrupted(flag["signal"])
     result = trainer.fit(resume=resume)
