@@ -649,16 +649,17 @@ def _refuse_another_run(spec: spec_mod.Spec, out: Path) -> None:
         path = out / name
         if not os.path.lexists(path):
             continue
-        advice = f"give --overwrite to replace it, --resume to continue it, or another --output"
+        advice = "give --overwrite to replace it, --resume to continue it, or another --output"
         try:
             ck = checkpoint.load(path)
             stored = _stored_config(ck, path)
         except CheckpointError as exc:
-            raise ConfigError(f"{exc.message}; {out} holds files of another run: {advice}") from None
+            raise ConfigError(f"{exc.message}; {os.path.abspath(out)} holds files of another run: {advice}") from None
         diff = _run_differences(spec, stored, SAME_RUN)
         if diff:
-            raise ConfigError(f"{out} holds another run, '{stored.get('name')}' ({name}, epoch {ck.epoch}), whose "
-                              f"config differs in {', '.join(diff[:8])}{' ...' if len(diff) > 8 else ''}: {advice}")
+            keys = ", ".join(diff[:8]) + (" ..." if len(diff) > 8 else "")
+            raise ConfigError(f"{os.path.abspath(out)} holds another run, '{stored.get('name')}' ({name}, epoch "
+                              f"{ck.epoch}), whose config differs in {keys}: {advice}")
         return
 
 
