@@ -3,7 +3,8 @@
 Layout (format_version 1)::
 
     /                     attrs: format="nncli-checkpoint", format_version=1, nncli_version,
-                                 created (ISO time), epoch, step, backend, best_epoch, best_value
+                                 created (ISO time), epoch, step, backend, best_epoch, best_value,
+                                 finished ("" while training, "epochs" or "early_stopping" once done)
     /config               attr "yaml": the resolved config as YAML text
     /model                attrs: input_shape, task, loss, x_names, y_name, trainable (names)
     /params/<layer>/<p>   one dataset per parameter or state value, e.g. /params/dense_1/W
@@ -59,6 +60,7 @@ class Checkpoint:
     rng: dict[str, Any] = field(default_factory=dict)
     best_epoch: int = 0
     best_value: float = float("nan")
+    finished: str = ""                       # why training ended: "", "epochs" or "early_stopping"
     created: str = ""
     nncli_version: str = __version__
 
@@ -105,7 +107,7 @@ def _fill(f: h5py.File, c: Checkpoint) -> None:
         "format": FORMAT, "format_version": FORMAT_VERSION, "nncli_version": c.nncli_version,
         "created": c.created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "epoch": int(c.epoch), "step": int(c.step), "backend": c.backend,
-        "best_epoch": int(c.best_epoch), "best_value": float(c.best_value),
+        "best_epoch": int(c.best_epoch), "best_value": float(c.best_value), "finished": c.finished,
     })
     f.create_group("config").attrs["yaml"] = c.config_yaml
     model = f.create_group("model")
@@ -126,7 +128,7 @@ def _fill(f: h5py.File, c: Checkpoint) -> None:
     labels.attrs.update({"kind": c.encoding.kind, "numeric": bool(c.encoding.numeric)})
     if c.encoding.classes is not None:
         labels.create_dataset("classes", data=_str_list(c.encoding.classes))
-    hist = f.create_group("history")
+    hist = f.create_group("history", track_order=True)  # metrics.csv's column order survives --resume
     for key, values in c.history.items():
         hist.create_dataset(key, data=np.asarray(values, dtype=np.float64))
     f.create_group("rng").attrs["state"] = json.dumps(c.rng)
@@ -192,6 +194,7 @@ def load(path: str | os.PathLike) -> Checkpoint:
                 history={k: [float(v) for v in f["history"][k][()]] for k in f["history"]},
                 rng=json.loads(str(f["rng"].attrs["state"])),
                 best_epoch=int(f.attrs.get("best_epoch", 0)), best_value=float(f.attrs.get("best_value", np.nan)),
+                finished=str(f.attrs.get("finished", "")),
                 created=str(f.attrs.get("created", "")), nncli_version=str(f.attrs.get("nncli_version", "")),
             )
     except CheckpointError:

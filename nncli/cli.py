@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
 import traceback
 
@@ -72,7 +73,10 @@ def _format_metrics(metrics: dict) -> str:
 @main.command()
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--output", "-o", type=click.Path(file_okay=False), help="Output folder (overrides the config).")
-@click.option("--resume", is_flag=True, help="Continue from last.h5 in the output folder.")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in the output folder from its last.h5, with its own settings.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace the run in the output folder when its config differs (default: refuse).")
 @click.option("--epochs", type=click.IntRange(min=1), help="Total number of epochs (overrides the config).")
 @click.option("--seed", type=click.IntRange(min=0, max=2**32 - 1), help="Random seed (overrides the config).")
 @click.option("--backend", "backend_name", type=click.Choice(["auto", "jax", "numba", "c"]),
@@ -82,16 +86,30 @@ def _format_metrics(metrics: dict) -> str:
 @click.option("--log-json", is_flag=True,
               help="One JSON object per epoch on stdout (for scripts); the summary goes to stderr.")
 @handled
-def train(config, output, resume, epochs, seed, backend_name, device, quiet, log_json):
+def train(config, output, resume, overwrite, epochs, seed, backend_name, device, quiet, log_json):
     """Train the network described by CONFIG (a YAML file)."""
     from nncli import progress, trainer
 
     reporter = progress.for_stream(sys.stderr, quiet)
     if log_json:
         reporter = progress.JsonReporter(sys.stdout, reporter)
-    result = trainer.train(config, output=output, resume=resume, epochs=epochs, seed=seed,
-                           backend_name=backend_name, device=device, reporter=reporter)
-    err = bool(log_json)  # with --log-json stdout holds only the JSON lines
+    flag = {}
+    with trainer.signals_to_flag(flag):  # a signal after train() returns still means: exit 130/143
+        result = trainer.train(config, output=output, resume=resume, overwrite=overwrite, epochs=epochs,
+                               seed=seed, backend_name=backend_name, device=device, reporter=reporter)
+        if result.already_finished:
+            click.echo(result.already_finished, err=True)
+        else:
+            _train_summary(result, bool(log_json))
+        if flag.get("signal"):
+            from nncli.errors import Interrupted
+
+            raise Interrupted(f"interrupted after training finished; state saved to {result.output / 'last.h5'}",
+                              exit_code=130 if flag["signal"] == signal.SIGINT else 143)
+
+
+def _train_summary(result, log_json: bool) -> None:
+    err = log_json  # with --log-json stdout holds only the JSON lines
     stopped = " (stopped early)" if result.stopped_early else ""
     click.echo(f"trained {result.epochs_run} epochs in {result.seconds:.1f}s{stopped}; {result.backend}", err=err)
     if result.best:

@@ -13,6 +13,7 @@ node budget so an alias bomb is an error, not an out-of-memory.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -224,9 +225,30 @@ def _early_stopping(value, path):
     return mapping(value, path, keys, "mapping (or true/false)")
 
 
+MAX_NAME = 100
+
+
+def _run_name(value, path):
+    """A run name is one folder name under runs/: no path separators, no '..', no odd characters."""
+    value = string()(value, path)
+    if not re.fullmatch(r"[\w-][\w.-]*", value) or len(value) > MAX_NAME or not value.isprintable():
+        raise Invalid(path, f"a run name is letters, digits, '_', '-' and '.' (not first), at most {MAX_NAME} "
+                            f"characters, got {show(value)}")
+    return value
+
+
+def _output_path(value, path):
+    value = string()(value, path)
+    try:
+        os.fsencode(value)
+    except UnicodeError:
+        raise Invalid(path, f"the folder name cannot be encoded for this file system, got {show(value)}") from None
+    return value
+
+
 def top_keys(base: Path) -> dict[str, Key]:
     return {
-        "name": Key(string(), None, "run name (default: the config file's name)"),
+        "name": Key(_run_name, None, "run name (default: the config file's name)"),
         "seed": Key(integer(min=0, max=2**32 - 1), 0, "random seed"),
         "device": Key(choice("cpu", "gpu", "auto"), "auto", "where to train"),
         "backend": Key(choice("auto", "jax", "numba", "c"), "auto", "PyTensor backend"),
@@ -246,7 +268,8 @@ def top_keys(base: Path) -> dict[str, Key]:
         "schedule": Key(schedules.validate, None, "learning-rate schedule (default constant)"),
         "regularization": Key(regularization.validate, None, "L1/L2 weight penalties"),
         "clip": Key(validate_clip, None, "gradient clipping: {norm: N} and/or {value: V}"),
-        "output": Key(optional(string()), None, "output folder (default runs/<name>)"),
+        "output": Key(optional(_output_path), None, "output folder (default runs/<name> in the current folder; "
+                                                    "a relative output: is relative to the config file)"),
         "checkpoint_interval": Key(number(min=0.0), 5.0,
                                    "seconds between checkpoint writes (0: after every epoch); "
                                    "the last epoch and interrupts always write"),

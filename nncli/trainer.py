@@ -21,6 +21,7 @@ import csv
 import io
 import math
 import os
+import shlex
 import signal
 import time
 from contextlib import contextmanager
@@ -33,9 +34,18 @@ import numpy as np
 from nncli import backend, checkpoint, data, fileio, network, optimizers, progress
 from nncli import metrics as metrics_mod, regularization, schedules
 from nncli import spec as spec_mod, steps as steps_mod
-from nncli.errors import CheckpointError, DataError, Interrupted, TrainingError
+from nncli.errors import CheckpointError, ConfigError, DataError, Interrupted, TrainingError
 
 MAX_METRICS = ("accuracy",)
+# Top-level config keys that `--resume` may change; any other difference from the config stored in
+# last.h5 is refused. They say how long, where and how fast the run goes on, not what model, data,
+# loss or metrics it has (a changed backend or device continues the run, but bit-exactness with an
+# uninterrupted run needs the same; a lower learning_rate is the usual way to go on more slowly).
+# A fresh run may replace a run of the same config (SAME_RUN: a rerun); any other needs --overwrite.
+SAME_RUN = ("epochs", "checkpoint_interval", "output", "backend", "device")
+RESUME_MAY_CHANGE = (*SAME_RUN, "learning_rate")
+# The run's own settings that `--resume` takes from last.h5 unless given again on the command line.
+RESTORED = ("epochs", "seed", "backend", "device")
 
 
 @dataclass
@@ -66,6 +76,7 @@ class Result:
     backend: str
     stopped_early: bool = False
     history: dict[str, list[float]] = field(default_factory=dict)
+    already_finished: str = ""  # set when --resume found a finished run and did nothing: why it had ended
 
 
 def _read_table(spec: spec_mod.Spec, path: str, key: str) -> data.Table:
@@ -129,7 +140,7 @@ def _improved(value: float, best: float, mode: str, min_delta: float) -> bool:
 
 
 @contextmanager
-def _signals_to_flag(flag: dict):
+def signals_to_flag(flag: dict):
     """SIGINT/SIGTERM set a flag the loop checks between batches (never mid-write)."""
     def handler(signum, frame):
         flag["signal"] = signum
@@ -174,6 +185,7 @@ class _Saver:
         self.last: checkpoint.Checkpoint | None = None
         self.best: checkpoint.Checkpoint | None = None
         self.saved_at = time.perf_counter()
+        self.wrote_last = False  # this run has written last.h5
 
     def stage(self, ck: checkpoint.Checkpoint, improved: bool) -> None:
         self.last = ck
@@ -190,14 +202,22 @@ class _Saver:
             self.best = None
         if self.last is not None:
             checkpoint.save(self.last, self.out / "last.h5")
+            self.wrote_last = True
             _write_metrics_csv(self.out / "metrics.csv", self.last.history)
             self.last = None
         self.saved_at = time.perf_counter()
 
 
 class Trainer:
-    def __init__(self, prep: Prepared, choice: backend.Choice, reporter: progress.Silent):
+    def __init__(self, prep: Prepared, choice: backend.Choice, reporter: progress.Silent,
+                 flag: dict | None = None, command: list[str] | None = None):
+        """`flag` is set by train()'s signal handlers (None: fit installs its own); `command` is
+        the `nncli train` command line that continues this run (for the hint after an interrupt)."""
         self.p, self.choice, self.r = prep, choice, reporter
+        self.flag = flag
+        self.command = command or ["nncli", "train", prep.spec.source]
+        self.saver: _Saver | None = None
+        self.resumed = self.overwrite = False  # set by train(): for the message after an interrupt
         s = prep.spec
         self.spec = s
         self.config_yaml = s.to_yaml()
@@ -243,18 +263,34 @@ class Trainer:
 
     # -- state <-> checkpoint --------------------------------------------------
 
-    def _checkpoint(self, epoch: int, step: int, history, best_epoch, best_value, rng_state) -> checkpoint.Checkpoint:
+    def _checkpoint(self, epoch: int, step: int, history, best_epoch, best_value, rng_state,
+                    finished: str = "") -> checkpoint.Checkpoint:
         net = self.p.net
         values = net.values()
+        optimizer = {k: np.asarray(v.get_value()) for k, v in self.opt_state.named().items()}
+        self._check_finite({**values, **{f"optimizer {k}": v for k, v in optimizer.items()}}, epoch, rng_state)
         return checkpoint.Checkpoint(
             config_yaml=self.config_yaml, input_shape=net.input_shape, task=self.spec.task,
             loss=self.spec["loss"], params=values, trainable=list(net.params),
             normalizer=self.p.normalizer, encoding=self.p.encoding, x_names=self.p.x_names,
             y_name=self.p.y_name, epoch=epoch, step=step, backend=self.choice.backend,
             optimizer_type=self.spec["optimizer"]["type"],
-            optimizer={k: np.asarray(v.get_value()) for k, v in self.opt_state.named().items()},
-            history={k: list(v) for k, v in history.items()}, rng=rng_state,
-            best_epoch=best_epoch, best_value=best_value)
+            optimizer=optimizer, history={k: list(v) for k, v in history.items()}, rng=rng_state,
+            best_epoch=best_epoch, best_value=best_value, finished=finished)
+
+    def _check_finite(self, arrays: Mapping[str, np.ndarray], epoch: int, rng_state) -> None:
+        """A state with inf or nan never replaces a good checkpoint: it is the NaN stop (exit 1)."""
+        for key, value in arrays.items():
+            value = np.asarray(value)
+            if value.dtype.kind in "fc" and not np.isfinite(value).all():
+                if self.saver is not None:
+                    self.saver.flush()  # the good checkpoints staged before this one
+                last_path = self.out / "last.h5"
+                kept = f"; kept the last good checkpoint {last_path}" if last_path.exists() else ""
+                batch = rng_state.get("batch", 0)
+                at = f"epoch {epoch + 1}, batch {batch}" if batch else f"epoch {epoch}"
+                raise TrainingError(f"the parameters became non-finite at {at} ({key} holds inf or nan; try "
+                                    f"a smaller learning_rate, weight_decay or regularization){kept}")
 
     def _restore(self, ck: checkpoint.Checkpoint, where: str) -> None:
         net = self.p.net
@@ -277,6 +313,10 @@ class Trainer:
         """Train, holding the output folder's lock (a second run on it is refused)."""
         from nncli import lock
 
+        if self.flag is None:  # used as a library object: SIGINT/SIGTERM set our own flag
+            self.flag = {}
+            with signals_to_flag(self.flag), lock.hold(self.out):
+                return self._fit(resume)
         with lock.hold(self.out):
             return self._fit(resume)
 
@@ -286,12 +326,17 @@ class Trainer:
         seed = s["seed"]
         self.out.mkdir(parents=True, exist_ok=True)
         last_path, best_path = self.out / "last.h5", self.out / "model.h5"
+        flag = self.flag
+        saver = self.saver = _Saver(self.out, s["checkpoint_interval"])
+        self.resumed = self.resumed or resume
         shuffle_rng = np.random.default_rng([seed, 2])
         params, state = p.net.initial_values(np.random.default_rng([seed, 0]))
         p.net.create_shared(params, state)
         self.compile()
         r.info(f"compiled in {self.compile_seconds:.1f}s; {self.steps} training step"
                f"{'s' if self.steps != 1 else ''} per call")
+        if flag.get("signal"):  # Ctrl-C while compiling (JAX would have swallowed a KeyboardInterrupt)
+            self._interrupted(flag["signal"])
 
         history: dict[str, list[float]] = {}
         start_epoch, start_batch, sums = 0, 0, None
@@ -319,74 +364,74 @@ class Trainer:
         n = len(p.x_train)
         n_batches = -(-n // self.batch_size)
         names = ["loss", *self.metrics]
-        flag: dict[str, Any] = {}
-        saver = _Saver(self.out, s["checkpoint_interval"])
         t_start = time.perf_counter()
         stopped_early = False
-        with _signals_to_flag(flag):
-            for epoch in range(start_epoch, epochs):
-                if s["schedule"]:  # a function of the finished epochs' history: the same after --resume
-                    self.lr.set_value(np.asarray(self.schedule.lr(epoch, history), dtype=self.lr.dtype))
-                r.learning_rate(float(self.lr.get_value()))
-                epoch_rng_state = shuffle_rng.bit_generator.state
-                order = data.shuffle_order(p.x_train, shuffle_rng) if s["data"]["shuffle"] else None
-                first = start_batch if epoch == start_epoch else 0
-                totals = sums if (epoch == start_epoch and sums is not None) else np.zeros(len(names))
-                seen = float(min(first * self.batch_size, n))
-                r.epoch_start(epoch + 1, epochs, n_batches, first)
-                t0 = time.perf_counter()
-                # The step's outputs are read back in groups (`_Pending`): JAX computes asynchronously,
-                # so the next batch is prepared while the current one runs.
-                pending, running = _Pending(), {}
-                batches = data.batches(p.x_train, p.t_train, self.batch_size, order)
-                for b0, count, out in steps_mod.calls(self.train_fn, batches, first):
-                    pending.add(b0, out)
-                    done = b0 + count
-                    seen = float(min(done * self.batch_size, n))
-                    if pending.due() or done == n_batches:
-                        totals = self._collect(pending, totals, epoch, saver, last_path)
-                        running = {k: v / seen for k, v in zip(names, totals)}
-                    r.batch(done, running, int(seen))
-                    if flag.get("signal") and done < n_batches:
-                        totals = self._collect(pending, totals, epoch, saver, last_path)
-                        r.close()
-                        saver.stage(self._checkpoint(epoch, int(self.iterations.get_value()), history, best_epoch,
-                                                     best_value, {"shuffle": epoch_rng_state, "batch": done,
-                                                                  "sums": [float(v) for v in totals]}), False)
-                        saver.flush()
-                        self._interrupted(last_path, flag["signal"])
-                logs = {k: float(v / max(seen, 1.0)) for k, v in zip(names, totals)}
-                if self.eval_fn is not None:
-                    from nncli import model
+        for epoch in range(start_epoch, epochs):
+            if s["schedule"]:  # a function of the finished epochs' history: the same after --resume
+                self.lr.set_value(np.asarray(self.schedule.lr(epoch, history), dtype=self.lr.dtype))
+            r.learning_rate(float(self.lr.get_value()))
+            epoch_rng_state = shuffle_rng.bit_generator.state
+            order = data.shuffle_order(p.x_train, shuffle_rng) if s["data"]["shuffle"] else None
+            first = start_batch if epoch == start_epoch else 0
+            totals = sums if (epoch == start_epoch and sums is not None) else np.zeros(len(names))
+            seen = float(min(first * self.batch_size, n))
+            r.epoch_start(epoch + 1, epochs, n_batches, first)
+            t0 = time.perf_counter()
+            # The step's outputs are read back in groups (`_Pending`): JAX computes asynchronously,
+            # so the next batch is prepared while the current one runs.
+            pending, running = _Pending(), {}
+            batches = data.batches(p.x_train, p.t_train, self.batch_size, order)
+            for b0, count, out in steps_mod.calls(self.train_fn, batches, first):
+                pending.add(b0, out)
+                done = b0 + count
+                seen = float(min(done * self.batch_size, n))
+                if pending.due() or done == n_batches:
+                    totals = self._collect(pending, totals, epoch, saver, last_path)
+                    running = {k: v / seen for k, v in zip(names, totals)}
+                r.batch(done, running, int(seen))
+                if flag.get("signal") and done < n_batches:
+                    totals = self._collect(pending, totals, epoch, saver, last_path)
+                    r.close()
+                    saver.stage(self._checkpoint(epoch, int(self.iterations.get_value()), history, best_epoch,
+                                                 best_value, {"shuffle": epoch_rng_state, "batch": done,
+                                                              "sums": [float(v) for v in totals]}), False)
+                    self._interrupted(flag["signal"])
+            logs = {k: float(v / max(seen, 1.0)) for k, v in zip(names, totals)}
+            if self.eval_fn is not None:
+                from nncli import model
 
-                    val = model.run_sums(self.eval_fn, data.batches(p.x_val, p.t_val, self.eval_batch))
-                    logs.update({f"val_{k}": v for k, v in val.items()})
-                if self.predict_fn is not None:
-                    logs = metrics_mod.with_epoch_metrics(logs, self.predict_fn, s["metrics"], s["loss"],
-                                                          (p.x_train, p.t_train), (p.x_val, p.t_val))
-                seconds = time.perf_counter() - t0
-                for k, v in logs.items():
-                    history.setdefault(k, []).append(v)
-                history.setdefault("learning_rate", []).append(float(self.lr.get_value()))
-                history.setdefault("seconds", []).append(seconds)
-                r.epoch_end(epoch + 1, epochs, logs, seconds)
-                value = logs[self.monitor] if self.monitor else logs["loss"]
-                improved = self.monitor is None or _improved(value, best_value, self.mode, self.min_delta)
-                if improved:
-                    best_epoch, best_value = epoch + 1, value
-                # Keras' rule: stop once `patience` epochs in a row have not improved on the best
-                stop = self.patience is not None and not improved and epoch + 1 - best_epoch >= self.patience
-                saver.stage(self._checkpoint(epoch + 1, int(self.iterations.get_value()), history, best_epoch,
-                                             best_value, {"shuffle": shuffle_rng.bit_generator.state, "batch": 0,
-                                                          "sums": []}), improved)
-                saver.maybe_flush(force=stop or epoch + 1 == epochs or bool(flag.get("signal")))
-                if flag.get("signal"):
-                    self._interrupted(last_path, flag["signal"])
-                if stop:
-                    r.info(f"early stopping: {self.monitor} has not improved for {self.patience} epochs "
-                           f"(best {best_value:.4f} at epoch {best_epoch})")
-                    stopped_early = True
-                    break
+                val = model.run_sums(self.eval_fn, data.batches(p.x_val, p.t_val, self.eval_batch))
+                logs.update({f"val_{k}": v for k, v in val.items()})
+            if self.predict_fn is not None:
+                logs = metrics_mod.with_epoch_metrics(logs, self.predict_fn, s["metrics"], s["loss"],
+                                                      (p.x_train, p.t_train), (p.x_val, p.t_val))
+            seconds = time.perf_counter() - t0
+            for k, v in logs.items():
+                history.setdefault(k, []).append(v)
+            history.setdefault("learning_rate", []).append(float(self.lr.get_value()))
+            history.setdefault("seconds", []).append(seconds)
+            r.epoch_end(epoch + 1, epochs, logs, seconds)
+            value = logs[self.monitor] if self.monitor else logs["loss"]
+            improved = self.monitor is None or _improved(value, best_value, self.mode, self.min_delta)
+            if improved:
+                best_epoch, best_value = epoch + 1, value
+            # Keras' rule: stop once `patience` epochs in a row have not improved on the best
+            stop = self.patience is not None and not improved and epoch + 1 - best_epoch >= self.patience
+            finished = "early_stopping" if stop else ("epochs" if epoch + 1 == epochs else "")
+            saver.stage(self._checkpoint(epoch + 1, int(self.iterations.get_value()), history, best_epoch,
+                                         best_value, {"shuffle": shuffle_rng.bit_generator.state, "batch": 0,
+                                                      "sums": []}, finished), improved)
+            saver.maybe_flush(force=bool(finished) or bool(flag.get("signal")))
+            if flag.get("signal"):
+                self._interrupted(flag["signal"])  # flushes again: a signal may land after the decision above
+            if stop:
+                r.info(f"early stopping: {self.monitor} has not improved for {self.patience} epochs "
+                       f"(best {best_value:.4f} at epoch {best_epoch})")
+                stopped_early = True
+                break
+        saver.flush()
+        if flag.get("signal"):  # after the final save: the state is complete, but the user asked to stop
+            self._interrupted(flag["signal"])
         elapsed = time.perf_counter() - t_start
         if not best_path.exists():
             raise CheckpointError(f"{best_path}: missing after training")
@@ -407,10 +452,31 @@ class Trainer:
                                 f"(try a smaller learning_rate){kept}")
         return totals
 
-    def _interrupted(self, last_path: Path, signum: int) -> None:
-        raise Interrupted(f"interrupted; state saved to {last_path}; continue with: "
-                          f"nncli train {self.spec.source} --resume",
-                          exit_code=130 if signum == signal.SIGINT else 143)
+    def _interrupted(self, signum: int) -> None:
+        """Stop for SIGINT/SIGTERM: write what is staged, then say what is on disk (checked by reading it)."""
+        code = 130 if signum == signal.SIGINT else 143
+        self.r.close()
+        if self.saver is not None:
+            self.saver.flush()
+        raise Interrupted(interrupted_message(self.out / "last.h5", self.command,
+                                              self.resumed or (self.saver is not None and self.saver.wrote_last),
+                                              self.overwrite), exit_code=code)
+
+
+def interrupted_message(last_path: Path, command: list[str], saved: bool, overwrite: bool = False) -> str:
+    """The line after an interrupt; "state saved" only when last.h5 holds this run's state and loads."""
+    ck = None
+    if saved:
+        try:
+            ck = checkpoint.load(last_path)
+        except CheckpointError:
+            ck = None
+    if ck is None:
+        again = [*command, "--overwrite"] if overwrite else command
+        return f"interrupted before the first checkpoint; nothing saved; start again with: {shlex.join(again)}"
+    if ck.finished:
+        return f"interrupted after training finished; state saved to {last_path}"
+    return f"interrupted; state saved to {last_path}; continue with: {shlex.join([*command, '--resume'])}"
 
 
 class _Pending:
@@ -452,22 +518,51 @@ class _Pending:
         return totals, bad
 
 
-def train(config: str | os.PathLike, *, output: str | None = None, resume: bool = False,
+def train(config: str | os.PathLike, *, output: str | None = None, resume: bool = False, overwrite: bool = False,
           epochs: int | None = None, seed: int | None = None, backend_name: str | None = None,
           device: str | None = None, reporter: progress.Silent | None = None) -> Result:
-    """Train from a config file; the library entry point behind `nncli train`."""
-    reporter = reporter or progress.Silent()
-    overrides = {"epochs": epochs, "seed": seed, "backend": backend_name, "device": device,
-                 "output": str(Path(output).resolve()) if output else None}
+    """Train from a config file; the library entry point behind `nncli train`.
+
+    SIGINT and SIGTERM only set a flag for the whole call (JAX would swallow a KeyboardInterrupt
+    raised inside its callbacks); the flag is checked between batches and after each stage, and
+    ends the run with `Interrupted` (exit 130/143) once the state on disk is what the message says.
+    """
+    flag: dict[str, Any] = {}
+    with signals_to_flag(flag):
+        return _train(config, output, resume, overwrite, epochs, seed, backend_name, device,
+                      reporter or progress.Silent(), flag)
+
+
+def _train(config, output, resume, overwrite, epochs, seed, backend_name, device, reporter, flag) -> Result:
+    if resume and overwrite:
+        raise ConfigError("--resume continues the run in the output folder and --overwrite replaces it: "
+                          "give one of them")
+    given = {"epochs": epochs, "seed": seed, "backend": backend_name, "device": device}
+    overrides = {**given, "output": str(Path(output).resolve()) if output else None}
+    command = ["nncli", "train", str(config)] + (["-o", overrides["output"]] if output else [])
+    command += [f"--{k}={v}" for k, v in given.items() if v is not None]
     spec = spec_mod.load(config, overrides)
+    out = Path(spec["output"])
+    _check_inputs_are_not_outputs(spec, out)
+    if resume:
+        spec, done = _resume_spec(config, spec, overrides, given, reporter)
+        if done is not None:
+            return done
     choice = backend.choose(spec["backend"], spec["device"], [l.type for l in spec.layers], spec["batch_size"])
     backend.activate(choice)
     prep = prepare(spec)
+    if not resume and not overwrite:  # after the data checks (their errors first), before any write
+        _refuse_another_run(spec, out)
     reporter.info(f"nncli: {spec['name']}: {len(prep.x_train)} training examples"
                   + (f", {len(prep.x_val)} validation" if prep.x_val is not None else "")
                   + f"; {choice.describe()}")
-    trainer = Trainer(prep, choice, reporter)
+    trainer = Trainer(prep, choice, reporter, flag, command)
+    trainer.resumed, trainer.overwrite = resume, overwrite
+    if flag.get("signal"):
+        trainer._interrupted(flag["signal"])
     result = trainer.fit(resume=resume)
+    # last.h5 is complete and marked finished: a kill from here on leaves a run that --resume
+    # reports as finished, so the post-training work never changes the weights
     from nncli import plot
 
     plot.after_training(result, reporter)
@@ -476,4 +571,119 @@ def train(config: str | os.PathLike, *, output: str | None = None, resume: bool 
 
         result.test = inference.evaluate(result.output / "model.h5", spec["data"]["test"],
                                          header=spec["data"]["header"]).metrics
+    if flag.get("signal"):
+        trainer._interrupted(flag["signal"])
     return result
+
+
+def _stored_config(ck: checkpoint.Checkpoint, where: Path) -> dict:
+    import yaml
+
+    try:
+        stored = yaml.safe_load(ck.config_yaml)
+    except (yaml.YAMLError, RecursionError):
+        stored = None
+    if not isinstance(stored, dict):
+        raise CheckpointError(f"{where}: damaged checkpoint: its stored config is not a YAML mapping")
+    return stored
+
+
+def config_differences(a: Any, b: Any, path: str = "") -> list[str]:
+    """The key paths (`data.normalize`, `layers[0].units`) where two plain configs differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in [*a, *(k for k in b if k not in a)]:
+            sub = f"{path}.{k}" if path else str(k)
+            out += config_differences(a[k], b[k], sub) if k in a and k in b else [sub]
+        return out
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [p for i, (x, y) in enumerate(zip(a, b)) for p in config_differences(x, y, f"{path}[{i}]")]
+    same = a == b and type(a) is type(b) or (isinstance(a, (int, float)) and isinstance(b, (int, float))
+                                             and not isinstance(a, bool) and not isinstance(b, bool) and a == b)
+    return [] if same else [path or "(the whole config)"]
+
+
+def _run_differences(spec: spec_mod.Spec, stored: dict, may_change=RESUME_MAY_CHANGE) -> list[str]:
+    import yaml
+
+    mine = yaml.safe_load(spec.to_yaml())
+    return [k for k in config_differences(mine, stored) if k.split(".")[0].split("[")[0] not in may_change]
+
+
+def _resume_spec(config, spec: spec_mod.Spec, overrides: dict, given: dict, reporter: progress.Silent):
+    """The spec of the run in last.h5: its own epochs, seed, backend and device unless given again
+    on the command line; a config that differs in any other key is refused (nothing changed)."""
+    last_path = Path(spec["output"]) / "last.h5"
+    if not last_path.exists():
+        raise CheckpointError(f"{last_path}: nothing to resume (no last.h5 in {spec['output']})")
+    ck = checkpoint.load(last_path)
+    stored = _stored_config(ck, last_path)
+    restored = {k: stored[k] for k in RESTORED if given[k] is None and k in stored}
+    for k, v in restored.items():
+        if spec[k] != v:
+            reporter.info(f"{k}: {v} as the run in {last_path} had it (the config says {spec[k]}; "
+                          f"give --{k} to change it)")
+    spec = spec_mod.load(config, {**overrides, **restored})
+    diff = _run_differences(spec, stored)
+    if diff:
+        raise ConfigError(f"{spec.source}: differs from the run in {last_path} in {', '.join(diff)}; --resume "
+                          f"continues a run with its own config (only {', '.join(RESUME_MAY_CHANGE)} may "
+                          f"change); train into another --output, or give --overwrite to start over")
+    if not ck.finished and ck.epoch < spec["epochs"]:
+        return spec, None
+    if ck.finished == "epochs" and ck.epoch < spec["epochs"]:  # --epochs raised: train on (as Keras does)
+        return spec, None
+    why = {"early_stopping": f"stopped early after epoch {ck.epoch}",
+           "epochs": f"reached its {ck.epoch} epochs; give --epochs N > {ck.epoch} to train on"}.get(
+        ck.finished, f"it has {ck.epoch} epochs (epochs: {spec['epochs']})")
+    hist = {k: v for k, v in ck.history.items() if k not in ("seconds", "learning_rate")}
+    best = {k: v[ck.best_epoch - 1] for k, v in hist.items() if 0 < ck.best_epoch <= len(v)}
+    return spec, Result(Path(spec["output"]), len(ck.history.get("loss", [])), ck.best_epoch, best,
+                        {k: v[-1] for k, v in hist.items() if v}, None, 0.0, ck.backend,
+                        ck.finished == "early_stopping", dict(ck.history),
+                        already_finished=f"{last_path}: training has already finished ({why}); nothing to do")
+
+
+def _refuse_another_run(spec: spec_mod.Spec, out: Path) -> None:
+    """A fresh run may replace only a run of the same config (a rerun); another run needs --overwrite."""
+    for name in ("last.h5", "model.h5"):
+        path = out / name
+        if not os.path.lexists(path):
+            continue
+        advice = "give --overwrite to replace it, --resume to continue it, or another --output"
+        try:
+            ck = checkpoint.load(path)
+            stored = _stored_config(ck, path)
+        except CheckpointError as exc:
+            raise ConfigError(f"{exc.message}; {os.path.abspath(out)} holds files of another run: {advice}") from None
+        diff = _run_differences(spec, stored, SAME_RUN)
+        if diff:
+            keys = ", ".join(diff[:8]) + (" ..." if len(diff) > 8 else "")
+            raise ConfigError(f"{os.path.abspath(out)} holds another run, '{stored.get('name')}' ({name}, epoch "
+                              f"{ck.epoch}), whose config differs in {keys}: {advice}")
+        return
+
+
+def _check_inputs_are_not_outputs(spec: spec_mod.Spec, out: Path) -> None:
+    """No data file may be one of the files the run writes (compared by inode, not by name)."""
+    from nncli import lock
+
+    written = {}
+    for name in (*lock.OUTPUT_FILES, "curves.png", lock.LOCK_NAME):
+        try:
+            st = os.stat(out / name)
+        except (OSError, ValueError):
+            continue
+        written[(st.st_dev, st.st_ino)] = name
+    for key in ("train", "validation", "test"):
+        path = spec["data"][key]
+        if not isinstance(path, str):
+            continue
+        try:
+            st = os.stat(path)
+        except (OSError, ValueError):
+            continue
+        if (st.st_dev, st.st_ino) in written:
+            raise spec.error(f"data.{key}", f"{path} is the run's own {written[(st.st_dev, st.st_ino)]} in "
+                                            f"{out}, which training rewrites; copy it elsewhere or choose "
+                                            f"another output folder")

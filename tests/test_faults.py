@@ -240,7 +240,8 @@ def test_signal_saves_last_and_exits_with_a_resume_hint(setup, reference, tmp_pa
     assert rc == code, stderr
     line = error_line(stderr)
     assert f"state saved to {out / 'last.h5'}" in line
-    assert line.endswith(f"continue with: nncli train {config} --resume")
+    # the hint continues exactly this run: its output folder and command-line overrides (issue 12)
+    assert line.endswith(f"continue with: nncli train {config} -o {out} --epochs=100000 --resume")
     ck = checkpoint.load(out / "last.h5")
     assert ck.epoch >= 3
     if sig == signal.SIGTERM and ck.epoch < EPOCHS:
@@ -256,6 +257,7 @@ def test_signal_saves_last_and_exits_with_a_resume_hint(setup, reference, tmp_pa
 
 @pytest.fixture
 def two_epochs(setup, tmp_path):
+    """A run of 2 epochs (finished: --resume needs --epochs 4 to train on)."""
     folder, _ = setup
     config = write_config(tmp_path, CONFIG.format(train=folder / "d.csv", epochs=4))
     out = tmp_path / "run"
@@ -307,7 +309,7 @@ def test_disk_full_during_a_write_is_one_line_and_keeps_the_previous_files(two_e
         real_write_text = fileio.write_text
         monkeypatch.setattr(fileio, "write_text", lambda p, t: enospc() if str(p).endswith(".csv")
                             else real_write_text(p, t))
-    r = CliRunner().invoke(main, ["train", str(config), "-o", str(out), "--resume"])
+    r = CliRunner().invoke(main, ["train", str(config), "-o", str(out), "--resume", "--epochs", "4"])
     assert r.exit_code == 1, r.output
     line = error_line(r.stderr)
     assert "No space left on device" in line and "unchanged" in line
@@ -329,7 +331,7 @@ def test_a_really_full_disk_in_a_subprocess(two_epochs):
              "resource.setrlimit(resource.RLIMIT_FSIZE, (8000, 8000))\n"
              "os.execv(sys.argv[1], sys.argv[1:])\n")
     r = subprocess.run([sys.executable, "-c", limit, nncli_executable(), "train", str(config), "-o", str(out),
-                        "--resume"], capture_output=True, text=True, env=env(), timeout=120)
+                        "--resume", "--epochs", "4"], capture_output=True, text=True, env=env(), timeout=120)
     assert r.returncode == 1, r.stderr
     line = error_line(r.stderr)
     assert "File too large" in line and "previous file is unchanged" in line
@@ -347,7 +349,7 @@ def test_read_only_output_folder(two_epochs, monkeypatch):
             raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
         return real_open(path, flags, *a, **k)
     monkeypatch.setattr(os, "open", ro_open)
-    r = CliRunner().invoke(main, ["train", str(config), "-o", str(out), "--resume"])
+    r = CliRunner().invoke(main, ["train", str(config), "-o", str(out), "--resume", "--epochs", "4"])
     assert r.exit_code == 1
     line = error_line(r.stderr)
     assert "Read-only file system" in line and str(out) in line
@@ -356,7 +358,7 @@ def test_read_only_output_folder(two_epochs, monkeypatch):
     monkeypatch.setattr(fileio.tempfile, "mkstemp", lambda *a, **k: (_ for _ in ()).throw(
         OSError(errno.EROFS, os.strerror(errno.EROFS))))
     with pytest.raises(CheckpointError) as info:
-        trainer.train(config, output=str(out), resume=True)
+        trainer.train(config, output=str(out), resume=True, epochs=4)
     assert "Read-only file system" in info.value.message and "unchanged" in info.value.message
     monkeypatch.undo()
     assert_unchanged(out, before)
