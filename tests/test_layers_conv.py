@@ -303,10 +303,12 @@ def test_shapes_of_a_cnn_stack():
 # --- the shipped config ------------------------------------------------------------
 
 @pytest.mark.accuracy
-def test_digits_cnn_reaches_098_test_accuracy(tmp_path):
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_digits_cnn_reaches_098_test_accuracy(tmp_path, seed):
     from nncli import inference, trainer
 
-    result = trainer.train(ROOT / "configs" / "digits-cnn.yaml", output=str(tmp_path / "run"))
+    # seeds 0-9 gave 0.986-0.997 on an AMD EPYC (python bench/seeds.py configs/digits-cnn.yaml --seeds ...)
+    result = trainer.train(ROOT / "configs" / "digits-cnn.yaml", output=str(tmp_path / "run"), seed=seed)
     evaluation = inference.evaluate(tmp_path / "run" / "model.h5", str(ROOT / "data" / "digits-test.h5"))
     assert evaluation.metrics["accuracy"] >= 0.98, evaluation.metrics
     assert result.test is not None and abs(result.test["accuracy"] - evaluation.metrics["accuracy"]) < 1e-9
