@@ -173,9 +173,13 @@ def _path_or_fraction(base: Path, what: str):
 def _data_path(base: Path, what: str):
     def check(value, path):
         value = string()(value, path)
-        p = (base / value).resolve() if not os.path.isabs(value) else Path(value)
-        if not p.exists():
-            raise Invalid(path, f"{what} file not found: {p}")
+        p = Path(os.path.normpath(base / value))  # lexical: never touches the file system
+        try:
+            p.stat()
+        except FileNotFoundError:
+            raise Invalid(path, f"{what} file not found: {p}") from None
+        except OSError as exc:
+            raise Invalid(path, f"cannot read the {what} file {p}: {exc.strerror or type(exc).__name__}") from None
         if p.suffix.lower() not in (".csv", ".h5", ".hdf5"):
             raise Invalid(path, f"expected a .csv, .h5 or .hdf5 file, got '{p.name}'")
         return str(p)
@@ -364,5 +368,5 @@ def from_dict(data: Any, source: str, lines: Mapping[str, int] | None = None, ba
     if cfg["output"] is None:
         cfg["output"] = str(Path("runs") / cfg["name"])
     elif not os.path.isabs(cfg["output"]):
-        cfg["output"] = str((base / cfg["output"]).resolve())
+        cfg["output"] = os.path.normpath(base / cfg["output"])
     return Spec(source, MappingProxyType(cfg), layers, MappingProxyType(dict(lines)))

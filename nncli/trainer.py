@@ -538,7 +538,7 @@ def _train(config, output, resume, overwrite, epochs, seed, backend_name, device
         raise ConfigError("--resume continues the run in the output folder and --overwrite replaces it: "
                           "give one of them")
     given = {"epochs": epochs, "seed": seed, "backend": backend_name, "device": device}
-    overrides = {**given, "output": str(Path(output).resolve()) if output else None}
+    overrides = {**given, "output": os.path.abspath(output) if output else None}
     command = ["nncli", "train", str(config)] + (["-o", overrides["output"]] if output else [])
     command += [f"--{k}={v}" for k, v in given.items() if v is not None]
     spec = spec_mod.load(config, overrides)

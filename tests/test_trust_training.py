@@ -469,3 +469,33 @@ def test_a_data_file_that_is_one_of_the_run_files_is_refused(configs, blobs_csv,
     r = cli(config, "-o", out, "--overwrite")
     assert r.exit_code == 2 and "is the run's own metrics.csv" in error_line(r.stderr)
     assert snapshot(out) == before
+
+
+def test_unreachable_output_and_data_paths_are_one_line(configs, tmp_path, monkeypatch):
+    """A path that cannot even be looked at (like /proc/1/root/x for a contained root) is one
+    Error: line, not an internal error, for the output folder and for a data file."""
+    blocked = tmp_path / "blocked"
+    real_stat, real_mkdir = os.stat, Path.mkdir
+
+    def stat(path, *args, **kwargs):
+        if str(path).startswith(str(blocked)):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_stat(path, *args, **kwargs)
+
+    def mkdir(self, *args, **kwargs):
+        if str(self).startswith(str(blocked)):
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", stat)
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    monkeypatch.setattr(Path, "resolve", lambda self, strict=False: stat(self) and self)
+    r = cli(configs[1], "-o", blocked / "x", "--epochs", "1")
+    assert r.exit_code == 1
+    assert "cannot create the output folder" in error_line(r.stderr) and "internal error" not in r.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"data:\n  train: {blocked / 'x.csv'}\nlayers:\n  - {{type: dense, units: 1}}\n")
+    r = cli(bad)
+    assert r.exit_code == 2
+    line = error_line(r.stderr)
+    assert "data.train (line 2)" in line and "Permission denied" in line
