@@ -276,8 +276,8 @@ class Encoding:
 
 
 def _label_strings(y: np.ndarray) -> tuple[np.ndarray, bool]:
-    if y.dtype.kind in "iub":
-        return y.astype(np.int64).astype(str), True
+    if y.dtype.kind in "iub":  # straight to text: uint64 labels >= 2**63 stay exact
+        return y.astype(np.int8 if y.dtype.kind == "b" else y.dtype).astype(str), True
     if y.dtype.kind == "f":
         if not np.all(np.mod(y, 1) == 0) or not np.all(np.abs(y) < 2**53):
             raise ValueError("class labels must be integers or names, got fractional numbers")
