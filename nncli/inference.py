@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
-import yaml
 
 from nncli import backend, checkpoint, data, fileio, network
 from nncli import spec as spec_mod
@@ -35,17 +34,13 @@ class Loaded:
 def load_model(path: str | os.PathLike, compile_backend: bool = True) -> Loaded:
     where = str(path)
     ck = checkpoint.load(where)
-    try:
-        config = yaml.safe_load(ck.config_yaml)
-    except yaml.YAMLError:
-        raise CheckpointError(f"{where}: damaged checkpoint: the stored config is not valid YAML") from None
-    if not isinstance(config, dict) or "layers" not in config:
-        raise CheckpointError(f"{where}: damaged checkpoint: the stored config has no layers")
+    config = _stored_config(ck, where)
     try:
         layers = spec_mod.parse_layers(config["layers"], f"{where}:/config")
         net = network.Network(layers, ck.input_shape)
     except (NncliError, network.LayerShapeError) as exc:
         raise CheckpointError(f"{where}: the stored network cannot be rebuilt: {exc}") from None
+    _check_outputs(ck, net, where)
     params, state = net.initial_values(np.random.default_rng(0))
     for key, value in {**params, **state}.items():
         if key not in ck.params:
@@ -62,6 +57,32 @@ def load_model(path: str | os.PathLike, compile_backend: bool = True) -> Loaded:
         backend.activate(choice)
         net.create_shared({k: ck.params[k] for k in params}, {k: ck.params[k] for k in state})
     return Loaded(where, ck, config, net)
+
+
+def _stored_config(ck: checkpoint.Checkpoint, where: str) -> dict[str, Any]:
+    """The config stored in the checkpoint, parsed with the size, node and depth budget of config files."""
+    try:
+        config, _ = spec_mod.parse_yaml(ck.config_yaml, f"{where}:/config")
+    except NncliError as exc:
+        raise CheckpointError(f"{where}: damaged checkpoint: the stored config: {exc.message}") from None
+    if not isinstance(config, dict) or "layers" not in config:
+        raise CheckpointError(f"{where}: damaged checkpoint: the stored config has no layers")
+    for key, allowed in (("backend", ("auto", "jax", "numba", "c")), ("device", ("auto", "cpu", "gpu"))):
+        if config.get(key, "auto") not in allowed:
+            raise CheckpointError(f"{where}: damaged checkpoint: the stored config's {key} is "
+                                  f"{checkpoint._show(config[key])}, expected one of {', '.join(allowed)}")
+    if not isinstance(config.get("metrics") or [], list):
+        raise CheckpointError(f"{where}: damaged checkpoint: the stored config's metrics is not a list")
+    return config
+
+
+def _check_outputs(ck: checkpoint.Checkpoint, net: network.Network, where: str) -> None:
+    """The class names match the network's outputs, and the stored values its parameters."""
+    enc, out = ck.encoding, tuple(net.output_shape)
+    needed = {"categorical": (len(enc.classes or []),), "binary": (1,)}.get(enc.kind)
+    if needed is not None and out != needed:
+        raise CheckpointError(f"{where}: damaged checkpoint: /labels/classes holds {len(enc.classes or [])} "
+                              f"class names, the network outputs shape {out}")
 
 
 def _read_inputs(model: Loaded, path: str, with_targets: bool) -> data.Table:

@@ -220,6 +220,7 @@ def _open_source(path: str, x_name: Any, y_name: str | None, where: str):
         info = _x_info(path, x_name)
         if info is None:  # let the in-memory reader describe what is wrong
             raise DataError(f"{path}: dataset '{x_name}' cannot be streamed{where}")
+        data.check_stored(f[x_name], path, x_name)
         y = data._h5_array(f, path, y_name, "targets")
     shape, _ = info
     if len(y) != shape[0]:
