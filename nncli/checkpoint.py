@@ -31,7 +31,7 @@ import h5py
 import numpy as np
 
 from nncli import __version__, fileio
-from nncli.data import Encoding, Normalizer
+from nncli.data import Encoding, Normalizer, stored_completely
 from nncli.errors import CheckpointError
 
 FORMAT = "nncli-checkpoint"
@@ -134,7 +134,7 @@ def _fill(f: h5py.File, c: Checkpoint) -> None:
 
 # --- reading defensively: every size is checked before it is read, every value before use ---
 
-MAX_INPUT_VALUES = 2**31 - 1     # values per example (the product of input_shape)
+MAX_INPUT_VALUES = 100_000_000   # values per example (the product of input_shape)
 MAX_HISTORY = 1_000_000          # epochs (the config's maximum)
 MAX_NAMES = 1_000_000            # x_names, trainable, history keys
 BIT_GENERATOR = "PCG64"          # what numpy.random.default_rng draws with (the shuffle generator)
@@ -150,6 +150,8 @@ def _declared(ds, max_values: int, what: str) -> h5py.Dataset:
     size = int(np.prod(shape, dtype=object))
     if size > max_values or size * max(ds.dtype.itemsize, 1) > max(8 * max_values, 1 << 20):
         raise ValueError(f"{what} declares shape {tuple(shape)}, more than the {max_values:,} values allowed")
+    if not stored_completely(ds):
+        raise ValueError(f"{what} declares shape {tuple(shape)} but the file does not store all of it")
     return ds
 
 

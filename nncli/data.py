@@ -190,21 +190,24 @@ def _open_h5(path: str) -> h5py.File:
         raise DataError(f"{path}: not a readable HDF5 file") from None
 
 
-def check_stored(ds: h5py.Dataset, path: str, name: str) -> None:
-    """Refuse a dataset whose file does not hold all it declares: HDF5 reads unwritten chunks
-    (or never written contiguous storage) as fill values, so a 10 kB file can declare 8 GB of
-    zeros. Checked from the dataset's metadata, before anything is read or allocated."""
+def stored_completely(ds: h5py.Dataset) -> bool:
+    """Does the file hold every value `ds` declares? HDF5 reads unwritten chunks (or never
+    written contiguous storage) as fill values, so a 10 kB file can declare 8 GB of zeros.
+    Answered from the dataset's metadata, before anything is read or allocated."""
     if ds.is_virtual or ds.external:  # stored in other files: refused by the link checks
-        return
+        return True
     size = int(np.prod(ds.shape, dtype=object)) if ds.shape else 0
     if size == 0:
-        return
+        return True
     if ds.chunks is None:
-        complete = ds.id.get_storage_size() >= size * ds.dtype.itemsize
-    else:
-        needed = int(np.prod([-(-d // c) for d, c in zip(ds.shape, ds.chunks)], dtype=object))
-        complete = ds.id.get_num_chunks() >= needed
-    if not complete:
+        return ds.id.get_storage_size() >= size * ds.dtype.itemsize
+    needed = int(np.prod([-(-d // c) for d, c in zip(ds.shape, ds.chunks)], dtype=object))
+    return ds.id.get_num_chunks() >= needed
+
+
+def check_stored(ds: h5py.Dataset, path: str, name: str) -> None:
+    """A DataError for a dataset whose file does not hold all it declares (see stored_completely)."""
+    if not stored_completely(ds):
         raise DataError(f"{path}: dataset '{name}' declares shape {tuple(ds.shape)} but the file does not "
                         f"store all of it (unwritten parts would read as fill values); refusing it")
 

@@ -160,6 +160,13 @@ def _with_key(key, value):
     return _stored_config(lambda text: yaml.safe_dump({**yaml.safe_load(text), key: value}, sort_keys=False))
 
 
+def _unwritten(name, shape, dtype):
+    def edit(f):
+        del f[name]
+        f.create_dataset(name, shape=shape, chunks=True, dtype=dtype)
+    return edit
+
+
 STRINGS = h5py.string_dtype("utf-8")
 HOSTILE = {
     "negative input_shape": (_attr("model", "input_shape", np.array([-2], np.int64)), "input_shape"),
@@ -182,6 +189,8 @@ HOSTILE = {
     "labels kind unknown": (_attr("labels", "kind", "ordinal"), "/labels kind"),
     "loss unknown": (_attr("model", "loss", "hinge_of_doom"), "loss"),
     "best_epoch past the history": (_attr("", "best_epoch", 6000), "best_epoch"),
+    "class names declared, never written": (_unwritten("labels/classes", (3,), STRINGS), "does not store all"),
+    "x_names declared, never written": (_unwritten("model/x_names", (2,), STRINGS), "does not store all"),
     "trainable names a missing parameter": (
         _replace("model/trainable", np.array(["nope/W"], dtype=object), dtype=STRINGS), "nope/W"),
 }
