@@ -211,8 +211,9 @@ def _check_finite_and_stats(stream: XStream, kind: str, stats: bool, where: str)
     return data.Normalizer(kind, shift.astype(np.float32), scale.astype(np.float32))
 
 
-def _open_source(path: str, x_name: Any, y_name: str | None, where: str):
-    """Check the x/y datasets of a training file; read the targets (small) into memory."""
+def _open_source(path: str, x_name: Any, y_name: str | None, where: str, budget: float = float("inf")):
+    """Check the x/y datasets of a training file; read the targets (small) into memory,
+    refused before reading when they alone would take more than `budget` bytes."""
     if not isinstance(x_name, (str, type(None))):
         raise DataError(f"{path}: data.x must name one HDF5 dataset, got a list{where}")
     x_name, y_name = x_name or "x", y_name or "y"
@@ -221,7 +222,11 @@ def _open_source(path: str, x_name: Any, y_name: str | None, where: str):
         if info is None:  # let the in-memory reader describe what is wrong
             raise DataError(f"{path}: dataset '{x_name}' cannot be streamed{where}")
         data.check_stored(f[x_name], path, x_name)
-        y = data._h5_array(f, path, y_name, "targets")
+        y_ds = data._h5_dataset(f, path, y_name, "targets")
+        if y_ds.size * max(y_ds.dtype.itemsize, 4) > budget:
+            raise DataError(f"{path}: the targets '{y_name}' {tuple(y_ds.shape)} alone take more than "
+                            f"data.memory_budget_mb ({budget / (1 << 20):g} MB); they are held in memory{where}")
+        y = data._h5_read(y_ds, path, y_name)
     shape, _ = info
     if len(y) != shape[0]:
         raise DataError(f"{path}: '{x_name}' has {shape[0]} rows but '{y_name}' has {len(y)}{where}")
@@ -245,7 +250,7 @@ def prepare(spec):
     path = d["train"]
     where = f" (from {spec.source}: data.train)"
     try:
-        x_name, y_name, shape, y = _open_source(path, d["x"], d["y"], where)
+        x_name, y_name, shape, y = _open_source(path, d["x"], d["y"], where, budget_bytes(spec))
     except DataError as exc:
         if exc.message.endswith(where):
             raise

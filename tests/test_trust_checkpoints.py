@@ -441,3 +441,19 @@ def test_uint64_class_labels_stay_exact(tmp_path):
     assert t.argmax(axis=1).tolist() == [1, 2, 1, 0]
     binary = data.fit_encoding(data.Table(table.x[:2], labels[:2], "u"), "binary_crossentropy", 1)
     assert binary.classes == [str(2**63), str(2**64 - 1)]
+
+
+def test_streamed_training_refuses_targets_larger_than_the_memory_budget(tmp_path):
+    """Streaming keeps only the targets in memory: targets over the budget are refused before reading."""
+    path = tmp_path / "d.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("x", data=np.ones((64, 2), np.float32))
+        f.create_dataset("y", data=np.ones((64, 5000), np.float32), compression="gzip")
+    config = write_config(tmp_path, """
+data: {train: d.h5, memory_budget_mb: 0.0001}
+loss: mse
+layers:
+  - {type: dense, units: 5000}
+""")
+    r = runner.invoke(main, ["train", str(config), "-o", str(tmp_path / "out")])
+    assert_one_error(r, 1, str(path), "targets 'y'", "memory_budget_mb")
