@@ -71,13 +71,18 @@ def _stored_config(ck: checkpoint.Checkpoint, where: str) -> dict[str, Any]:
         if config.get(key, "auto") not in allowed:
             raise CheckpointError(f"{where}: damaged checkpoint: the stored config's {key} is "
                                   f"{checkpoint._show(config[key])}, expected one of {', '.join(allowed)}")
-    if not isinstance(config.get("metrics") or [], list):
-        raise CheckpointError(f"{where}: damaged checkpoint: the stored config's metrics is not a list")
+    from nncli import metrics as metrics_mod
+    from nncli.schema import Invalid, list_of, optional
+
+    try:  # as config files check them (a huge top_<k>_accuracy, a mapping, ...)
+        config["metrics"] = optional(list_of(metrics_mod.validate_item))(config.get("metrics"), "metrics")
+    except Invalid as exc:
+        raise CheckpointError(f"{where}: damaged checkpoint: the stored config's {exc.path}: {exc.message}") from None
     return config
 
 
 def _check_outputs(ck: checkpoint.Checkpoint, net: network.Network, where: str) -> None:
-    """The class names match the network's outputs, and the stored values its parameters."""
+    """The class names match the network's outputs."""
     enc, out = ck.encoding, tuple(net.output_shape)
     needed = {"categorical": (len(enc.classes or []),), "binary": (1,)}.get(enc.kind)
     if needed is not None and out != needed:

@@ -184,6 +184,8 @@ HOSTILE = {
     "config nested 60 deep": (_stored_config(lambda t: t + "x: " + "[" * 60 + "]" * 60 + "\n"), "nested"),
     "backend a list in the config": (_with_key("backend", ["jax", "c"]), "backend"),
     "device a mapping in the config": (_with_key("device", {"a": 1}), "device"),
+    "huge top-k in the stored metrics": (_with_key("metrics", ["accuracy", "top_100000000000000000000_accuracy"]),
+                                         "metrics[1]"),
     "backend attribute a list": (_attr("", "backend", np.array([1, 2])), "backend"),
     "epoch attribute a string": (_attr("", "epoch", "six"), "epoch"),
     "labels kind unknown": (_attr("labels", "kind", "ordinal"), "/labels kind"),
