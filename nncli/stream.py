@@ -40,6 +40,7 @@ BLOCK_BYTES = 4 << 20          # rows per block: about this many bytes of float3
 MAX_BLOCKS_FOR_SPLIT = 64      # small streamed files: at least this many blocks, for the split
 MIX_BLOCKS = 4                 # blocks read and shuffled together
 PREDICT_STREAM_BYTES = 16 << 20
+TARGETS_FLOOR_BYTES = 64 << 20  # streamed training holds the targets in memory: up to the budget, or this
 PREDICT_CHUNK_ROWS = 50_000
 
 
@@ -223,9 +224,10 @@ def _open_source(path: str, x_name: Any, y_name: str | None, where: str, budget:
             raise DataError(f"{path}: dataset '{x_name}' cannot be streamed{where}")
         data.check_stored(f[x_name], path, x_name)
         y_ds = data._h5_dataset(f, path, y_name, "targets")
-        if y_ds.size * max(y_ds.dtype.itemsize, 4) > budget:
+        limit = max(budget, TARGETS_FLOOR_BYTES)
+        if y_ds.size * max(y_ds.dtype.itemsize, 4) > limit:
             raise DataError(f"{path}: the targets '{y_name}' {tuple(y_ds.shape)} alone take more than "
-                            f"data.memory_budget_mb ({budget / (1 << 20):g} MB); they are held in memory{where}")
+                            f"{limit / (1 << 20):g} MB (data.memory_budget_mb); they are held in memory{where}")
         y = data._h5_read(y_ds, path, y_name)
     shape, _ = info
     if len(y) != shape[0]:

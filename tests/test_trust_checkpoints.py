@@ -448,14 +448,18 @@ def test_uint64_class_labels_stay_exact(tmp_path):
 def test_streamed_training_refuses_targets_larger_than_the_memory_budget(tmp_path):
     """Streaming keeps only the targets in memory: targets over the budget are refused before reading."""
     path = tmp_path / "d.h5"
+    rows, cols = 20_000, 1000  # targets of 80 MB (over the 64 MB floor), stored in under 1 MB
     with h5py.File(path, "w") as f:
-        f.create_dataset("x", data=np.ones((64, 2), np.float32))
-        f.create_dataset("y", data=np.ones((64, 5000), np.float32), compression="gzip")
-    config = write_config(tmp_path, """
-data: {train: d.h5, memory_budget_mb: 0.0001}
+        f.create_dataset("x", data=np.ones((rows, 2), np.float32))
+        y = f.create_dataset("y", shape=(rows, cols), dtype="f4", chunks=(1000, cols), compression="gzip")
+        for a in range(0, rows, 1000):
+            y[a:a + 1000] = np.zeros((1000, cols), np.float32)
+    assert path.stat().st_size < 1_000_000
+    config = write_config(tmp_path, f"""
+data: {{train: d.h5, memory_budget_mb: 0.1}}  # the inputs (160 kB) are streamed
 loss: mse
 layers:
-  - {type: dense, units: 5000}
+  - {{type: dense, units: {cols}}}
 """)
     r = runner.invoke(main, ["train", str(config), "-o", str(tmp_path / "out")])
-    assert_one_error(r, 1, str(path), "targets 'y'", "memory_budget_mb")
+    assert_one_error(r, 1, str(path), "targets 'y'", "(20000, 1000)", "memory_budget_mb")
