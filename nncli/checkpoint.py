@@ -32,11 +32,12 @@ import h5py
 import numpy as np
 
 from nncli import __version__, fileio, h5safe
-from nncli.data import Encoding, Normalizer
+from nncli.data import Encoding, Normalizer, stored_completely
 from nncli.errors import CheckpointError
 
 FORMAT = "nncli-checkpoint"
 FORMAT_VERSION = 1
+FINISHED = ("", "epochs", "early_stopping")  # the root attribute "finished": why training ended
 
 
 @dataclass
@@ -134,20 +135,197 @@ def _fill(f: h5py.File, c: Checkpoint) -> None:
     f.create_group("rng").attrs["state"] = json.dumps(c.rng)
 
 
-def _read_tree(group: h5py.Group) -> dict[str, np.ndarray]:
+# --- reading defensively: every size is checked before it is read, every value before use ---
+
+MAX_INPUT_VALUES = 100_000_000   # values per example (the product of input_shape)
+MAX_HISTORY = 1_000_000          # epochs (the config's maximum)
+MAX_NAMES = 1_000_000            # x_names, trainable, history keys
+BIT_GENERATOR = "PCG64"          # what numpy.random.default_rng draws with (the shuffle generator)
+
+
+def _declared(ds, max_values: int, what: str) -> h5py.Dataset:
+    """`ds` as a dataset holding at most `max_values` values (checked before anything is read)."""
+    if not isinstance(ds, h5py.Dataset):
+        raise ValueError(f"{what} is not a dataset")
+    shape = ds.shape
+    if shape is None:
+        raise ValueError(f"{what} is empty (no shape)")
+    size = int(np.prod(shape, dtype=object))
+    if size > max_values or size * max(ds.dtype.itemsize, 1) > max(8 * max_values, 1 << 20):
+        raise ValueError(f"{what} declares shape {tuple(shape)}, more than the {max_values:,} values allowed")
+    if not stored_completely(ds):
+        raise ValueError(f"{what} declares shape {tuple(shape)} but the file does not store all of it")
+    return ds
+
+
+def _read_tree(group: h5py.Group, max_values: int | None = None) -> dict[str, np.ndarray]:
+    """Every numeric dataset under `group`, at most `max_values` values in all (default: the
+    network's parameter budget); each size is checked before the dataset is read."""
+    from nncli.network import MAX_PARAMS
+
+    budget = [MAX_PARAMS if max_values is None else max_values]
     out: dict[str, np.ndarray] = {}
 
     def visit(name, obj):
         if isinstance(obj, h5py.Dataset):
             if obj.dtype.kind not in "biuf":
                 raise ValueError(f"{obj.name} holds {obj.dtype}, expected numbers")
+            _declared(obj, budget[0], f"{obj.name}")
+            budget[0] -= int(np.prod(obj.shape, dtype=object))
             out[name] = np.asarray(obj[()])
     group.visititems(visit)
     return out
 
 
-def _strings(ds) -> list[str]:
-    return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in ds[()]]
+def _strings(ds, max_values: int = MAX_NAMES) -> list[str]:
+    ds = _declared(ds, max_values, getattr(ds, "name", "a string list"))
+    values = ds[()]
+    if np.ndim(values) != 1:
+        raise ValueError(f"{ds.name} has shape {np.shape(values)}, expected a list of strings")
+    return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
+
+
+def _attr_int(obj, key: str, lo: int, hi: int, default: int | None = None) -> int:
+    value = obj.attrs.get(key, default)
+    if isinstance(value, np.ndarray) and value.shape == ():
+        value = value.item()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or not lo <= int(value) <= hi:
+        raise ValueError(f"attribute {key} of {obj.name} is {_show(value)}, expected an integer from {lo} to {hi}")
+    return int(value)
+
+
+def _attr_str(obj, key: str, default: str | None = None) -> str:
+    value = obj.attrs.get(key, default)
+    if isinstance(value, bytes):
+        value = value.decode("utf-8")
+    if not isinstance(value, str):
+        raise ValueError(f"attribute {key} of {obj.name} is {_show(value)}, expected a string")
+    return value
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _input_shape(model: h5py.Group) -> tuple[int, ...]:
+    dims = np.asarray(model.attrs["input_shape"])
+    if dims.ndim != 1 or not 1 <= len(dims) <= 8 or dims.dtype.kind not in "iu" or (dims < 1).any() \
+            or int(np.prod(dims, dtype=object)) > MAX_INPUT_VALUES:
+        raise ValueError(f"/model input_shape is {_show(dims.tolist())}, expected 1 to 8 positive sizes")
+    return tuple(int(d) for d in dims)
+
+
+def _normalizer(norm: h5py.Group, input_shape: tuple[int, ...]) -> Normalizer:
+    kind = _attr_str(norm, "kind")
+    if kind not in ("none", "standard", "minmax"):
+        raise ValueError(f"/normalization kind is {_show(kind)}, expected none, standard or minmax")
+    if kind == "none":
+        return Normalizer("none")
+    vectors = []
+    for name in ("shift", "scale"):
+        if name not in norm:
+            raise ValueError(f"missing /normalization/{name}")
+        ds = _declared(norm[name], MAX_INPUT_VALUES, f"/normalization/{name}")
+        if tuple(ds.shape) != input_shape or ds.dtype.kind not in "iuf":
+            raise ValueError(f"/normalization/{name} has shape {tuple(ds.shape)} ({ds.dtype}), "
+                             f"the inputs have shape {input_shape}")
+        value = np.asarray(ds[()], dtype=np.float32)
+        if not np.isfinite(value).all():
+            raise ValueError(f"/normalization/{name} has non-finite values")
+        vectors.append(value)
+    return Normalizer(kind, *vectors)
+
+
+def _encoding(labels: h5py.Group) -> Encoding:
+    from nncli.data import MAX_CLASSES
+
+    kind = _attr_str(labels, "kind")
+    if kind not in ("categorical", "binary", "values"):
+        raise ValueError(f"/labels kind is {_show(kind)}, expected categorical, binary or values")
+    numeric = labels.attrs["numeric"]
+    if not isinstance(numeric, (bool, np.bool_)):
+        raise ValueError(f"/labels numeric is {_show(numeric)}, expected true or false")
+    classes = _strings(labels["classes"], MAX_CLASSES) if "classes" in labels else None
+    if kind != "values" and (not classes or (kind == "binary" and len(classes) != 2)):
+        raise ValueError(f"/labels/classes holds {len(classes or [])} class names, a {kind} model needs "
+                         f"{'2' if kind == 'binary' else 'at least 1'}")
+    return Encoding(kind, classes if kind != "values" else None, bool(numeric))
+
+
+def _history(group: h5py.Group, epoch: int) -> dict[str, list[float]]:
+    if len(group) > MAX_NAMES:
+        raise ValueError(f"/history holds {len(group)} entries")
+    out = {}
+    for key in group:
+        ds = _declared(group[key], epoch, f"/history/{key}")
+        if ds.dtype.kind not in "iuf" or len(ds.shape) != 1:
+            raise ValueError(f"/history/{key} is {ds.dtype} of shape {ds.shape}, expected one number per epoch")
+        out[key] = [float(v) for v in ds[()]]
+    return out
+
+
+def _rng(text: str) -> dict[str, Any]:
+    """The resume state: the shuffle generator's state at the start of the epoch in progress,
+    the minibatches of it already done, and their running sums (checked again by the trainer,
+    which knows how many there may be)."""
+    try:
+        rng = json.loads(text)
+    except (ValueError, RecursionError):
+        raise ValueError("/rng state is not valid JSON") from None
+    if not isinstance(rng, dict) or not {"shuffle", "batch", "sums"} <= set(rng):
+        raise ValueError("/rng state is not a mapping with shuffle, batch and sums")
+    batch, sums, shuffle = rng["batch"], rng["sums"], rng["shuffle"]
+    if isinstance(batch, bool) or not isinstance(batch, int) or not 0 <= batch < 2**63:
+        raise ValueError(f"/rng batch is {_show(batch)}, expected a count of minibatches")
+    if not isinstance(sums, list) or len(sums) > 1000 or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in sums):
+        raise ValueError("/rng sums is not a list of finite numbers")
+    state = shuffle.get("state") if isinstance(shuffle, dict) else None
+    if not isinstance(shuffle, dict) or shuffle.get("bit_generator") != BIT_GENERATOR \
+            or set(shuffle) != {"bit_generator", "state", "has_uint32", "uinteger"} \
+            or not isinstance(state, dict) or set(state) != {"state", "inc"} \
+            or not all(_int_in(state[k], 0, 2**128 - 1) for k in state) \
+            or not _int_in(shuffle["has_uint32"], 0, 1) or not _int_in(shuffle["uinteger"], 0, 2**32 - 1):
+        raise ValueError(f"/rng shuffle is not a {BIT_GENERATOR} generator state")
+    try:
+        np.random.PCG64().state = shuffle
+    except (TypeError, ValueError, OverflowError, KeyError):
+        raise ValueError(f"/rng shuffle is not a {BIT_GENERATOR} generator state") from None
+    return rng
+
+
+def _int_in(value: Any, lo: int, hi: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi
+
+
+def _check_loaded(ck: Checkpoint) -> None:
+    """Checks across the parts of a checkpoint that was read."""
+    from nncli.losses import CLASSIFICATION_LOSSES, LOSSES
+
+    if ck.loss not in LOSSES.names():
+        raise ValueError(f"/model loss is {_show(ck.loss)}, not a known loss")
+    if ck.task != ("classification" if ck.loss in CLASSIFICATION_LOSSES else "regression"):
+        raise ValueError(f"/model task {_show(ck.task)} does not go with the loss {ck.loss}")
+    if ck.encoding.kind != "values" and ck.task != "classification":
+        raise ValueError(f"/labels kind {ck.encoding.kind} needs a classification loss, the loss is {ck.loss}")
+    unknown = [k for k in ck.trainable if k not in ck.params]
+    if unknown:
+        raise ValueError(f"/model/trainable names {_show(unknown[0])}, which /params does not hold")
+    if not 0 <= ck.best_epoch <= ck.epoch:
+        raise ValueError(f"best_epoch {ck.best_epoch} is not between 0 and the epoch {ck.epoch}")
+    short = [k for k, v in ck.history.items() if len(v) < ck.best_epoch]
+    if short:
+        raise ValueError(f"/history/{short[0]} has fewer values than the best epoch {ck.best_epoch}")
+
+
+def _finished(f: h5py.File) -> str:
+    """Why training ended ("" while it runs; files from before the attribute read as "")."""
+    value = _attr_str(f, "finished", "")
+    if value not in FINISHED:
+        raise CheckpointError(f"{f.filename}: damaged checkpoint: /finished is {_show(value)}, "
+                              f"expected one of {', '.join(repr(v) for v in FINISHED)}")
+    return value
 
 
 def load(path: str | os.PathLike) -> Checkpoint:
@@ -174,31 +352,34 @@ def load(path: str | os.PathLike) -> Checkpoint:
                 if group not in f:
                     raise CheckpointError(f"{where}: damaged checkpoint: missing /{group}")
             model = f["model"]
-            norm = f["normalization"]
-            labels = f["labels"]
-            normalizer = Normalizer(str(norm.attrs["kind"]),
-                                    norm["shift"][()] if "shift" in norm else None,
-                                    norm["scale"][()] if "scale" in norm else None)
-            return Checkpoint(
-                config_yaml=str(f["config"].attrs["yaml"]),
-                input_shape=tuple(int(d) for d in model.attrs["input_shape"]),
-                task=str(model.attrs["task"]), loss=str(model.attrs["loss"]),
-                params=_read_tree(f["params"]), trainable=_strings(model["trainable"]),
-                normalizer=normalizer,
-                encoding=Encoding(str(labels.attrs["kind"]),
-                                  _strings(labels["classes"]) if "classes" in labels else None,
-                                  bool(labels.attrs["numeric"])),
-                x_names=_strings(model["x_names"]), y_name=str(model.attrs["y_name"]) or None,
-                epoch=int(f.attrs["epoch"]), step=int(f.attrs["step"]), backend=str(f.attrs.get("backend", "")),
-                optimizer_type=str(f["optimizer"].attrs.get("type", "")), optimizer=_read_tree(f["optimizer"]),
-                history={k: [float(v) for v in f["history"][k][()]] for k in f["history"]},
-                rng=json.loads(str(f["rng"].attrs["state"])),
-                best_epoch=int(f.attrs.get("best_epoch", 0)), best_value=float(f.attrs.get("best_value", np.nan)),
-                finished=str(f.attrs.get("finished", "")),
+            input_shape = _input_shape(model)
+            epoch = _attr_int(f, "epoch", 0, MAX_HISTORY)
+            params = _read_tree(f["params"])
+            n_params = sum(v.size for v in params.values())
+            ck = Checkpoint(
+                config_yaml=_attr_str(f["config"], "yaml"),
+                input_shape=input_shape,
+                task=_attr_str(model, "task"), loss=_attr_str(model, "loss"),
+                params=params, trainable=_strings(model["trainable"]),
+                normalizer=_normalizer(f["normalization"], input_shape),
+                encoding=_encoding(f["labels"]),
+                x_names=_strings(model["x_names"], max(int(np.prod(input_shape)), 1)),
+                y_name=_attr_str(model, "y_name") or None,
+                epoch=epoch, step=_attr_int(f, "step", 0, 2**63 - 1), backend=_attr_str(f, "backend", ""),
+                optimizer_type=_attr_str(f["optimizer"], "type", ""),
+                optimizer=_read_tree(f["optimizer"], 4 * n_params + 16),
+                history=_history(f["history"], epoch),
+                rng=_rng(_attr_str(f["rng"], "state")),
+                best_epoch=_attr_int(f, "best_epoch", 0, MAX_HISTORY, 0),
+                best_value=float(f.attrs.get("best_value", np.nan)),
+                finished=_finished(f),
                 created=str(f.attrs.get("created", "")), nncli_version=str(f.attrs.get("nncli_version", "")),
             )
+            _check_loaded(ck)
+            return ck
     except CheckpointError:
         raise
-    except (KeyError, OSError, ValueError, TypeError, RuntimeError, AttributeError, IndexError) as exc:
+    except (KeyError, OSError, ValueError, TypeError, RuntimeError, AttributeError, IndexError,
+            OverflowError, UnicodeDecodeError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"{where}: damaged checkpoint: {msg}") from None

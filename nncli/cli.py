@@ -9,6 +9,7 @@ is shown only with ``nncli --debug``.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import signal
 import sys
@@ -49,6 +50,10 @@ def handled(func):
             _fail("interrupted", 130)
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
+        except MemoryError:  # a size nncli did not foresee: still one line (exit 1)
+            if debug:
+                traceback.print_exc()
+            _fail("out of memory (the input or the network is too large for this machine)", 1)
         except Exception as exc:  # an nncli bug: still one line unless --debug
             if debug:
                 traceback.print_exc()
@@ -186,6 +191,17 @@ def plot(runs, output):
         click.echo(f"wrote {path}", err=True)
 
 
+def _json_safe(value):
+    """`value` for strict JSON: NaN and infinities (e.g. best_value of a run without one) become null."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
@@ -198,7 +214,7 @@ def inspect(model, as_json):
 
     info = inference.inspect(model)
     if as_json:
-        click.echo(json.dumps(info, indent=2))
+        click.echo(json.dumps(_json_safe(info), indent=2, allow_nan=False))
         return
     click.echo(f"{info['path']}: nncli checkpoint (nncli {info['nncli_version']}, {info['created']}), "
                f"epoch {info['epoch']}, step {info['step']}, backend {info['backend']}")

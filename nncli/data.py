@@ -276,7 +276,30 @@ def _open_h5(path: str) -> h5py.File:
         raise DataError(f"{path}: not a readable HDF5 file") from None
 
 
-def _h5_array(f: h5py.File, path: str, name: str, what: str) -> np.ndarray:
+def stored_completely(ds: h5py.Dataset) -> bool:
+    """Does the file hold every value `ds` declares? HDF5 reads unwritten chunks (or never
+    written contiguous storage) as fill values, so a 10 kB file can declare 8 GB of zeros.
+    Answered from the dataset's metadata, before anything is read or allocated."""
+    if ds.is_virtual or ds.external:  # stored in other files: refused by the link checks
+        return True
+    size = int(np.prod(ds.shape, dtype=object)) if ds.shape else 0
+    if size == 0:
+        return True
+    if ds.chunks is None:
+        return ds.id.get_storage_size() >= size * ds.dtype.itemsize
+    needed = int(np.prod([-(-d // c) for d, c in zip(ds.shape, ds.chunks)], dtype=object))
+    return ds.id.get_num_chunks() >= needed
+
+
+def check_stored(ds: h5py.Dataset, path: str, name: str) -> None:
+    """A DataError for a dataset whose file does not hold all it declares (see stored_completely)."""
+    if not stored_completely(ds):
+        raise DataError(f"{path}: dataset '{name}' declares shape {tuple(ds.shape)} but the file does not "
+                        f"store all of it (unwritten parts would read as fill values); refusing it")
+
+
+def _h5_dataset(f: h5py.File, path: str, name: str, what: str) -> h5py.Dataset:
+    """The dataset `name`, checked (kind, shape, storage) without reading it."""
     ds = h5safe.get(f, name, path, DataError)  # only data stored in this file
     if ds is None:
         names = h5safe.dataset_names(f)
@@ -290,6 +313,12 @@ def _h5_array(f: h5py.File, path: str, name: str, what: str) -> np.ndarray:
     kind = ds.dtype.kind
     if kind not in "biuf" and not (what == "targets" and kind in "SOU"):
         raise DataError(f"{path}: dataset '{name}' has type {ds.dtype}, expected numbers")
+    check_stored(ds, path, name)
+    return ds
+
+
+def _h5_read(ds: h5py.Dataset, path: str, name: str) -> np.ndarray:
+    kind = ds.dtype.kind
     try:
         arr = ds[()]
     except (OSError, TypeError, ValueError) as exc:
@@ -299,14 +328,22 @@ def _h5_array(f: h5py.File, path: str, name: str, what: str) -> np.ndarray:
     return arr
 
 
+def _h5_array(f: h5py.File, path: str, name: str, what: str) -> np.ndarray:
+    return _h5_read(_h5_dataset(f, path, name, what), path, name)
+
+
 def read_hdf5(path: str, x_name: str | None, y_name: str | None, *, with_targets: bool = True) -> Table:
     x_name = x_name or "x"
     if not isinstance(x_name, str):
         raise DataError(f"{path}: data.x must name one HDF5 dataset, got a list")
     y_name = y_name or "y"
     with _open_h5(path) as f:
-        x = _h5_array(f, path, x_name, "inputs")
-        y = _h5_array(f, path, y_name, "targets") if with_targets else None
+        x_ds = _h5_dataset(f, path, x_name, "inputs")
+        y_ds = _h5_dataset(f, path, y_name, "targets") if with_targets else None
+        if y_ds is not None and y_ds.shape[0] != x_ds.shape[0]:  # before reading either
+            raise DataError(f"{path}: '{x_name}' has {x_ds.shape[0]} rows but '{y_name}' has {y_ds.shape[0]}")
+        x = _h5_read(x_ds, path, x_name)
+        y = _h5_read(y_ds, path, y_name) if y_ds is not None else None
     if x.dtype.kind == "f" and not np.isfinite(x).all():
         bad = np.argwhere(~np.isfinite(x))[0]
         raise DataError(f"{path}: dataset '{x_name}' has a non-finite value at index {tuple(int(i) for i in bad)}")
@@ -364,8 +401,8 @@ class Encoding:
 
 
 def _label_strings(y: np.ndarray) -> tuple[np.ndarray, bool]:
-    if y.dtype.kind in "iub":
-        return y.astype(np.int64).astype(str), True
+    if y.dtype.kind in "iub":  # straight to text: uint64 labels >= 2**63 stay exact
+        return y.astype(np.int8 if y.dtype.kind == "b" else y.dtype).astype(str), True
     if y.dtype.kind == "f":
         if not np.all(np.mod(y, 1) == 0) or not np.all(np.abs(y) < 2**53):
             raise ValueError("class labels must be integers or names, got fractional numbers")

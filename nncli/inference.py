@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 import numpy as np
-import yaml
 
 from nncli import backend, checkpoint, data, fileio, network
 from nncli import spec as spec_mod
 from nncli.errors import CheckpointError, ConfigError, DataError, NncliError
 
 PREDICT_BATCH = 1024
+MAX_CSV_INPUTS = 1_000_000  # columns of a CSV input (a model may declare more inputs: use HDF5)
 
 
 @dataclass
@@ -34,17 +34,13 @@ class Loaded:
 def load_model(path: str | os.PathLike, compile_backend: bool = True) -> Loaded:
     where = str(path)
     ck = checkpoint.load(where)
-    try:
-        config = yaml.safe_load(ck.config_yaml)
-    except yaml.YAMLError:
-        raise CheckpointError(f"{where}: damaged checkpoint: the stored config is not valid YAML") from None
-    if not isinstance(config, dict) or "layers" not in config:
-        raise CheckpointError(f"{where}: damaged checkpoint: the stored config has no layers")
+    config = _stored_config(ck, where)
     try:
         layers = spec_mod.parse_layers(config["layers"], f"{where}:/config")
         net = network.Network(layers, ck.input_shape)
     except (NncliError, network.LayerShapeError) as exc:
         raise CheckpointError(f"{where}: the stored network cannot be rebuilt: {exc}") from None
+    _check_outputs(ck, net, where)
     params, state = net.initial_values(np.random.default_rng(0))
     for key, value in {**params, **state}.items():
         if key not in ck.params:
@@ -63,10 +59,44 @@ def load_model(path: str | os.PathLike, compile_backend: bool = True) -> Loaded:
     return Loaded(where, ck, config, net)
 
 
-def input_names(ck: checkpoint.Checkpoint) -> list[str]:
+def _stored_config(ck: checkpoint.Checkpoint, where: str) -> dict[str, Any]:
+    """The config stored in the checkpoint, parsed with the size, node and depth budget of config files."""
+    try:
+        config, _ = spec_mod.parse_yaml(ck.config_yaml, f"{where}:/config")
+    except NncliError as exc:
+        raise CheckpointError(f"{where}: damaged checkpoint: the stored config: {exc.message}") from None
+    if not isinstance(config, dict) or "layers" not in config:
+        raise CheckpointError(f"{where}: damaged checkpoint: the stored config has no layers")
+    for key, allowed in (("backend", ("auto", "jax", "numba", "c")), ("device", ("auto", "cpu", "gpu"))):
+        if config.get(key, "auto") not in allowed:
+            raise CheckpointError(f"{where}: damaged checkpoint: the stored config's {key} is "
+                                  f"{checkpoint._show(config[key])}, expected one of {', '.join(allowed)}")
+    from nncli import metrics as metrics_mod
+    from nncli.schema import Invalid, list_of, optional
+
+    try:  # as config files check them (a huge top_<k>_accuracy, a mapping, ...)
+        config["metrics"] = optional(list_of(metrics_mod.validate_item))(config.get("metrics"), "metrics")
+    except Invalid as exc:
+        raise CheckpointError(f"{where}: damaged checkpoint: the stored config's {exc.path}: {exc.message}") from None
+    return config
+
+
+def _check_outputs(ck: checkpoint.Checkpoint, net: network.Network, where: str) -> None:
+    """The class names match the network's outputs."""
+    enc, out = ck.encoding, tuple(net.output_shape)
+    needed = {"categorical": (len(enc.classes or []),), "binary": (1,)}.get(enc.kind)
+    if needed is not None and out != needed:
+        raise CheckpointError(f"{where}: damaged checkpoint: /labels/classes holds {len(enc.classes or [])} "
+                              f"class names, the network outputs shape {out}")
+
+
+def input_names(ck: checkpoint.Checkpoint, path: str) -> list[str]:
     """The names a CSV's input columns must have for this model: the training file's column
     names, or, for a model trained on HDF5 data (no column names), x0 .. x{n-1}."""
     n_features = int(np.prod(ck.input_shape))
+    if n_features > MAX_CSV_INPUTS:
+        raise DataError(f"{path}: the model expects {n_features:,} inputs per example; a CSV input holds at most "
+                        f"{MAX_CSV_INPUTS:,} columns (use an HDF5 file)")
     names = list(ck.x_names) if ck.x_names and len(ck.x_names) == n_features else []
     return names or [f"x{i}" for i in range(n_features)]
 
@@ -80,7 +110,7 @@ def _read_inputs(model: Loaded, path: str, with_targets: bool, by_position: bool
         # the HDF5 dataset the model was trained on, if it has that name (else x)
         names = ck.x_names if ck.x_names and len(ck.x_names) == 1 else []
     else:
-        names = input_names(ck)
+        names = input_names(ck, path)
     table = data.read(path, None, ck.y_name, with_targets=with_targets, expect_x=names, header=header,
                       by_position=by_position)
     if table.x.shape[1:] != ck.input_shape:

@@ -37,6 +37,7 @@ EPOCH_LEVEL = ("precision", "recall", "f1", "rmse", "r2")
 CLASSIFICATION_ONLY = ("accuracy", "precision", "recall", "f1")
 HIGHER_IS_BETTER = ("accuracy", "precision", "recall", "f1", "r2")
 _TOP_K = re.compile(r"^top_(\d+)_accuracy$")
+MAX_TOP_K = 1_000_000
 
 
 def _registered() -> list[str]:
@@ -53,7 +54,10 @@ def known_names() -> list[str]:
 def top_k(name: str) -> int | None:
     """k for a name top_<k>_accuracy, else None."""
     m = _TOP_K.match(str(name))
-    return int(m.group(1)) if m else None
+    if not m:
+        return None
+    digits = m.group(1)
+    return int(digits) if len(digits) <= 20 else 10**20  # (longer: too big in any case; int() has a limit)
 
 
 def validate_item(value: Any, path: str) -> str:
@@ -67,7 +71,7 @@ def validate_item(value: Any, path: str) -> str:
             allowed = "k" if kind == "top_k_accuracy" else "(none)"
             raise Invalid(f"{path}.{extra[0]}", f"unknown key; allowed: {allowed}")
         if kind == "top_k_accuracy":
-            k = integer(min=1, max=1_000_000)(value.get("k", 5), f"{path}.k")
+            k = integer(min=1, max=MAX_TOP_K)(value.get("k", 5), f"{path}.k")
             return f"top_{k}_accuracy"
         if "k" in value:
             raise Invalid(f"{path}.k", f"only top_k_accuracy takes k, not {show(kind)}")
@@ -80,8 +84,8 @@ def validate_item(value: Any, path: str) -> str:
         return "top_5_accuracy"
     k = top_k(value)
     if k is not None:
-        if k < 1:
-            raise Invalid(path, "top_<k>_accuracy needs k >= 1")
+        if not 1 <= k <= MAX_TOP_K:
+            raise Invalid(path, f"top_<k>_accuracy needs k from 1 to {MAX_TOP_K:,}, got {show(value)}")
         return f"top_{k}_accuracy"
     if value not in _registered() and value not in EPOCH_LEVEL:
         raise Invalid(path, f"unknown metric '{value}'{did_you_mean(value, known_names())}; "

@@ -13,9 +13,13 @@ from typing import Any, Sequence
 import numpy as np
 import pytensor
 
-from nncli import activations
+from nncli import activations, initializers
 from nncli.layers import LAYERS, Context, Layer, ShapeError
 from nncli.spec import LayerSpec, Spec
+
+#: the most parameters (and state values) a network may have: 400 MB as float32, before the
+#: optimizer's slots; checked before any weight is allocated
+MAX_PARAMS = 100_000_000
 
 
 class Network:
@@ -31,8 +35,19 @@ class Network:
             except ShapeError as exc:
                 raise LayerShapeError(spec, str(exc)) from None
             self.shapes.append(shape)
+        self._check_budget()
         self.params: dict[str, Any] = {}   # "<layer>/<param>" -> shared (trainable)
         self.state: dict[str, Any] = {}    # "<layer>/<name>" -> shared (non-trainable)
+
+    def _check_budget(self) -> None:
+        """At most MAX_PARAMS values in all, counted before any weight is allocated."""
+        total, shape = 0, self.input_shape
+        for spec, layer, out_shape in zip(self.specs, self.layers, self.shapes):
+            total += _count_params(layer, shape, MAX_PARAMS - total)
+            if total > MAX_PARAMS:
+                raise LayerShapeError(spec, f"the network would have more than {MAX_PARAMS:,} parameters "
+                                            f"with this layer (nncli's parameter budget); use fewer units")
+            shape = out_shape
 
     @property
     def output_shape(self) -> tuple[int, ...]:
@@ -90,6 +105,36 @@ class Network:
         return [(layer.name, spec.type, out_shape,
                  sum(int(np.prod(np.shape(v))) for k, v in params.items() if k.split("/", 1)[0] == layer.name))
                 for spec, layer, out_shape in zip(self.specs, self.layers, self.shapes)]
+
+
+class _OverBudget(Exception):
+    pass
+
+
+def _count_params(layer: Layer, input_shape: tuple[int, ...], budget: int) -> int:
+    """How many values `layer` creates (parameters and state) on inputs of `input_shape`.
+
+    Its own init_params/init_state run with every weight initializer replaced by a view of
+    one zero that allocates nothing, so the count follows the layers' code exactly; a weight
+    that would take the count past `budget` stops it before anything of its size exists.
+    """
+    counted = [0]
+
+    def make(name, shape, rng, dtype="float32"):
+        counted[0] += int(np.prod(shape, dtype=object))
+        if counted[0] > budget:
+            raise _OverBudget
+        return np.broadcast_to(np.zeros((), dtype=dtype), tuple(shape))
+
+    real = initializers.make
+    initializers.make = make
+    try:
+        values = {**layer.init_params(input_shape, None), **layer.init_state(input_shape)}
+    except _OverBudget:
+        return budget + 1
+    finally:
+        initializers.make = real
+    return sum(int(np.prod(np.shape(v), dtype=object)) for v in values.values())
 
 
 class LayerShapeError(Exception):

@@ -68,14 +68,23 @@ def load_yaml(path: str | os.PathLike) -> tuple[Any, dict[str, int]]:
         raise ConfigError(f"{where}: config file not found")
     if p.is_dir():
         raise ConfigError(f"{where}: is a folder, expected a YAML config file")
+    if not p.is_file():  # a FIFO, a device such as /dev/zero (through a link): never read it
+        raise ConfigError(f"{where}: not a regular file, expected a YAML config file")
     try:
-        raw = p.read_bytes()
+        with open(p, "rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)  # at most one byte past the limit, whatever the file says
     except OSError as exc:
         raise ConfigError(f"{where}: cannot read config file: {exc.strerror}") from None
+    return parse_yaml(raw, where)
+
+
+def parse_yaml(raw: bytes | str, where: str) -> tuple[Any, dict[str, int]]:
+    """YAML text (a config file, or the config stored in a checkpoint) with the size, node and depth
+    budget of config files; `where` names it in errors."""
     if len(raw) > MAX_CONFIG_BYTES:
         raise ConfigError(f"{where}: config file is larger than {MAX_CONFIG_BYTES // 1000} kB")
     try:
-        text = raw.decode("utf-8-sig")
+        text = raw.decode("utf-8-sig") if isinstance(raw, bytes) else raw
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{where}: not UTF-8 text (bad byte at offset {exc.start})") from None
     try:

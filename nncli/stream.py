@@ -40,6 +40,7 @@ BLOCK_BYTES = 4 << 20          # rows per block: about this many bytes of float3
 MAX_BLOCKS_FOR_SPLIT = 64      # small streamed files: at least this many blocks, for the split
 MIX_BLOCKS = 4                 # blocks read and shuffled together
 PREDICT_STREAM_BYTES = 16 << 20
+TARGETS_FLOOR_BYTES = 64 << 20  # streamed training holds the targets in memory: up to the budget, or this
 PREDICT_CHUNK_ROWS = 50_000
 
 
@@ -211,8 +212,9 @@ def _check_finite_and_stats(stream: XStream, kind: str, stats: bool, where: str)
     return data.Normalizer(kind, shift.astype(np.float32), scale.astype(np.float32))
 
 
-def _open_source(path: str, x_name: Any, y_name: str | None, where: str):
-    """Check the x/y datasets of a training file; read the targets (small) into memory."""
+def _open_source(path: str, x_name: Any, y_name: str | None, where: str, budget: float = float("inf")):
+    """Check the x/y datasets of a training file; read the targets (small) into memory,
+    refused before reading when they alone would take more than `budget` bytes."""
     if not isinstance(x_name, (str, type(None))):
         raise DataError(f"{path}: data.x must name one HDF5 dataset, got a list{where}")
     x_name, y_name = x_name or "x", y_name or "y"
@@ -220,7 +222,13 @@ def _open_source(path: str, x_name: Any, y_name: str | None, where: str):
         info = _x_info(path, x_name)
         if info is None:  # let the in-memory reader describe what is wrong
             raise DataError(f"{path}: dataset '{x_name}' cannot be streamed{where}")
-        y = data._h5_array(f, path, y_name, "targets")
+        data.check_stored(f[x_name], path, x_name)
+        y_ds = data._h5_dataset(f, path, y_name, "targets")
+        limit = max(budget, TARGETS_FLOOR_BYTES)
+        if y_ds.size * max(y_ds.dtype.itemsize, 4) > limit:
+            raise DataError(f"{path}: the targets '{y_name}' {tuple(y_ds.shape)} alone take more than "
+                            f"{limit / (1 << 20):g} MB (data.memory_budget_mb); they are held in memory{where}")
+        y = data._h5_read(y_ds, path, y_name)
     shape, _ = info
     if len(y) != shape[0]:
         raise DataError(f"{path}: '{x_name}' has {shape[0]} rows but '{y_name}' has {len(y)}{where}")
@@ -244,7 +252,7 @@ def prepare(spec):
     path = d["train"]
     where = f" (from {spec.source}: data.train)"
     try:
-        x_name, y_name, shape, y = _open_source(path, d["x"], d["y"], where)
+        x_name, y_name, shape, y = _open_source(path, d["x"], d["y"], where, budget_bytes(spec))
     except DataError as exc:
         if exc.message.endswith(where):
             raise
@@ -413,7 +421,7 @@ def predict_csv(model, input_path: str, output: str | fileio.OutputTarget | None
     if not os.path.exists(path):
         raise DataError(f"{path}: file not found")
     ck = model.ck
-    names = inference.input_names(ck)
+    names = inference.input_names(ck, path)
     # whole batches per chunk, and the batch size of the in-memory path (inference.outputs): the
     # same batches through the same compiled function, so the same numbers as for a small file
     batch = inference.PREDICT_BATCH

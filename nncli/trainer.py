@@ -305,7 +305,19 @@ class Trainer:
         for key, var in self.opt_state.named().items():
             if key not in ck.optimizer:
                 raise CheckpointError(f"{where}: has no optimizer state {key} (optimizer changed since?)")
-            var.set_value(np.asarray(ck.optimizer[key], dtype=var.dtype).reshape(var.get_value().shape))
+            shape = tuple(var.get_value().shape)
+            if tuple(ck.optimizer[key].shape) != shape:
+                raise CheckpointError(f"{where}: damaged checkpoint: optimizer state {key} has shape "
+                                      f"{tuple(ck.optimizer[key].shape)}, the config builds {shape}")
+            var.set_value(np.asarray(ck.optimizer[key], dtype=var.dtype))
+
+    @staticmethod
+    def _check_position(ck: checkpoint.Checkpoint, where: str, n_batches: int, n_sums: int) -> None:
+        """A mid-epoch resume point (checkpoint.load checked the types) fits this run's epoch."""
+        batch, sums = ck.rng["batch"], ck.rng["sums"]
+        if batch and not (batch < n_batches and len(sums) == n_sums):
+            raise CheckpointError(f"{where}: damaged checkpoint: /rng is at minibatch {batch} with {len(sums)} "
+                                  f"running sums; an epoch here has {n_batches} minibatches and {n_sums} sums")
 
     # -- the loop --------------------------------------------------------------
 
@@ -348,6 +360,7 @@ class Trainer:
             if ck.input_shape != p.net.input_shape:
                 raise CheckpointError(f"{last_path}: trained on inputs of shape {ck.input_shape}, "
                                       f"the data has {p.net.input_shape}")
+            self._check_position(ck, str(last_path), -(-len(p.x_train) // self.batch_size), 1 + len(self.metrics))
             self._restore(ck, str(last_path))
             history = {k: list(v) for k, v in ck.history.items()}
             start_epoch = ck.epoch

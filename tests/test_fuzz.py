@@ -739,3 +739,120 @@ def test_nothing_is_unpickled_when_loading_a_checkpoint(blobs_run):
     r = subprocess.run([sys.executable, "-c", UNPICKLE_GUARD, str(result.output / "model.h5")],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.startswith("OK"), r.stderr
+
+
+# --- damaged resume state, and predict/inspect of damaged checkpoints, through the CLI -------------
+
+def assert_cli_outcome(r):
+    """Exit 0, or exactly one `Error:` line with exit 1 or 2: never `internal error`, never a traceback."""
+    assert "Traceback" not in r.output and "internal error" not in r.stderr, r.stderr
+    if r.exit_code != 0:
+        assert_cli_error(r)
+
+
+RNG_KEYS = ["batch", "sums", "shuffle", "shuffle.bit_generator", "shuffle.state", "shuffle.state.state",
+            "shuffle.state.inc", "shuffle.has_uint32", "shuffle.uinteger"]
+RNG_VALUES = st.one_of(VALUES, st.integers(-2**130, 2**130), st.sampled_from(
+    ["PCG64", "MT19937", "Philox", 0, 1, 2, 4, 5, 99, -1, 2**63, [], [0.0], [1.0, 2.0], [1.0, 2.0, 3.0],
+     [float("nan"), 1.0], {}, {"state": 1, "inc": 1}]))
+RESUME_EDITS = st.one_of(
+    st.tuples(st.just("json"), VALUES),
+    st.tuples(st.just("text"), st.sampled_from(["", "{", "[]", "null", "NaN", "{}", '"x"', "[" * 3000, "1e999"])),
+    st.tuples(st.just("set"), st.sampled_from(RNG_KEYS), RNG_VALUES),
+    st.tuples(st.just("delete"), st.sampled_from(RNG_KEYS)),
+    st.tuples(st.just("slot"), st.sampled_from(["optimizer/m/dense_1/W", "optimizer/v/dense_2/b", "optimizer/iterations",
+                                                "params/dense_1/W", "params/dense_2/b"]),
+              st.sampled_from([(), (0,), (1,), (3,), (6,), (2, 8), (8, 2), (2, 3, 1)]),
+              st.sampled_from(["f4", "f8", "i8", "bool"])),
+)
+
+
+def _edit_resume_state(f, edit):
+    if edit[0] == "slot":
+        _, key, shape, dtype = edit
+        if key in f:
+            del f[key]
+        f.create_dataset(key, data=np.ones(shape, dtype=dtype))
+        return
+    state = json.loads(f["rng"].attrs["state"])
+    if edit[0] == "json":
+        state = edit[1]
+    elif edit[0] == "text":
+        f["rng"].attrs["state"] = edit[1]
+        return
+    else:
+        *parents, last = edit[1].split(".")
+        node = state
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            if edit[0] == "set":
+                node[last] = edit[2]
+            else:
+                node.pop(last, None)
+    f["rng"].attrs["state"] = json.dumps(state)
+
+
+def test_fuzz_resume_of_damaged_state(tmp_path_factory, blobs_run):
+    """`train --resume` from a last.h5 with damaged /rng state or optimizer slots: exit 0, or one
+    `Error:` line that leaves every file of the run as it was."""
+    result, config = blobs_run
+    root = tmp_path_factory.mktemp("fuzz-resume")
+    out = root / "run"
+    runner = CliRunner()
+    count, refused = [0], [0]
+
+    def state(folder):
+        return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and p.name != ".lock"}
+
+    @fuzz(CLI_CASES)
+    @given(st.lists(RESUME_EDITS, min_size=1, max_size=2))
+    def case(edits):
+        count[0] += 1
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.copytree(result.output, out)
+        with h5py.File(out / "last.h5", "r+") as f:
+            for edit in edits:
+                _edit_resume_state(f, edit)
+        before = state(out)
+        r = runner.invoke(main, ["train", str(config), "-o", str(out), "--resume", "--epochs", "7", "-q"])
+        assert_cli_outcome(r)
+        if r.exit_code != 0:
+            refused[0] += 1
+            assert state(out) == before, "a refused resume changed the run's files"
+
+    case()
+    print(f"\n  ({refused[0]} of the damaged resume states refused with one line)")
+    report("CLI train --resume of damaged state", count[0])
+
+
+def test_fuzz_predict_and_inspect_of_damaged_checkpoints(tmp_path_factory, blobs_run, blobs_csv):
+    """Every damaged checkpoint, loadable or not: `inspect`, `inspect --json` (strict JSON) and
+    `predict` exit 0 or print one `Error:` line."""
+    result, _ = blobs_run
+    root = tmp_path_factory.mktemp("fuzz-ckpt-cli")
+    path = root / "case.h5"
+    runner = CliRunner()
+    count, worked = [0], [0]
+
+    def no_constant(name):
+        raise AssertionError(f"bare {name} in inspect --json")
+
+    @fuzz(CLI_CASES)
+    @given(checkpoint_damage())
+    def case(damage):
+        count[0] += 1
+        damage_checkpoint(result.output / "model.h5", path, damage)
+        r = runner.invoke(main, ["inspect", str(path)])
+        assert_cli_outcome(r)
+        r = runner.invoke(main, ["inspect", "--json", str(path)])
+        assert_cli_outcome(r)
+        if r.exit_code == 0:
+            json.loads(r.stdout, parse_constant=no_constant)
+        r = runner.invoke(main, ["predict", str(path), str(blobs_csv)])
+        assert_cli_outcome(r)
+        worked[0] += r.exit_code == 0
+
+    case()
+    print(f"\n  ({worked[0]} of the damaged checkpoints still predicted)")
+    report("CLI inspect/predict of damaged checkpoints", count[0])
