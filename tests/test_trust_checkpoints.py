@@ -24,7 +24,7 @@ import yaml
 from click.testing import CliRunner
 
 from conftest import ROOT, nncli_executable, write_config
-from nncli import data
+from nncli import checkpoint, data
 from nncli.cli import main
 
 runner = CliRunner()
@@ -463,3 +463,19 @@ layers:
 """)
     r = runner.invoke(main, ["train", str(config), "-o", str(tmp_path / "out")])
     assert_one_error(r, 1, str(path), "targets 'y'", "(20000, 1000)", "memory_budget_mb")
+
+
+def test_a_model_declaring_more_inputs_than_a_csv_can_hold_is_refused_before_naming_them(tmp_path):
+    """A parameter-free network (flatten) passes the parameter budget whatever its input size; a CSV
+    prediction must not build one column name per declared input (100M names: gigabytes)."""
+    from nncli.data import Encoding, Normalizer
+
+    ck = checkpoint.Checkpoint(
+        config_yaml="name: wide\nlayers:\n  - {type: flatten}\n", input_shape=(50_000_000,), task="regression",
+        loss="mse", params={}, trainable=[], normalizer=Normalizer("none"), encoding=Encoding("values"),
+        rng={"shuffle": np.random.default_rng(0).bit_generator.state, "batch": 0, "sums": []})
+    checkpoint.save(ck, tmp_path / "wide.h5")
+    (tmp_path / "in.csv").write_text("a,b\n1,2\n")
+    code, seconds, rss_mb, stderr = measured("predict", tmp_path / "wide.h5", tmp_path / "in.csv")
+    assert_one_line_fast(code, seconds, rss_mb, stderr, 1, "50,000,000 inputs", "1,000,000 columns")
+    assert rss_mb < 800, rss_mb
