@@ -78,6 +78,19 @@ def load_yaml(path: str | os.PathLike) -> tuple[Any, dict[str, int]]:
     return parse_yaml(raw, where)
 
 
+class _BudgetLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that refuses flow collections (`[`, `{`) nested deeper than MAX_DEPTH as
+    it scans them: its scanner does work proportional to the nesting depth for every token, so a
+    1 MB run of `[` would otherwise take hours before the depth check of `_walk` could run."""
+
+    where = ""
+
+    def fetch_flow_collection_start(self, token_class):
+        if self.flow_level >= MAX_DEPTH:
+            raise ConfigError(f"{self.where}: line {self.line + 1}: nested more than {MAX_DEPTH} levels deep")
+        super().fetch_flow_collection_start(token_class)
+
+
 def parse_yaml(raw: bytes | str, where: str) -> tuple[Any, dict[str, int]]:
     """YAML text (a config file, or the config stored in a checkpoint) with the size, node and depth
     budget of config files; `where` names it in errors."""
@@ -88,7 +101,8 @@ def parse_yaml(raw: bytes | str, where: str) -> tuple[Any, dict[str, int]]:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{where}: not UTF-8 text (bad byte at offset {exc.start})") from None
     try:
-        loader = yaml.SafeLoader(text)
+        loader = _BudgetLoader(text)
+        loader.where = where
     except yaml.reader.ReaderError as exc:  # e.g. a NUL or other control character
         raise ConfigError(f"{where}: invalid YAML (character {exc.position + 1}): special character "
                           f"#x{exc.character:04x} is not allowed") from None

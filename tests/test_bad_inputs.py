@@ -222,3 +222,17 @@ def test_predict_input_problems_and_output_never_half_written(tmp_path, runner, 
         _check_one_line(r, 1, words)
         assert out.read_text() == "previous good output\n"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_deeply_nested_flow_collections_are_refused_while_scanning(tmp_path):
+    """PyYAML's scanner does work proportional to the nesting depth for every token: a config of
+    nothing but `[` just under the 1 MB limit would take hours before any depth check ran."""
+    import time
+
+    config = tmp_path / "deep.yaml"
+    config.write_text("[" * 999_000)
+    t0 = time.perf_counter()
+    r = CliRunner().invoke(main, ["train", str(config)])
+    assert time.perf_counter() - t0 < 10
+    assert r.exit_code == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip() == f"Error: {config}: line 1: nested more than 50 levels deep"
