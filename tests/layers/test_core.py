@@ -107,7 +107,8 @@ def test_flatten_and_reshape_match_numpy():
 
 
 def test_shape_errors_say_what_would_work():
-    with pytest.raises(ShapeError, match=r"reshape cannot turn shape \(3, 4\) \(12 values\) into \[5, 2\] \(10 values\)"):
+    with pytest.raises(ShapeError,
+                       match=r"reshape cannot turn shape \(3, 4\) \(12 values\) into \[5, 2\] \(10 values\)"):
         make_layer("reshape", shape=[5, 2]).output_shape((3, 4))
     with pytest.raises(ShapeError, match=r"dense expects at least 1-D input per example, got shape \(\)"):
         make_layer("dense", units=2).output_shape(())
