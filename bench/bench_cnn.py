@@ -91,7 +91,7 @@ def bench_ops():
     import pytensor.tensor as pt
 
     from nncli.layers import LAYERS, Context
-    from nncli.layers_conv import _window_slices
+    from nncli.layers.conv import _window_slices
     from nncli.schema import mapping
 
     def layer(kind, **cfg):

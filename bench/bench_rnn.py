@@ -11,7 +11,7 @@ Adam, on data/majority.h5 (4,000 sequences of 15 one-hot steps x 3), batch 32.
 Prints the median seconds per epoch of each (after one warm-up epoch; the two
 take turns epoch by epoch) and their ratio, then (adding-lstm) a
 micro-benchmark of one LSTM layer under JAX, forward + backward: nncli's
-recurrence (nncli/recurrence.py) against pytensor.grad of a plain scan, at the
+recurrence (nncli/layers/recurrence.py) against pytensor.grad of a plain scan, at the
 example's size and at 128 units x 50 steps x 32 features. Not part of the tests.
 
 torch is optional (`pip install torch`); without it only the nncli figures
@@ -113,7 +113,7 @@ def bench_torch(x, y, units: int, batch_size: int, lr: float, example: str = "ad
 
 def bench_backward(units: int, batch_size: int, steps: int = 30, features: int = 2):
     """One LSTM layer, forward + backward under JAX, in microseconds: nncli's recurrence (scan with
-    the hand-arranged backward of nncli/recurrence.py) against pytensor.grad of a plain scan."""
+    the hand-arranged backward of nncli/layers/recurrence.py) against pytensor.grad of a plain scan."""
     import pytensor
     import pytensor.tensor as pt
 
@@ -130,7 +130,7 @@ def bench_backward(units: int, batch_size: int, steps: int = 30, features: int =
     rows = []
     y = layer.linear(x, p, Context(training=True))
     fn = pytensor.function([x], [y, *pytensor.grad(pt.sum(y * y), list(p.values()))])
-    rows.append(("nncli.recurrence", timeit(fn, xv, repeat=30) * 1e6))
+    rows.append(("nncli.layers.recurrence", timeit(fn, xv, repeat=30) * 1e6))
 
     n = units
 

@@ -116,7 +116,7 @@ steps_per_execution: {steps}
 output: {folder / ('run-' + cfg.stem)}
 """)
     spec = spec_mod.load(cfg)
-    choice = backend.choose(spec["backend"], spec["device"], [l.type for l in spec.layers], spec["batch_size"])
+    choice = backend.choose(spec["backend"], spec["device"], [l.kind for l in spec.layers], spec["batch_size"])
     backend.activate(choice)
     prep = trainer.prepare(spec)
     inside: list[float] = []  # seconds inside the compiled function, per epoch
@@ -378,6 +378,8 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.quick:
         a.rows, a.epochs = 2048, 3
+    from nncli.layers import LAYERS
+
     known = layer_types_known()
     rows = []
     with tempfile.TemporaryDirectory(prefix="nncli-bench-") as tmp:
@@ -392,7 +394,7 @@ def main(argv=None) -> int:
             x, y = make_data(net, rows_n)
             seen = set()
             for b in a.backends.split(","):
-                resolved = backend.choose(b, "cpu", NEEDS[net] + ["dense"], batch).backend
+                resolved = backend.choose(b, "cpu", [LAYERS.get(t).kind for t in NEEDS[net] + ["dense"]], batch).backend
                 if resolved in seen:
                     continue
                 seen.add(resolved)

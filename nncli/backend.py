@@ -321,12 +321,13 @@ def blas_threads_for(kind: str, batch_size: int | None = None) -> int:
 
 # --- the choice ---------------------------------------------------------------------------
 
-def network_kind(layer_types: Iterable[str] | None) -> str:
-    """'conv', 'recurrent' or 'dense' from the layer type words of a config."""
-    types = [str(t).lower() for t in (layer_types or [])]
-    if any(w in t for t in types for w in ("rnn", "lstm", "gru", "recurrent")):
+def network_kind(layer_kinds: Iterable[str] | None) -> str:
+    """'recurrent', 'conv' or 'dense' from the kinds of a network's layers (``Layer.kind``):
+    any recurrent layer makes a recurrent network, else any conv layer a conv network."""
+    kinds = set(layer_kinds or ())
+    if "recurrent" in kinds:
         return "recurrent"
-    if any(w in t for t in types for w in ("conv", "pool")):
+    if "conv" in kinds:
         return "conv"
     return "dense"
 
@@ -370,14 +371,14 @@ def auto_backend(kind: str) -> str:
     return "c"  # nothing else: PyTensor's C backend (or its Python fallback) always runs
 
 
-def choose(backend: str = "auto", device: str = "auto", layer_types: Sequence[str] | None = None,
+def choose(backend: str = "auto", device: str = "auto", layer_kinds: Sequence[str] | None = None,
            batch_size: int | None = None) -> Choice:
     """Resolve the config's backend/device words into what this machine can run.
 
-    `layer_types` (the config's layer type words) lets `auto` pick per network; with
-    `batch_size` they set the C backend's BLAS threads.
+    `layer_kinds` (each layer's ``kind``: ``[l.kind for l in spec.layers]``) lets `auto` pick
+    per network; with `batch_size` they set the C backend's BLAS threads.
     """
-    kind = network_kind(layer_types)
+    kind = network_kind(layer_kinds)
     env = os.environ.get("NNCLI_BACKEND")
     if backend == "auto" and env:
         if env not in BACKENDS:

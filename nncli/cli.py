@@ -257,7 +257,7 @@ def doctor(as_json):
 # --- grad -------------------------------------------------------------------
 # (the `grad` command block: owned by the expression-language work)
 def _grad_lines(result, show: bool, with_value: bool) -> list:
-    """The text form of a gradcalc.GradResult: numbers as repr(float), full float64 precision."""
+    """The text form of a nncli.grad.GradResult: numbers as repr(float), full float64 precision."""
     lines = [f"value {result.value!r}"] if with_value else []
     single = len(result.wrt) == 1
     for name, v in result.derivative.items():
@@ -302,7 +302,7 @@ def grad(expression, at, wrt, order, hessian, show, with_value, as_json, plot, s
     """
     import json
 
-    from nncli import gradcalc
+    from nncli.grad import derivatives
     from nncli.errors import ConfigError
 
     if span is not None and plot is None:
@@ -313,14 +313,14 @@ def grad(expression, at, wrt, order, hessian, show, with_value, as_json, plot, s
         from nncli import fileio
 
         plot = fileio.output_target(plot, picture=True, what="picture")
-    result = gradcalc.compute(expression, at, wrt=wrt, order=order, hessian=hessian, show=show)
+    result = derivatives.compute(expression, at, wrt=wrt, order=order, hessian=hessian, show=show)
     if as_json:
         click.echo(json.dumps(result.to_dict()))
     else:
         for line in _grad_lines(result, show, with_value):
             click.echo(line)
     if plot:
-        gradcalc.plot(expression, result, plot, span)
+        derivatives.plot(expression, result, plot, span)
         click.echo(f"wrote plot to {plot.path}", err=True)
     for warning in result.warnings:
         click.echo(f"Warning: {warning}", err=True)

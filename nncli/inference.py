@@ -53,7 +53,7 @@ def load_model(path: str | os.PathLike, compile_backend: bool = True) -> Loaded:
     if compile_backend:
         # a GPU-trained checkpoint predicts on a GPU when there is one, else on the CPU
         choice = backend.choose(config.get("backend", "auto"), "auto" if config.get("device") == "gpu" else "cpu",
-                                [l.type for l in layers])
+                                [l.kind for l in layers])
         backend.activate(choice)
         net.create_shared({k: ck.params[k] for k in params}, {k: ck.params[k] for k in state})
     return Loaded(where, ck, config, net)

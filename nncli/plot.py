@@ -47,13 +47,31 @@ def main_metric(history: Mapping[str, Sequence[float]]) -> str | None:
     return None
 
 
-def _matplotlib():
+def _matplotlib(what: str = "plotting"):
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
-        raise NncliError(f"plotting needs matplotlib: {INSTALL_HINT}") from None
+        raise NncliError(f"{what} needs matplotlib: {INSTALL_HINT}") from None
     return Figure, FigureCanvasAgg
+
+
+def new_figure(what: str = "plotting", **kwargs):
+    """A matplotlib Figure (``kwargs``: figsize, dpi) on the Agg canvas; without matplotlib, the
+    error "`what` needs matplotlib: pip install ..."."""
+    Figure, FigureCanvasAgg = _matplotlib(what)
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_png(fig, target: fileio.OutputTarget, **kwargs) -> None:
+    """Write `fig` as a PNG to a checked output target, atomically (``kwargs``: savefig's, e.g. dpi)."""
+    try:
+        with fileio.open_output(target, binary=True) as fh:
+            fig.savefig(fh, format="png", **kwargs)
+    except OSError as exc:
+        raise NncliError(f"{target.path}: cannot write the picture: {exc.strerror or exc}") from None
 
 
 def available() -> bool:
@@ -121,14 +139,13 @@ def read_run(folder: str | os.PathLike) -> Run:
 
 def draw(runs: Sequence[Run], out: str | os.PathLike | fileio.OutputTarget, title: str | None = None) -> Path:
     """Draw `runs` into one PNG at `out` (see :func:`nncli.fileio.output_target`); return the path."""
-    Figure, FigureCanvasAgg = _matplotlib()
+    _matplotlib()  # before the output is checked, as before anything else
     target = fileio.output_target(out, picture=True, what="picture")
     metrics = [r.metric for r in runs if r.metric]
     metric = metrics[0] if metrics else None
     lr_varies = any(len(set(r.history.get("learning_rate", []))) > 1 for r in runs)
     panels = ["loss"] + ([metric] if metric else []) + (["learning_rate"] if lr_varies else [])
-    fig = Figure(figsize=(5.0 * len(panels), 4.0), dpi=100)
-    FigureCanvasAgg(fig)
+    fig = new_figure(figsize=(5.0 * len(panels), 4.0), dpi=100)
     axes = [fig.add_subplot(1, len(panels), i + 1) for i in range(len(panels))]
     colours = [f"C{i % 10}" for i in range(len(runs))]
     labels = _unique([r.label for r in runs])
@@ -166,11 +183,7 @@ def draw(runs: Sequence[Run], out: str | os.PathLike | fileio.OutputTarget, titl
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    try:
-        with fileio.open_output(target, binary=True) as fh:
-            fig.savefig(fh, format="png")
-    except OSError as exc:
-        raise NncliError(f"{target.path}: cannot write the picture: {exc.strerror or exc}") from None
+    save_png(fig, target)
     return Path(target.path)
 
 

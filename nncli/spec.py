@@ -140,6 +140,11 @@ class LayerSpec:
     def path(self) -> str:
         return f"layers[{self.index}]"
 
+    @property
+    def kind(self) -> str:
+        """What the layer computes, for the backend choice (its class's ``kind``)."""
+        return LAYERS.get(self.type).kind
+
 
 @dataclass(frozen=True)
 class Spec:

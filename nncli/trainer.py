@@ -561,7 +561,7 @@ def _train(config, output, resume, overwrite, epochs, seed, backend_name, device
         spec, done = _resume_spec(config, spec, overrides, given, reporter)
         if done is not None:
             return done
-    choice = backend.choose(spec["backend"], spec["device"], [l.type for l in spec.layers], spec["batch_size"])
+    choice = backend.choose(spec["backend"], spec["device"], [l.kind for l in spec.layers], spec["batch_size"])
     backend.activate(choice)
     prep = prepare(spec)
     if not resume and not overwrite:  # after the data checks (their errors first), before any write

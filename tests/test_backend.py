@@ -8,13 +8,15 @@ import sys
 
 import numpy as np
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from nncli import backend
 from nncli.cli import main
 from nncli.errors import ConfigError
+from nncli.layers import KINDS, LAYERS
 
-from conftest import nncli_executable
+from conftest import CONFIGS, nncli_executable
 
 
 @pytest.fixture
@@ -32,18 +34,51 @@ def machine(monkeypatch):
     return state
 
 
-DENSE = ["dense", "dropout", "dense"]
-CONV = ["reshape", "conv2d", "max_pool2d", "flatten", "dense"]
-RNN = ["lstm", "dense"]
+def kinds(types):
+    """The kinds `choose` gets for a config's layer type words: each layer class's `kind`."""
+    return [LAYERS.get(t).kind for t in types]
+
+
+DENSE = kinds(["dense", "dropout", "dense"])
+CONV = kinds(["reshape", "conv2d", "max_pool2d", "flatten", "dense"])
+RNN = kinds(["lstm", "dense"])
 
 
 def test_network_kind():
     assert backend.network_kind(DENSE) == "dense"
     assert backend.network_kind(CONV) == "conv"
     assert backend.network_kind(RNN) == "recurrent"
-    assert backend.network_kind(["embedding", "gru", "dense"]) == "recurrent"
-    assert backend.network_kind(["simple_rnn"]) == "recurrent"
+    assert backend.network_kind(kinds(["embedding", "gru", "dense"])) == "recurrent"
+    assert backend.network_kind(kinds(["simple_rnn"])) == "recurrent"
     assert backend.network_kind(None) == "dense"
+
+
+def _kind_from_type_words(types):
+    """The rule `network_kind` used before layers declared their kind: substrings of the type words."""
+    types = [str(t).lower() for t in types]
+    if any(w in t for t in types for w in ("rnn", "lstm", "gru", "recurrent")):
+        return "recurrent"
+    if any(w in t for t in types for w in ("conv", "pool")):
+        return "conv"
+    return "dense"
+
+
+def test_layer_kinds_give_every_config_the_backend_the_type_words_gave(machine):
+    """Each shipped config, and a network of each layer type, gets the kind (so the backend) it got
+    when the kind was guessed from the type words, on machines with and without JAX."""
+    assert all(LAYERS.get(t).kind in KINDS for t in LAYERS.names())
+    shipped = {p.stem: [l["type"] for l in yaml.safe_load(p.read_text())["layers"]]
+               for p in sorted(CONFIGS.glob("*.yaml"))}
+    assert {name: backend.network_kind(kinds(types)) for name, types in shipped.items()} == {
+        "adding-lstm": "recurrent", "digits-cnn": "conv", "digits-mlp": "dense", "iris": "dense",
+        "sequence-rnn": "recurrent", "xor": "dense"}
+    networks = list(shipped.values()) + [[t, "dense"] for t in LAYERS.names()]
+    for jax in (True, False):
+        machine["jax"] = jax
+        for types in networks:
+            assert backend.network_kind(kinds(types)) == _kind_from_type_words(types), types
+            assert backend.choose("auto", "cpu", kinds(types)).backend == \
+                backend.auto_backend(_kind_from_type_words(types)), types
 
 
 def test_auto_picks_per_network(machine, monkeypatch):

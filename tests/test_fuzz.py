@@ -4,7 +4,7 @@ Library level (hundreds of cases per target, printed at the end of each test): r
 mutated YAML configs (spec.load, then trainer.prepare), malformed CSV and HDF5 data files
 (data.read, the label encoding, and the chunked CSV reader against the whole-file one),
 corrupted, truncated and foreign checkpoints (checkpoint.load, inference.load_model,
-inference.inspect), and random expression strings (expr.parse, gradcalc.compute). Only
+inference.inspect), and random expression strings (language.parse, derivatives.compute). Only
 NncliError subclasses may escape, each with a one-line message.
 
 CLI level (a smaller sample through click's CliRunner): exit status 1 or 2, one line starting
@@ -539,7 +539,7 @@ def expressions(draw):
 
 
 def test_fuzz_expressions():
-    from nncli import expr, gradcalc
+    from nncli.grad import derivatives, language
 
     count, computed = [0], [0]
 
@@ -547,16 +547,16 @@ def test_fuzz_expressions():
     @given(expressions(), st.sampled_from([(), ("1",), ("x=0.5",), ("x=1", "y=-2"), ("x=1e308",), ("nan",)]))
     def case(text, at):
         count[0] += 1
-        tree = expect_only_nncli_errors(expr.parse, text)
+        tree = expect_only_nncli_errors(language.parse, text)
         if tree is not None and computed[0] < 150:  # compiling is the slow part: a sample
             computed[0] += 1
-            result = expect_only_nncli_errors(gradcalc.compute, text, at)
+            result = expect_only_nncli_errors(derivatives.compute, text, at)
             if result is not None:
                 assert isinstance(result.finite, bool)
 
     case()
-    print(f"\n  ({computed[0]} of the parsed expressions differentiated with gradcalc.compute)")
-    report("expressions (expr.parse, gradcalc.compute)", count[0])
+    print(f"\n  ({computed[0]} of the parsed expressions differentiated with derivatives.compute)")
+    report("expressions (language.parse, derivatives.compute)", count[0])
 
 
 # --- through the CLI ---------------------------------------------------------------------------
@@ -658,9 +658,9 @@ def test_fuzz_cli(cli_run, folder, blobs_run):
     @given(expressions())
     def grad(text):
         counts["grad: bad expression"] += 1
-        from nncli import expr
+        from nncli.grad import language
 
-        if expect_only_nncli_errors(expr.parse, text) is not None:
+        if expect_only_nncli_errors(language.parse, text) is not None:
             return
         r = check(["grad", "--at", "1", "--", text], what="grad: bad expression")
         assert r.exit_code == 2

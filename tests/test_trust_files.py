@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from nncli import checkpoint, data, fileio, gradcalc, lock, stream
+from nncli import checkpoint, data, fileio, lock, stream
 from nncli.cli import main
 from nncli.errors import CheckpointError, ConfigError, DataError
+from nncli.grad import derivatives
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -417,14 +418,14 @@ def _product(n):
 
 
 def test_hessian_of_too_many_variables_is_refused_at_once():
-    text, at = _product(gradcalc.MAX_HESSIAN_VARIABLES + 1)
+    text, at = _product(derivatives.MAX_HESSIAN_VARIABLES + 1)
     start = time.perf_counter()
     r = invoke("grad", text, "--at", at, "--hessian")
-    one_line(r, 2, f"--hessian of {gradcalc.MAX_HESSIAN_VARIABLES + 1} variables", "--wrt")
+    one_line(r, 2, f"--hessian of {derivatives.MAX_HESSIAN_VARIABLES + 1} variables", "--wrt")
     assert time.perf_counter() - start < 5
     big, big_at = _product(128)
     with pytest.raises(ConfigError):
-        gradcalc.compute(big, [big_at], hessian=True)
+        derivatives.compute(big, [big_at], hessian=True)
     # --wrt chooses few enough
     r = invoke("grad", text, "--at", at, "--hessian", "--wrt", "v0,v1")
     assert r.exit_code == 0 and r.stdout.splitlines()[2] == "hessian:"
@@ -433,7 +434,7 @@ def test_hessian_of_too_many_variables_is_refused_at_once():
 def test_gradient_of_a_product_of_128_variables_is_quick():
     text, at = _product(128)
     start = time.perf_counter()
-    result = gradcalc.compute(text, [at])
+    result = derivatives.compute(text, [at])
     assert time.perf_counter() - start < 30
     assert len(result.derivative) == 128
     assert result.derivative["v5"] == pytest.approx(1.01 ** 127, rel=1e-12)

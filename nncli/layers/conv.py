@@ -21,13 +21,12 @@ from __future__ import annotations
 
 from functools import reduce
 
+import numpy as np
 import pytensor.tensor as pt
 
 from nncli import initializers
-from nncli.layers import LAYERS, Layer, ShapeError, activation_key, initializer_key
+from nncli.layers.base import LAYERS, Layer, ShapeError, activation_key, initializer_key
 from nncli.schema import Key, boolean, choice, int_tuple, integer
-
-import numpy as np
 
 
 def _image_shape(layer_type: str, input_shape) -> tuple[int, int, int]:
@@ -84,6 +83,7 @@ class Conv2D(Layer):
     W has shape (filters, channels, kh, kw), b has shape (filters,).
     """
 
+    kind = "conv"
     keys = {
         "filters": Key(integer(min=1, max=100_000), doc="number of output channels"),
         "kernel_size": Key(int_tuple(2), doc="window size: an int or [height, width]"),
@@ -137,7 +137,8 @@ class Conv2D(Layer):
 
 
 class _Pool2D(Layer):
-    kind = ""
+    kind = "conv"
+    type_name = ""   # the YAML word, in messages
     keys = {
         "pool_size": Key(int_tuple(2), (2, 2), "window size: an int or [height, width]"),
         "stride": Key(lambda v, p: None if v is None else int_tuple(2)(v, p), None,
@@ -150,10 +151,10 @@ class _Pool2D(Layer):
         return ph, pw, sh, sw
 
     def output_shape(self, input_shape):
-        c, h, w = self.image_shape = _image_shape(self.kind, input_shape)
+        c, h, w = self.image_shape = _image_shape(self.type_name, input_shape)
         ph, pw, sh, sw = self._geometry()
         if ph > h or pw > w:
-            raise ShapeError(f"{self.kind} pool_size {[ph, pw]} is larger than its input's height and width "
+            raise ShapeError(f"{self.type_name} pool_size {[ph, pw]} is larger than its input's height and width "
                              f"{[h, w]} (input shape {tuple(input_shape)}); use a smaller pool_size")
         return (c, (h - ph) // sh + 1, (w - pw) // sw + 1)
 
@@ -183,7 +184,7 @@ class _Pool2D(Layer):
 class MaxPool2D(_Pool2D):
     """The maximum of each window, per channel."""
 
-    kind = "max_pool2d"
+    type_name = "max_pool2d"
 
     def reduce(self, x, axis):
         return pt.max(x, axis=axis)
@@ -196,7 +197,7 @@ class MaxPool2D(_Pool2D):
 class AvgPool2D(_Pool2D):
     """The mean of each window, per channel."""
 
-    kind = "avg_pool2d"
+    type_name = "avg_pool2d"
 
     def _scale(self, x):
         ph, pw = self.config["pool_size"]

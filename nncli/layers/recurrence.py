@@ -1,6 +1,6 @@
 """The time loop of the recurrent layers: ``pytensor.scan`` with a hand-built backward pass.
 
-A recurrent cell is described by three things (see layers_recurrent.py):
+A recurrent cell is described by three things (see nncli/layers/recurrent.py):
 
 - ``gates`` G: blocks of ``units`` columns in the input projection ``x W + b``
   (computed for all steps outside the loop, one product) and in ``h U``;
@@ -26,7 +26,7 @@ The pair is an ``OpFromGraph`` (inlined at compile time) whose ``pullback`` is t
 backward scan. The cell's own derivative inside that scan is still
 ``pytensor.grad`` of the elementwise ``cell`` (any activation works): only the
 products are arranged by hand. Checked against finite differences and a numpy
-step loop in tests/test_layers_recurrent.py.
+step loop in tests/layers/test_recurrent.py.
 """
 
 from __future__ import annotations

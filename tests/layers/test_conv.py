@@ -22,7 +22,7 @@ from nncli.errors import ConfigError
 from nncli.layers import LAYERS, Context
 from nncli.schema import mapping
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # JAX without x64 warns when PyTensor's float64 accumulators are truncated to float32
 pytestmark = [pytest.mark.filterwarnings("ignore:Explicitly requested dtype"), pytest.mark.usefixtures("jax_backend")]
 RNG = np.random.default_rng(1234)

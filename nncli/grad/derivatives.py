@@ -1,30 +1,29 @@
 """Derivatives of an expression at a point: the library behind `nncli grad`.
 
-``compute("exp(sin(x**2))", ["15"])`` parses the expression (``nncli.expr``),
+``compute("exp(sin(x**2))", ["15"])`` parses the expression (``nncli.grad.language``),
 builds its float64 PyTensor graph, differentiates it with ``pytensor.grad``
-(gradient, Hessian or an N-th derivative), compiles one function and calls
+(gradient, Hessian or an N-th derivative), compiles one function
+(``nncli.grad.compiling``: the py linker, the quickest to start) and calls
 it once. The result carries the numbers, optionally the rewritten derivative
-as readable text, and a ``warnings`` list when something is not finite.
-
-Speed: a one-off evaluation should not wait for a C compiler. Functions are
-compiled per call (never through ``pytensor.config``) with the pure-Python
-linker and the graph rewrites minus fusion/inplace, which is the quickest to
-start (see bench/bench_grad.py) and leaves a tidy graph to print. The compiled graph is run by
-``nncli.libm.evaluate``: exp, sin, log, ... through the C library's math functions rather than
+as readable text, and a ``warnings`` list when something is not finite
+(``nncli.grad.diagnose``). The compiled graph is run by
+``nncli.grad.libm.evaluate``: exp, sin, log, ... through the C library's math functions rather than
 numpy's SIMD loops, which can be an ulp off on some CPUs.
+
+``plot`` draws f and its derivative along one variable (matplotlib through ``nncli.plot``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 import re
-import warnings
 from dataclasses import dataclass, field
 
-from nncli import expr, libm
-from nncli.errors import ConfigError, NncliError
+from nncli import fileio
+from nncli import plot as plot_mod
+from nncli.errors import ConfigError
+from nncli.grad import compiling, diagnose, language, libm
 
 MAX_ORDER = 10
 # --hessian differentiates each of the n first derivatives again: n*n entries, each a graph of the
@@ -38,54 +37,6 @@ _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 REWRITE_LIMIT = 400
 # Refuse to differentiate a graph bigger than this: each further order multiplies it.
 SIZE_LIMIT = 1500
-
-
-def _mode(rewrite: bool = True):
-    """Pure-Python linker (no C compiler, quickest start); graph rewrites minus fusion/inplace."""
-    from pytensor.compile.mode import Mode
-
-    if not rewrite:
-        return Mode(linker="py", optimizer=None)
-    return Mode(linker="py", optimizer="fast_run").excluding("fusion", "inplace")
-
-
-@contextlib.contextmanager
-def _quiet():
-    """Keep PyTensor's own warnings/log lines off stderr: the CLI prints one line per problem."""
-    import logging
-
-    logger = logging.getLogger("pytensor")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logger.setLevel(level)
-
-
-def _compile(inputs, outputs, rewrite: bool = True):
-    """(function, the outputs as rewritten). Falls back to no rewrites where the rewrites merged
-    an op over more than 32 operands, which numpy ufuncs (the py linker) cannot run."""
-    import pytensor
-
-    with _quiet():
-        fn = pytensor.function(inputs, outputs, mode=_mode(rewrite), on_unused_input="ignore")
-        graphs = tuple(fn.maker.fgraph.outputs)
-        if rewrite and any(len(a.inputs) + len(a.outputs) > 32 for a in fn.maker.fgraph.apply_nodes):
-            fn = pytensor.function(inputs, outputs, mode=_mode(False), on_unused_input="ignore")
-    return fn, graphs
-
-
-def _function(inputs, outputs, rewrite: bool = True):
-    return _compile(inputs, outputs, rewrite)[0]
-
-
-def _size(inputs, outputs) -> int:
-    from pytensor.graph.traversal import io_toposort
-
-    return len(io_toposort(list(inputs), list(outputs)))
 
 
 @dataclass
@@ -155,10 +106,10 @@ def parse_point(at, names: list) -> dict:
         name, _, text = piece.partition("=")
         name = name.strip()
         if name not in names:
-            if name in expr.CONSTANTS:
+            if name in language.CONSTANTS:
                 raise ConfigError(f"--at {piece}: '{name}' is a constant, not a variable")
             raise ConfigError(f"--at {piece}: the expression has no variable '{name}'"
-                              f"{expr.suggest(name, names)} (variables: {', '.join(names)})")
+                              f"{language.suggest(name, names)} (variables: {', '.join(names)})")
         if name in point:
             raise ConfigError(f"--at {piece}: '{name}' is given twice")
         point[name] = parse_number(text, f"--at {name}")
@@ -175,7 +126,7 @@ def parse_wrt(wrt, names: list) -> list:
     for name in chosen:
         if name not in names:
             raise ConfigError(f"--wrt {name}: the expression has no variable '{name}'"
-                              f"{expr.suggest(name, names)} (variables: {', '.join(names)})")
+                              f"{language.suggest(name, names)} (variables: {', '.join(names)})")
     return [n for n in names if n in chosen]
 
 
@@ -194,19 +145,19 @@ def _compiled(text: str, wrt: tuple, order: int, hessian: bool):
     import pytensor
     import pytensor.tensor as pt
 
-    tree = expr.parse(text)
-    names = expr.variables(tree)
+    tree = language.parse(text)
+    names = language.variables(tree)
     inputs = {n: pt.scalar(n, dtype="float64") for n in names}
-    f = expr.to_pytensor(tree, inputs)
+    f = language.to_pytensor(tree, inputs)
     xs = [inputs[n] for n in wrt]
 
     def grad(cost, wrt_vars, step):
-        size = _size(inputs.values(), [cost])
+        size = compiling.graph_size(inputs.values(), [cost])
         if size > SIZE_LIMIT:
             raise ConfigError(f"the derivative graph is too large to differentiate further ({size} "
                               f"operations before derivative {step}); ask for a lower order or a "
                               "smaller expression")
-        with _quiet():
+        with compiling.quiet():
             return pytensor.grad(cost, wrt_vars, disconnected_inputs="ignore", return_disconnected="zero")
 
     if hessian:
@@ -223,7 +174,7 @@ def _compiled(text: str, wrt: tuple, order: int, hessian: bool):
             g = grad(g, xs, step)[0]
         derivs, labels = [g], [_label(wrt, order)]
     ins, outs = [inputs[n] for n in names], [f, *derivs]
-    fn, graphs = _compile(ins, outs, rewrite=_size(ins, outs) <= REWRITE_LIMIT)
+    fn, graphs = compiling.compile_graph(ins, outs, rewrite=compiling.graph_size(ins, outs) <= REWRITE_LIMIT)
     return fn, names, labels, graphs[1:]
 
 
@@ -233,11 +184,11 @@ SHOW_LIMIT = 3000
 def _show(graph) -> str:
     """The derivative as text in the expression language, or a note when it is too big to read."""
     try:
-        tree = expr.from_pytensor(graph)
-        size = expr.tree_size(tree)
+        tree = language.from_pytensor(graph)
+        size = language.tree_size(tree)
         if size > SHOW_LIMIT:
             return f"(not shown: {size} operations when written out)"
-        return expr.unparse(expr.simplify(tree))
+        return language.unparse(language.simplify(tree))
     except RecursionError:
         return "(not shown: nested too deeply to write out)"
 
@@ -249,8 +200,8 @@ def compute(text: str, at=(), wrt=(), order: int = 1, hessian: bool = False,
     """The derivative(s) of ``text`` at the point given by ``at`` (``--at`` strings or a dict)."""
     import numpy as np
 
-    tree = expr.parse(text)
-    names = expr.variables(tree)
+    tree = language.parse(text)
+    names = language.variables(tree)
     if not names:
         raise ConfigError(f"the expression {text.strip()!r} has no variables to differentiate")
     if isinstance(at, dict):
@@ -280,7 +231,7 @@ def compute(text: str, at=(), wrt=(), order: int = 1, hessian: bool = False,
     if show:
         result.shown = {label: _show(g) for label, g in zip(labels, graphs)}
     if not result.finite:
-        result.warnings = diagnose(tree, point, 2 if hessian else order)
+        result.warnings = diagnose.diagnose(tree, point, 2 if hessian else order)
     return result
 
 
@@ -288,10 +239,10 @@ def compute(text: str, at=(), wrt=(), order: int = 1, hessian: bool = False,
 def _value_function(text: str):
     import pytensor.tensor as pt
 
-    tree = expr.parse(text)
-    names = expr.variables(tree)
+    tree = language.parse(text)
+    names = language.variables(tree)
     inputs = {n: pt.scalar(n, dtype="float64") for n in names}
-    fn = _function(list(inputs.values()), expr.to_pytensor(tree, inputs))
+    fn = compiling.function(list(inputs.values()), language.to_pytensor(tree, inputs))
     return fn, names
 
 
@@ -305,107 +256,6 @@ def evaluate(text: str, point: dict) -> float:
         raise ConfigError(f"variable '{missing[0]}' has no value")
     with np.errstate(all="ignore"):
         return float(libm.evaluate(fn, *[float(point[n]) for n in names])[0])
-
-
-# --- where did inf/nan come from? -----------------------------------------------------------
-
-def _describe(node, args) -> str:
-    """The operation with its argument values, e.g. ``log(0.0)`` or ``1.0 / 0.0``."""
-    shown = [repr(a) for a in args]
-    if isinstance(node, expr.Call):
-        return f"{node.func}({', '.join(shown)})"
-    if isinstance(node, expr.Neg):
-        return f"-({shown[0]})"
-    return f"{shown[0]} {node.op} {shown[1]}"
-
-
-def diagnose(tree, point: dict, order: int = 1) -> list:
-    """Name the operations that first produce inf/nan, in the value or in a derivative."""
-    import numpy as np
-    import pytensor.tensor as pt
-
-    inputs = {n: pt.scalar(n, dtype="float64") for n in expr.variables(tree)}
-    record: dict = {}
-    expr.to_pytensor(tree, inputs, record)
-    nodes = []
-
-    def walk(node):  # post-order: arguments before the operation
-        for child in (node.args if isinstance(node, expr.Call) else (node.operand,)
-                      if isinstance(node, expr.Neg) else (node.left, node.right)
-                      if isinstance(node, expr.BinOp) else ()):
-            walk(child)
-        if id(node) in record:
-            nodes.append(node)
-
-    walk(tree)
-    subtrees = {id(n): n for n in nodes}
-
-    def children(node):
-        return list(node.args) if isinstance(node, expr.Call) else [node.operand] \
-            if isinstance(node, expr.Neg) else [node.left, node.right]
-
-    def leaf_value(node):
-        if isinstance(node, expr.Num):
-            return node.value
-        if isinstance(node, expr.Const):
-            return expr.CONSTANTS[node.name]
-        return point[node.name]
-
-    fn = _function(list(inputs.values()), [record[id(n)] for n in nodes], rewrite=False)
-    with np.errstate(all="ignore"):
-        values = {id(n): float(v) for n, v in zip(nodes, fn(*[point[k] for k in inputs]))}
-
-    def value(node):
-        return values[id(node)] if id(node) in subtrees else leaf_value(node)
-
-    found = []
-    for node in nodes:
-        args = [value(c) for c in children(node)]
-        if all(math.isfinite(a) for a in args) and not math.isfinite(value(node)):
-            found.append(f"{expr.unparse(node)} (column {node.col}) is {value(node)!r}: "
-                         f"{_describe(node, args)}")
-            break
-    if not found:
-        for node, dname, dvalue in _local_derivatives(nodes, children, value, order):
-            if not math.isfinite(dvalue):
-                found.append(f"{dname} of {expr.unparse(node)} (column {node.col}) is {dvalue!r} "
-                             f"at {_describe(node, [value(c) for c in children(node)])}")
-                break
-    return found or ["the result is not finite: finite parts combine into inf or nan "
-                     "(for example inf - inf or 0 * inf)"]
-
-
-def _local_derivatives(nodes, children, value, order):
-    """For each operation whose value and arguments are finite: its own partial derivatives."""
-    import numpy as np
-    import pytensor
-    import pytensor.tensor as pt
-
-    scalars, outputs, labels = [], [], []
-    for node in nodes:
-        kids = children(node)
-        if not (math.isfinite(value(node)) and all(math.isfinite(value(c)) for c in kids)):
-            continue
-        fresh = {f"a{i}": pt.scalar(f"a{i}", dtype="float64") for i in range(len(kids))}
-        local = type(node)(*(
-            [node.func, tuple(expr.Var(f"a{i}") for i in range(len(kids)))] if isinstance(node, expr.Call)
-            else [expr.Var("a0")] if isinstance(node, expr.Neg)
-            else [node.op, expr.Var("a0"), expr.Var("a1")]))
-        out = expr.to_pytensor(local, fresh)
-        for i, kid in enumerate(kids):
-            g = out
-            for k in range(1, order + 1):
-                g = pytensor.grad(g, fresh[f"a{i}"], disconnected_inputs="ignore",
-                                  return_disconnected="zero")
-                outputs.append(g)
-                labels.append((node, "the derivative" if k == 1 else f"derivative {k}"))
-            scalars.append((fresh[f"a{i}"], value(kid)))
-    if not outputs:
-        return []
-    fn = _function([s for s, _ in scalars], outputs)
-    with np.errstate(all="ignore"):
-        results = [float(v) for v in fn(*[v for _, v in scalars])]
-    return [(node, name, v) for (node, name), v in zip(labels, results)]
 
 
 # --- plotting -------------------------------------------------------------------------------
@@ -432,21 +282,13 @@ def plot(text: str, result: GradResult, path, span: str | None = None, points: i
                           "choose one with --wrt")
     name = result.wrt[0]
     lo, hi = parse_range(span, result.point[name])
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise NncliError("--plot needs matplotlib: pip install 'nncli[plot]'") from None
-    from nncli import fileio
-
+    fig = plot_mod.new_figure("--plot", figsize=(7, 4.5))
     target = fileio.output_target(path, picture=True, what="picture")
     fn = _vector_function(text, name, result.order)
     xs = np.linspace(lo, hi, points)
     others = [result.point[n] for n in result.variables if n != name]
     with np.errstate(all="ignore"):
         fx, dfx = (np.asarray(v, dtype=float) for v in fn(xs, *others))
-    fig = Figure(figsize=(7, 4.5))
-    FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     label = "f'" if result.order == 1 else f"d^{result.order}f/d{name}^{result.order}"
     ax.plot(xs, fx, label=f"f = {result.expression}")
@@ -457,11 +299,7 @@ def plot(text: str, result: GradResult, path, span: str | None = None, points: i
     ax.set_xlabel(name)
     ax.legend()
     ax.grid(alpha=0.3)
-    try:
-        with fileio.open_output(target, binary=True) as fh:
-            fig.savefig(fh, format="png", dpi=100)
-    except OSError as exc:
-        raise NncliError(f"{target.path}: cannot write the picture: {exc.strerror or exc}") from None
+    plot_mod.save_png(fig, target, dpi=100)
     return target.path
 
 
@@ -470,14 +308,14 @@ def _vector_function(text: str, name: str, order: int):
     import pytensor
     import pytensor.tensor as pt
 
-    tree = expr.parse(text)
-    names = expr.variables(tree)
+    tree = language.parse(text)
+    names = language.variables(tree)
     inputs = {n: (pt.vector(n, dtype="float64") if n == name else pt.scalar(n, dtype="float64"))
               for n in names}
-    f = expr.to_pytensor(tree, inputs)
+    f = language.to_pytensor(tree, inputs)
     f = f + pt.zeros_like(inputs[name])  # a constant f still gives one value per x
     g = f
     for _ in range(order):
         g = pytensor.grad(g.sum(), inputs[name], disconnected_inputs="ignore", return_disconnected="zero")
     ins = [inputs[name]] + [inputs[n] for n in names if n != name]
-    return _function(ins, [f, g], rewrite=_size(ins, [f, g]) <= REWRITE_LIMIT)
+    return compiling.function(ins, [f, g], rewrite=compiling.graph_size(ins, [f, g]) <= REWRITE_LIMIT)

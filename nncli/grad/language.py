@@ -10,7 +10,7 @@ calls of anything outside the table, ...) is a ``ConfigError``.
 
 ``to_pytensor(tree, variables)`` builds the PyTensor graph (float64
 throughout); derivatives are ``pytensor.grad`` on that graph (see
-``nncli.gradcalc``). ``from_pytensor(var)`` reads a (rewritten) PyTensor
+``nncli.grad.derivatives``). ``from_pytensor(var)`` reads a (rewritten) PyTensor
 scalar graph back into this tree, ``simplify`` tidies it (signs, products
 and quotients, repeated factors), and ``unparse`` prints it with the fewest
 parentheses; the printed text parses back with ``parse``.

@@ -1,4 +1,4 @@
-"""Recurrent layers (simple_rnn, lstm, gru) built with ``pytensor.scan``, and embedding.
+"""Recurrent layers (simple_rnn, lstm, gru) built with ``pytensor.scan``.
 
 Input per example is a sequence, (time, features); the output is the last
 hidden state, (units,), or every hidden state, (time, units), with
@@ -11,7 +11,7 @@ the backward pass's final state (the one that has read step 0 last).
 
 The input projection ``x W + b`` of ALL time steps is one tensordot outside
 the loop; ``scan`` runs only the recurrence ``h_{t-1} U``, with a hand-arranged
-backward pass (nncli/recurrence.py: why, and the measurements). The initial
+backward pass (nncli/layers/recurrence.py: why, and the measurements). The initial
 state is zeros with the batch axis taken from the input's *static* shape
 (nncli always compiles fixed-size batches), which the JAX backend needs
 inside ``lax.scan``.
@@ -34,15 +34,6 @@ gru          Keras 2 default / PyTorch convention (reset_after: true), Keras gat
 Parameters are named W, U, b (and b_recurrent for gru); the backward
 direction of a bidirectional layer has the same names with ``_reverse``
 appended (PyTorch's suffix).
-
-``embedding`` maps integer token ids to vectors: input per example (time,)
-(any shape works; the output appends output_dim). nncli's data layer reads
-inputs as float32, so ids arrive as floats: the graph rounds them to the
-nearest integer, casts to int32 and CLIPS them into [0, input_dim - 1], so
-an out-of-range id maps to the first/last row instead of failing inside a
-compiled function (JAX would clip silently anyway; NUMBA would read out of
-bounds). Use ``normalize: none`` (the default) with an embedding, since
-normalised ids are not ids.
 """
 
 from __future__ import annotations
@@ -52,11 +43,9 @@ import pytensor.tensor as pt
 from pytensor.scalar import upcast
 
 from nncli import activations, initializers
-from nncli.recurrence import recurrence
-from nncli.layers import LAYERS, Layer, ShapeError, initializer_key
+from nncli.layers.base import LAYERS, Layer, Shape, ShapeError, initializer_key
+from nncli.layers.recurrence import recurrence
 from nncli.schema import Key, boolean, integer, name_in
-
-Shape = tuple[int, ...]
 
 
 def _sequence_shape(layer_type: str, input_shape: Shape) -> tuple[int, int]:
@@ -96,15 +85,16 @@ def _recurrent_keys(activation: str = "tanh", gates: bool = False) -> dict[str, 
 class _Recurrent(Layer):
     """Shared machinery; subclasses define `gates`, `_bias_init` and `_step`."""
 
-    kind = ""
+    kind = "recurrent"
+    type_name = ""          # the YAML word, in messages
     gates = 1               # blocks of `units` columns in W and U
     n_states = 1            # carried tensors (h; lstm: h and c)
     has_activation = False  # the activation lives inside the step
 
     def output_shape(self, input_shape):
-        t, _ = _sequence_shape(self.kind, input_shape)
+        t, _ = _sequence_shape(self.type_name, input_shape)
         if t < 1:
-            raise ShapeError(f"{self.kind} needs at least one time step, got shape {tuple(input_shape)}")
+            raise ShapeError(f"{self.type_name} needs at least one time step, got shape {tuple(input_shape)}")
         units = self.config["units"] * (2 if self.config["bidirectional"] else 1)
         return (t, units) if self.config["return_sequences"] else (units,)
 
@@ -124,7 +114,7 @@ class _Recurrent(Layer):
         return params
 
     def init_params(self, input_shape, rng):
-        _, features = _sequence_shape(self.kind, input_shape)
+        _, features = _sequence_shape(self.type_name, input_shape)
         params = self._direction_params(features, rng)
         if self.config["bidirectional"]:
             params.update({f"{k}_reverse": v for k, v in self._direction_params(features, rng).items()})
@@ -146,7 +136,7 @@ class _Recurrent(Layer):
         """One direction: returns the hidden states (batch, time, units), in input time order.
 
         The input projection x W + b is one product for all steps outside the loop;
-        nncli.recurrence runs the loop (scan) and its hand-built backward pass.
+        nncli.layers.recurrence runs the loop (scan) and its hand-built backward pass.
         """
         h = self.config["units"]
         xw = pt.tensordot(x, p["W"], axes=[[2], [0]])                # (B, T, G*H), one product for all steps
@@ -184,7 +174,7 @@ class _Recurrent(Layer):
 class SimpleRNN(_Recurrent):
     """h_t = activation(x_t W + h_{t-1} U + b), the Theano tutorial's Elman network."""
 
-    kind = "simple_rnn"
+    type_name = "simple_rnn"
     keys = _recurrent_keys()
     parts = ((0, 0),)          # z = x_t W + b + h_{t-1} U
 
@@ -196,7 +186,7 @@ class SimpleRNN(_Recurrent):
 class LSTM(_Recurrent):
     """Long short-term memory, Keras gate order i, f, c, o."""
 
-    kind = "lstm"
+    type_name = "lstm"
     gates = 4
     n_states = 2
     keys = {**_recurrent_keys(gates=True),
@@ -221,7 +211,7 @@ class LSTM(_Recurrent):
 class GRU(_Recurrent):
     """Gated recurrent unit, reset_after convention (Keras 2 default, PyTorch), Keras gate order z, r, h."""
 
-    kind = "gru"
+    type_name = "gru"
     gates = 3
     keys = _recurrent_keys(gates=True)
 
@@ -236,37 +226,3 @@ class GRU(_Recurrent):
         z, r = self._rec(pre[0]), self._rec(pre[1])
         cand = self._act(pre[2] + r * pre[3])
         return [z * states[0] + (1.0 - z) * cand]
-
-
-@LAYERS.register("embedding")
-class Embedding(Layer):
-    """Token ids -> vectors: a lookup in W (input_dim, output_dim).
-
-    Ids are given as numbers (the data is float32): they are rounded, cast to
-    int32 and clipped into [0, input_dim - 1] in the graph.
-    """
-
-    keys = {
-        "input_dim": Key(integer(min=1, max=100_000_000), doc="vocabulary size: ids are 0 .. input_dim - 1"),
-        "output_dim": Key(integer(min=1, max=1_000_000), doc="size of each embedding vector"),
-        "initializer": initializer_key("uniform"),
-    }
-
-    def output_shape(self, input_shape):
-        shape = tuple(int(d) for d in input_shape)
-        if len(shape) < 1:
-            raise ShapeError(f"embedding expects (time,) token ids per example, got shape {shape}")
-        return (*shape, self.config["output_dim"])
-
-    def init_params(self, input_shape, rng):
-        return {"W": initializers.make(self.config["initializer"],
-                                       (self.config["input_dim"], self.config["output_dim"]), rng)}
-
-    def linear(self, x, params, ctx):
-        ids = x if x.dtype.startswith("int") else pt.cast(pt.round(x), "int32")
-        ids = pt.clip(ids, 0, self.config["input_dim"] - 1)
-        # a 1-D lookup reshaped to the static shape: JAX cannot differentiate/compile the N-D
-        # advanced index here (PyTensor rewrites it into a reshape with a symbolic shape)
-        shape = tuple(x.type.shape)
-        shape = shape if all(d is not None for d in shape) else tuple(x.shape[i] for i in range(x.ndim))
-        return params["W"][ids.flatten()].reshape((*shape, self.config["output_dim"]))

@@ -302,7 +302,7 @@ def test_gradients_match_finite_differences(gradients, kind):
     ("gru", {"activation": "leaky_relu", "recurrent_activation": "softplus"}),
 ])
 def test_backward_pass_with_other_activations_matches_finite_differences(jax_backend, kind, activations):
-    """The hand-arranged backward (nncli/recurrence.py) differentiates any activation: checked against
+    """The hand-arranged backward (nncli/layers/recurrence.py) differentiates any activation: checked against
     central differences of the layer's own compiled forward pass, last state only, float64."""
     import pytensor
     import pytensor.tensor as pt

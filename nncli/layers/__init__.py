@@ -1,0 +1,19 @@
+"""Layers, by YAML name: one registry (``LAYERS``), one module per family.
+
+- base: ``LAYERS``, :class:`Layer` (with its ``kind``), :class:`Context`, :class:`ShapeError`
+- core: dense, flatten, reshape, embedding
+- conv: conv2d, max_pool2d, avg_pool2d
+- recurrent: simple_rnn, lstm, gru (their time loop: recurrence)
+- dropout: dropout; normalization: batch_norm
+
+Importing the package imports every family, and each registers its layers
+into ``LAYERS`` (as PyTensor's ``pytensor/link/jax/dispatch/__init__.py``
+does). The families import ``nncli.layers.base``, never this package.
+To add a layer: a :class:`Layer` subclass with its ``keys`` and ``kind``,
+registered with ``@LAYERS.register("word")`` in its family's module.
+"""
+
+from nncli.layers import conv, core, dropout, normalization, recurrent  # noqa: F401  (they register)
+from nncli.layers.base import KINDS, LAYERS, Context, Layer, Shape, ShapeError
+
+__all__ = ["KINDS", "LAYERS", "Context", "Layer", "Shape", "ShapeError"]
