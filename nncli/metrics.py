@@ -244,10 +244,10 @@ def format_report(rep: Mapping[str, Any]) -> list[str]:
 
 
 def predictions(predict_fn, x: np.ndarray) -> np.ndarray:
-    """Outputs of a compiled predict function (model.compile_predict) for every row of `x`."""
-    from nncli import data, model
+    """Outputs of a compiled predict function (functions.compile_predict) for every row of `x`."""
+    from nncli import data, functions
 
-    parts = list(model.run_predict(predict_fn, data.batches(x, None, predict_fn.batch_size)))
+    parts = list(functions.run_predict(predict_fn, data.batches(x, None, predict_fn.batch_size)))
     return np.concatenate(parts) if parts else np.zeros((0,), np.float32)
 
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from nncli import backend, checkpoint, data, fileio, network, optimizers, progress
 from nncli import metrics as metrics_mod, regularization, schedules
-from nncli import spec as spec_mod, steps as steps_mod
+from nncli import functions, spec as spec_mod, steps as steps_mod
 from nncli.errors import CheckpointError, ConfigError, DataError, Interrupted, TrainingError
 
 MAX_METRICS = ("accuracy",)
@@ -238,8 +238,6 @@ class Trainer:
     def compile(self) -> None:
         import pytensor
 
-        from nncli import model
-
         s, net = self.spec, self.p.net
         floatx = pytensor.config.floatX
         self.lr = pytensor.shared(np.asarray(s["learning_rate"], dtype=floatx), name="learning_rate")
@@ -248,17 +246,17 @@ class Trainer:
         self.opt = optimizers.create(opt_cfg.pop("type"), opt_cfg, clip=s["clip"])
         self.r.info(f"compiling the training graph ({self.choice.backend})...")
         t0 = time.perf_counter()
-        graph, self.opt_state = model.train_graph(
+        graph, self.opt_state = functions.train_graph(
             net, s["loss"], self.metrics, self.opt, self.lr, self.batch_size, self.iterations, seed=s["seed"],
             penalty=regularization.penalty(s["regularization"]))
         self.steps = steps_mod.for_data(s["steps_per_execution"], self.choice.backend, self.batch_size,
                                         len(self.p.x_train), net.input_shape, net.output_shape)
-        self.train_fn = model.compile_several(graph, self.steps, self.choice.backend)
+        self.train_fn = steps_mod.compile_several(graph, self.steps, self.choice.backend)
         n_eval = max(len(self.p.x_val) if self.p.x_val is not None else 0, 1)
         self.eval_batch = min(max(self.batch_size, 256), n_eval) if self.p.x_val is not None else self.batch_size
-        self.eval_fn = model.compile_eval(net, s["loss"], self.metrics, self.eval_batch) \
+        self.eval_fn = functions.compile_eval(net, s["loss"], self.metrics, self.eval_batch) \
             if self.p.x_val is not None else None
-        self.predict_fn = model.compile_predict(net, self.eval_batch) if self.epoch_metrics else None
+        self.predict_fn = functions.compile_predict(net, self.eval_batch) if self.epoch_metrics else None
         self.compile_seconds = time.perf_counter() - t0
 
     # -- state <-> checkpoint --------------------------------------------------
@@ -411,9 +409,7 @@ class Trainer:
                     self._interrupted(flag["signal"])
             logs = {k: float(v / max(seen, 1.0)) for k, v in zip(names, totals)}
             if self.eval_fn is not None:
-                from nncli import model
-
-                val = model.run_sums(self.eval_fn, data.batches(p.x_val, p.t_val, self.eval_batch))
+                val = functions.run_sums(self.eval_fn, data.batches(p.x_val, p.t_val, self.eval_batch))
                 logs.update({f"val_{k}": v for k, v in val.items()})
             if self.predict_fn is not None:
                 logs = metrics_mod.with_epoch_metrics(logs, self.predict_fn, s["metrics"], s["loss"],

@@ -176,7 +176,7 @@ def test_early_stopping_stops_at_the_right_epoch_and_keeps_the_best_weights(tmp_
     ({"l2": 0.05, "layers": {"dense_1": {"l1": 0.2}}}, 0.2, 0.05),
 ])
 def test_weight_penalty_enters_the_gradient_of_weights_not_biases(tmp_path, reg, l1, l2):
-    from nncli import backend, model, network, optimizers, regularization, spec
+    from nncli import backend, functions, network, optimizers, regularization, spec
 
     backend.activate(backend.choose("jax", "cpu"))
     data = tmp_path / "d.csv"
@@ -188,7 +188,7 @@ def test_weight_penalty_enters_the_gradient_of_weights_not_biases(tmp_path, reg,
     W, b = rng.normal(size=(3, 2)), rng.normal(size=2)
     net.create_shared({"dense_1/W": W, "dense_1/b": b}, {})
     iterations = optimizers.iterations_variable()
-    step, _ = model.compile_train(net, "mse", [], optimizers.create("sgd", {}), np.float32(0.1), 4, iterations,
+    step, _ = functions.compile_train(net, "mse", [], optimizers.create("sgd", {}), np.float32(0.1), 4, iterations,
                                   penalty=regularization.penalty(s["regularization"]))
     x = rng.normal(size=(4, 3)).astype("float32")
     t = rng.normal(size=(4, 2)).astype("float32")
