@@ -21,6 +21,7 @@ import pytensor
 import pytensor.tensor as pt
 
 from nncli import data, losses, optimizers
+from nncli import metrics as metrics_mod
 from nncli.layers import Context
 from nncli.network import Network
 
@@ -49,7 +50,7 @@ def _sums(net: Network, ctx: Context, x, t, w, loss: str, metrics: Sequence[str]
     per_example = losses.per_example_loss(loss, t, out, logits, act)
     sums = [pt.sum(w * per_example)]
     for m in metrics:
-        sums.append(pt.sum(w * losses.per_example_metric(m, t, out, loss)))
+        sums.append(pt.sum(w * metrics_mod.per_example(m, t, out, loss)))
     return sums
 
 

@@ -35,6 +35,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+from nncli.metrics import Monitor
 from nncli.registry import did_you_mean
 from nncli.schema import Invalid, Key, boolean, choice, integer, mapping, number, optional, string, typed
 
@@ -164,20 +165,12 @@ def plateau_reductions(values: Sequence[float], c: Mapping[str, Any]) -> int:
     The `cooldown` epochs after a reduction are not counted (they may still set a
     new best). NaN never improves.
     """
-    from nncli.metrics import higher_is_better
-
-    mode = c.get("mode", "auto")
-    monitor = c.get("monitor") or "val_loss"
-    if mode == "auto":
-        mode = "max" if higher_is_better(monitor) else "min"
-    best = math.nan
+    watch = Monitor(c.get("monitor") or "val_loss", c.get("mode", "auto"), c["min_delta"])
     wait = cooldown = n = 0
-    for v in values:
-        v = float(v)
-        improved = not math.isnan(v) and (math.isnan(best) or (
-            v < best - c["min_delta"] if mode == "min" else v > best + c["min_delta"]))
+    for epoch, v in enumerate(values, 1):
+        improved = watch.update(float(v), epoch)
         if improved:
-            best, wait = v, 0
+            wait = 0
         if cooldown > 0:  # the epochs right after a reduction are not counted
             cooldown -= 1
             continue
