@@ -50,6 +50,14 @@ def test_cosine_warm_restarts():
     assert got[3] == got[9] == BASE
 
 
+def test_schedule_types_are_one_registry_with_their_keys_on_the_classes():
+    names = ["constant", "step", "exponential", "cosine", "reduce_on_plateau", "warmup"]  # the docs' order
+    assert schedules.SCHEDULES.names() == names
+    for name in names:
+        cfg = schedules.validate({"type": name, "warmup_epochs": 2}, "schedule")
+        assert set(cfg) == {"type", "warmup_epochs", *schedules.SCHEDULES.get(name).keys}
+
+
 def plateau_rates(values, **cfg):
     s = sched({"type": "reduce_on_plateau", "monitor": "val_loss", **cfg})
     return [s.lr(i, {"val_loss": values[:i]}) for i in range(len(values) + 1)]
