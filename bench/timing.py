@@ -54,7 +54,7 @@ def nncli_epochs(config: dict, name: str, x, t):
     `nncli train` (steps_per_execution as the config says, default auto); `config` is a config
     dict (layers, loss, metrics, optimizer, learning_rate, batch_size). Returns (run_epoch(i),
     compile s, {loss/metric: last epoch}, steps per call)."""
-    from nncli import backend, data, model, network, optimizers, spec, steps
+    from nncli import backend, data, functions, network, optimizers, spec, steps
 
     backend.activate(backend.choose("jax", "cpu"))
     import pytensor
@@ -69,8 +69,8 @@ def nncli_epochs(config: dict, name: str, x, t):
     batch = s["batch_size"]
     k = steps.for_data(s["steps_per_execution"], "jax", batch, len(x), x.shape[1:], t.shape[1:])
     t0 = time.perf_counter()
-    graph, _ = model.train_graph(net, s["loss"], s["metrics"], opt, lr, batch, iterations, seed=0)
-    step = model.compile_several(graph, k, "jax")
+    graph, _ = functions.train_graph(net, s["loss"], s["metrics"], opt, lr, batch, iterations, seed=0)
+    step = steps.compile_several(graph, k, "jax")
     compile_s = time.perf_counter() - t0
     rng = np.random.default_rng(0)
     last = {}

@@ -13,7 +13,7 @@ import platform
 import sys
 from importlib import metadata
 
-from nncli import backend
+from nncli import backend, blas
 
 
 def _version(dist: str) -> str:
@@ -28,11 +28,11 @@ def report() -> dict:
     import pytensor
 
     usable = backend.available()
-    blas = backend.find_blas() if backend.cxx_compiler() else None
+    found = blas.find() if blas.cxx_compiler() else None
     details = {
         "jax": f"jax {_version('jax')}, jaxlib {_version('jaxlib')}" if backend.jax_installed() else "",
         "numba": f"numba {_version('numba')}" if backend.numba_installed() else "",
-        "c": f"compiler {backend.cxx_compiler()}" if backend.cxx_compiler() else "",
+        "c": f"compiler {blas.cxx_compiler()}" if blas.cxx_compiler() else "",
     }
     devices = ["cpu"]
     gpu_note = ""
@@ -52,11 +52,11 @@ def report() -> dict:
         "backends": {name: {"available": not usable[name], "why_not": usable[name], "details": details[name]}
                      for name in backend.BACKENDS},
         "auto": {kind: backend.auto_backend(kind) for kind in ("dense", "conv", "recurrent")},
-        "blas": None if blas is None else {"name": blas.name, "ok": blas.ok, "problem": blas.problem,
-                                           "library": blas.library, "ldflags": blas.ldflags},
-        "blas_threads": {"batch < 256": backend.blas_threads_for("dense", 32),
-                         "batch >= 256": backend.blas_threads_for("dense", 1024),
-                         "recurrent": backend.blas_threads_for("recurrent")},
+        "blas": None if found is None else {"name": found.name, "ok": found.ok, "problem": found.problem,
+                                            "library": found.library, "ldflags": found.ldflags},
+        "blas_threads": {"batch < 256": blas.threads_for("dense", 32),
+                         "batch >= 256": blas.threads_for("dense", 1024),
+                         "recurrent": blas.threads_for("recurrent")},
         "compile_cache": str(pytensor.config.compiledir),
         "cache_env": cache_env or "",
         "cache_env_applied": bool(cache_env) and str(pytensor.config.base_compiledir).startswith(

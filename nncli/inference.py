@@ -15,7 +15,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from nncli import backend, checkpoint, data, fileio, network
+from nncli import backend, checkpoint, data, fileio, functions, network
 from nncli import spec as spec_mod
 from nncli.errors import CheckpointError, ConfigError, DataError, NncliError
 
@@ -121,12 +121,8 @@ def _read_inputs(model: Loaded, path: str, with_targets: bool, by_position: bool
 
 def outputs(model: Loaded, x: np.ndarray) -> np.ndarray:
     """Network outputs for already-normalised inputs, computed in fixed-size batches."""
-    from nncli import model as model_mod
-
     batch = max(1, min(PREDICT_BATCH, len(x)))
-    fn = model_mod.compile_predict(model.net, batch)
-    parts = list(model_mod.run_predict(fn, data.batches(x, None, batch)))
-    return np.concatenate(parts) if parts else np.zeros((0, *model.net.output_shape), np.float32)
+    return functions.predict_array(functions.compile_predict(model.net, batch), x)
 
 
 def _cells(texts) -> list[str]:
@@ -214,7 +210,6 @@ def evaluate(model_path: str | os.PathLike, data_path: str, confusion: bool = Fa
     `by_position`: a CSV's columns in order, the target last; `header` false: a CSV without a
     header row, its columns named col1 .. colN (a run's test file with data.header false)."""
     from nncli import metrics as metrics_mod
-    from nncli import model as model_mod
     from nncli.errors import ConfigError
 
     model = load_model(model_path)
@@ -225,8 +220,8 @@ def evaluate(model_path: str | os.PathLike, data_path: str, confusion: bool = Fa
     t = data.encode_targets(table, model.ck.encoding, model.net.output_shape)
     names = list(model.config.get("metrics") or [])
     batch = max(1, min(PREDICT_BATCH, len(table.x)))
-    fn = model_mod.compile_eval(model.net, model.ck.loss, metrics_mod.in_graph(names), batch)
-    result = model_mod.run_sums(fn, data.batches(table.x, t, batch))
+    fn = functions.compile_eval(model.net, model.ck.loss, metrics_mod.in_graph(names), batch)
+    result = functions.run_sums(fn, data.batches(table.x, t, batch))
     report = None
     if metrics_mod.epoch_level(names) or confusion:
         out = outputs(model, table.x)

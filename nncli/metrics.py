@@ -1,14 +1,17 @@
-"""Metric names, and the metrics computed from a whole set of predictions with numpy.
+"""Every metric name: the in-graph per-example scores, the numpy epoch-level scores, the name
+rules, and the improvement rule of a monitored value (Monitor).
 
-Two kinds of metric:
+Two kinds of metric, one registry (METRICS, with the kind on each entry):
 
 * per-example metrics (``accuracy``, ``top_<k>_accuracy``, ``mse``, ``mae``):
-  a mean over examples, so they stay in the compiled graph
-  (:data:`nncli.losses.METRICS`) and are exact when summed over batches;
+  a mean over examples, so they stay in the compiled graph (a symbolic
+  score per example, :func:`per_example`) and are exact when summed over
+  batches;
 * epoch-level metrics (``precision``, ``recall``, ``f1``, ``rmse``, ``r2``):
   not a mean of per-example values, so averaging them over batches would be
-  wrong; they are computed here from every prediction of the set
-  (validation, evaluate, and the training set after each epoch).
+  wrong; they are computed here with numpy from every output of the set
+  (validation, evaluate, and the training set after each epoch). This module
+  never runs the network: the caller hands over the outputs.
 
 In the config a metric is a name or a mapping: ``accuracy``,
 ``{type: top_k_accuracy, k: 3}`` (same as the name ``top_3_accuracy``,
@@ -24,31 +27,73 @@ exactly, else 0.0 for a constant column).
 
 from __future__ import annotations
 
+import math
 import re
-from typing import Any, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+import pytensor.tensor as pt
 
-from nncli.registry import did_you_mean
+from nncli import losses
+from nncli.registry import Registry, did_you_mean
 from nncli.schema import Invalid, integer, show
 
-PER_EXAMPLE = ("accuracy", "mse", "mae")
-EPOCH_LEVEL = ("precision", "recall", "f1", "rmse", "r2")
-CLASSIFICATION_ONLY = ("accuracy", "precision", "recall", "f1")
-HIGHER_IS_BETTER = ("accuracy", "precision", "recall", "f1", "r2")
 _TOP_K = re.compile(r"^top_(\d+)_accuracy$")
 MAX_TOP_K = 1_000_000
 
 
-def _registered() -> list[str]:
-    """Per-example metrics in the compiled graph (nncli.losses.METRICS)."""
-    from nncli.losses import METRICS
+@dataclass(frozen=True)
+class Metric:
+    """A metric name's entry: its kind, how it is computed and what it needs."""
 
-    return METRICS.names()
+    kind: str                    # "per_example" (in the compiled graph) or "epoch" (numpy, from all outputs)
+    score: Callable              # per_example: (target, output, loss) -> one symbolic value per example;
+                                 # epoch: (target, output, loss) -> {name: value} (scores computed together)
+    higher_is_better: bool = False
+    classification: bool = False  # needs a classification loss
 
+
+METRICS: Registry[Metric] = Registry("metric")
+
+
+# --- per-example metrics: symbolic, averaged over all examples of an epoch -----
+
+def accuracy(target, output, loss: str):
+    if loss == "binary_crossentropy":
+        return pt.mean(losses.rows(pt.eq(output > 0.5, target > 0.5)), axis=1)
+    return pt.eq(pt.argmax(output, axis=-1), pt.argmax(target, axis=-1)).reshape((output.shape[0], -1)).mean(axis=1)
+
+
+def mse(target, output, loss: str):
+    return losses.mse(target, output)
+
+
+def mae(target, output, loss: str):
+    return losses.mae(target, output)
+
+
+def top_k_accuracy(target, output, k: int):
+    """1 when the true class is among the k highest outputs (ties count in its favour)."""
+    c = output.shape[-1]
+    o, t = output.reshape((-1, c)), target.reshape((-1, c))
+    true_score = pt.sum(o * t, axis=1, keepdims=True)
+    hit = pt.lt(pt.sum(pt.gt(o, true_score), axis=1), k)
+    return hit.reshape((output.shape[0], -1)).mean(axis=1)
+
+
+def per_example(name: str, target, output, loss: str):
+    """The symbolic per-example score of metric `name` (top_<k>_accuracy: any k)."""
+    k = top_k(name)
+    if k is not None:
+        return top_k_accuracy(target, output, k)
+    return METRICS.get(name).score(target, output, loss)
+
+
+# --- names --------------------------------------------------------------------
 
 def known_names() -> list[str]:
-    return sorted({*_registered(), *EPOCH_LEVEL, "top_k_accuracy"})
+    return sorted({*METRICS.names(), "top_k_accuracy"})
 
 
 def top_k(name: str) -> int | None:
@@ -58,6 +103,12 @@ def top_k(name: str) -> int | None:
         return None
     digits = m.group(1)
     return int(digits) if len(digits) <= 20 else 10**20  # (longer: too big in any case; int() has a limit)
+
+
+def _kind(name: str) -> str:
+    if top_k(name) is not None:
+        return "per_example"
+    return METRICS.get(name).kind if name in METRICS else ""
 
 
 def validate_item(value: Any, path: str) -> str:
@@ -87,7 +138,7 @@ def validate_item(value: Any, path: str) -> str:
         if not 1 <= k <= MAX_TOP_K:
             raise Invalid(path, f"top_<k>_accuracy needs k from 1 to {MAX_TOP_K:,}, got {show(value)}")
         return f"top_{k}_accuracy"
-    if value not in _registered() and value not in EPOCH_LEVEL:
+    if value not in METRICS:
         raise Invalid(path, f"unknown metric '{value}'{did_you_mean(value, known_names())}; "
                             f"known: {', '.join(known_names())} (or top_<k>_accuracy)")
     return value
@@ -96,7 +147,7 @@ def validate_item(value: Any, path: str) -> str:
 def check(metrics: Sequence[str], loss: str, classification: bool, output_units: int | None = None) -> None:
     """Metric/loss compatibility; raises Invalid on `metrics[i]`."""
     for i, m in enumerate(metrics):
-        if (m in CLASSIFICATION_ONLY or top_k(m)) and not classification:
+        if (top_k(m) or (m in METRICS and METRICS.get(m).classification)) and not classification:
             raise Invalid(f"metrics[{i}]", f"{m} needs a classification loss (categorical_crossentropy, "
                                            f"binary_crossentropy), the loss is {loss}")
         if top_k(m) and loss != "categorical_crossentropy":
@@ -108,16 +159,15 @@ def check(metrics: Sequence[str], loss: str, classification: bool, output_units:
 
 def higher_is_better(name: str) -> bool:
     base = name[4:] if name.startswith("val_") else name
-    return base in HIGHER_IS_BETTER or top_k(base) is not None
+    return top_k(base) is not None or (base in METRICS and METRICS.get(base).higher_is_better)
 
 
 def in_graph(names: Sequence[str]) -> list[str]:
-    registered = _registered()
-    return [m for m in names if m in registered or top_k(m) is not None]
+    return [m for m in names if _kind(m) == "per_example"]
 
 
 def epoch_level(names: Sequence[str]) -> list[str]:
-    return [m for m in names if m in EPOCH_LEVEL]
+    return [m for m in names if _kind(m) == "epoch"]
 
 
 # --- numpy computations -------------------------------------------------------
@@ -187,16 +237,29 @@ def regression_scores(target: np.ndarray, output: np.ndarray) -> dict[str, float
     return {"rmse": float(np.sqrt(sse.sum() / t.size)), "r2": float(r2.mean())}
 
 
+def _regression(target: np.ndarray, output: np.ndarray, loss: str) -> dict[str, float]:
+    return regression_scores(target, output)
+
+
+# --- every metric name ------------------------------------------------------------
+
+METRICS.add("accuracy", Metric("per_example", accuracy, higher_is_better=True, classification=True))
+METRICS.add("mse", Metric("per_example", mse))
+METRICS.add("mae", Metric("per_example", mae))
+METRICS.add("precision", Metric("epoch", classification_scores, higher_is_better=True, classification=True))
+METRICS.add("recall", Metric("epoch", classification_scores, higher_is_better=True, classification=True))
+METRICS.add("f1", Metric("epoch", classification_scores, higher_is_better=True, classification=True))
+METRICS.add("rmse", Metric("epoch", _regression))
+METRICS.add("r2", Metric("epoch", _regression, higher_is_better=True))
+
+
 def compute(names: Sequence[str], target: np.ndarray, output: np.ndarray, loss: str) -> dict[str, float]:
     """The epoch-level metrics among `names`, from all targets and outputs of a set."""
     wanted = epoch_level(names)
-    if not wanted:
-        return {}
     scores: dict[str, float] = {}
-    if any(m in ("precision", "recall", "f1") for m in wanted):
-        scores.update(classification_scores(target, output, loss))
-    if any(m in ("rmse", "r2") for m in wanted):
-        scores.update(regression_scores(target, output))
+    for m in wanted:
+        if m not in scores:  # scores computed together (precision, recall, f1) come in one call
+            scores.update(METRICS.get(m).score(target, output, loss))
     return {m: scores[m] for m in wanted}
 
 
@@ -243,25 +306,51 @@ def format_report(rep: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def predictions(predict_fn, x: np.ndarray) -> np.ndarray:
-    """Outputs of a compiled predict function (model.compile_predict) for every row of `x`."""
-    from nncli import data, model
-
-    parts = list(model.run_predict(predict_fn, data.batches(x, None, predict_fn.batch_size)))
-    return np.concatenate(parts) if parts else np.zeros((0,), np.float32)
-
-
-def with_epoch_metrics(logs: Mapping[str, float], predict_fn, names: Sequence[str], loss: str,
+def with_epoch_metrics(logs: Mapping[str, float], names: Sequence[str], loss: str,
                        train: tuple, val: tuple) -> dict[str, float]:
     """`logs` plus the epoch-level metrics of the training set (with the end-of-epoch weights)
-    and the validation set, in the order loss, metrics..., val_loss, val_metrics..."""
+    and the validation set, each given as (targets, outputs) (None: no such set), in the order
+    loss, metrics..., val_loss, val_metrics..."""
     extra: dict[str, float] = {}
-    for prefix, (x, t) in (("", train), ("val_", val)):
-        if x is None or t is None:
+    for prefix, (t, out) in (("", train), ("val_", val)):
+        if t is None or out is None:
             continue
-        for k, v in compute(names, t, predictions(predict_fn, x), loss).items():
+        for k, v in compute(names, t, out, loss).items():
             extra[prefix + k] = v
     merged = {**logs, **extra}
     order = ["loss", *names]
     keys = [k for k in order if k in merged] + [f"val_{k}" for k in order if f"val_{k}" in merged]
     return {**{k: merged[k] for k in keys}, **{k: v for k, v in merged.items() if k not in keys}}
+
+
+# --- the improvement rule ------------------------------------------------------------
+
+@dataclass
+class Monitor:
+    """A monitored value and its best so far, with Keras' improvement rule (MonitorCallback), for
+    early stopping and reduce_on_plateau: in mode min a value improves on the best when it is below
+    best - min_delta, in mode max when above best + min_delta (auto: max for accuracy-like names,
+    see higher_is_better). NaN never improves, and any other value improves on a NaN best (the
+    start)."""
+
+    name: str
+    mode: str = "auto"
+    min_delta: float = 0.0
+    best: float = math.nan
+    best_epoch: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode == "auto":
+            self.mode = "max" if higher_is_better(self.name) else "min"
+
+    def improved(self, value: float) -> bool:
+        if math.isnan(self.best):
+            return not math.isnan(value)
+        return value < self.best - self.min_delta if self.mode == "min" else value > self.best + self.min_delta
+
+    def update(self, value: float, epoch: int) -> bool:
+        """improved(value), and if so `value` becomes the best, seen at `epoch`."""
+        better = self.improved(value)
+        if better:
+            self.best, self.best_epoch = value, epoch
+        return better

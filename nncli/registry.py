@@ -31,8 +31,10 @@ class UnknownName(KeyError):
 
 
 class Registry(Generic[T]):
-    def __init__(self, family: str):
+    def __init__(self, family: str, sort: bool = True):
+        """`sort` false: names() in the order of registration (a family listed in its docs' order)."""
         self.family = family
+        self.sort = sort
         self._items: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -53,7 +55,7 @@ class Registry(Generic[T]):
             raise UnknownName(self.family, name, self.names()) from None
 
     def names(self) -> list[str]:
-        return sorted(self._items)
+        return sorted(self._items) if self.sort else list(self._items)
 
     def __contains__(self, name: object) -> bool:
         return name in self._items

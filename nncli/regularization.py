@@ -65,7 +65,7 @@ def strengths(reg: Mapping[str, Any] | None, key: str) -> tuple[float, float]:
 
 
 def penalty(reg: Mapping[str, Any] | None) -> Callable[[Any], Any] | None:
-    """A `penalty(net)` for model.compile_train, or None when there is nothing to add."""
+    """A `penalty(net)` for functions.compile_train, or None when there is nothing to add."""
     if not reg or not (reg["l1"] or reg["l2"] or any(v.get("l1") or v.get("l2") for v in reg["layers"].values())):
         return None
 

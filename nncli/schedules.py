@@ -35,30 +35,86 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from nncli.registry import did_you_mean
+from nncli.metrics import Monitor
+from nncli.registry import Registry, did_you_mean
 from nncli.schema import Invalid, Key, boolean, choice, integer, mapping, number, optional, string, typed
 
-TYPES = ("constant", "step", "exponential", "cosine", "reduce_on_plateau", "warmup")
+# The schedule types, in the order the docs and the "unknown schedule" error list them.
+SCHEDULES: Registry = Registry("schedule", sort=False)
 
 _COMMON = {"warmup_epochs": Key(integer(min=0, max=1_000_000), 0, "linear warm-up epochs before the schedule")}
 FACTOR = number(min=0.0, max=1.0, min_open=True)
 
-KEYS: dict[str, dict[str, Key]] = {
-    "constant": {},
-    "warmup": {"warmup_epochs": Key(integer(min=1, max=1_000_000), doc="epochs of linear warm-up")},
-    "step": {
+
+class Rule:
+    """A schedule type: its keys (besides warmup_epochs, which every type has) and the rate of
+    epoch `e`, counted from the end of warm-up, of a Schedule `s` given the finished epochs'
+    history."""
+
+    keys: dict[str, Key] = {}
+
+    @staticmethod
+    def rate(s: "Schedule", e: int, history: Mapping[str, Sequence[float]]) -> float:
+        raise NotImplementedError
+
+
+@SCHEDULES.register("constant")
+class Constant(Rule):
+    @staticmethod
+    def rate(s, e, history):
+        return s.base
+
+
+@SCHEDULES.register("step")
+class Step(Rule):
+    keys = {
         "every": Key(integer(min=1, max=1_000_000), 10, "epochs between reductions"),
         "factor": Key(FACTOR, 0.1, "multiplier at each reduction, in (0, 1]"),
-    },
-    "exponential": {"factor": Key(FACTOR, 0.95, "multiplier per epoch, in (0, 1]")},
-    "cosine": {
+    }
+
+    @staticmethod
+    def rate(s, e, history):
+        return s.base * s.config["factor"] ** (e // s.config["every"])
+
+
+@SCHEDULES.register("exponential")
+class Exponential(Rule):
+    keys = {"factor": Key(FACTOR, 0.95, "multiplier per epoch, in (0, 1]")}
+
+    @staticmethod
+    def rate(s, e, history):
+        return s.base * s.config["factor"] ** e
+
+
+@SCHEDULES.register("cosine")
+class Cosine(Rule):
+    keys = {
         "period": Key(optional(integer(min=1, max=1_000_000)), None,
                       "epochs of one cosine cycle (default: all epochs after warm-up)"),
         "min_lr": Key(number(min=0.0), 0.0, "the rate at the end of a cycle"),
         "restart": Key(boolean(), False, "warm restarts (SGDR): start a new cycle after each period"),
         "period_mult": Key(integer(min=1, max=1000), 1, "each cycle is this many times longer (with restart)"),
-    },
-    "reduce_on_plateau": {
+    }
+
+    @staticmethod
+    def rate(s, e, history):
+        c = s.config
+        lo = c["min_lr"]
+        period = c["period"] or max(s.epochs - s.warmup, 1)
+        if c["restart"]:
+            mult = c["period_mult"]
+            while e >= period:
+                e -= period
+                period *= mult
+            pos = e
+        else:
+            pos = min(e, period)
+        return lo + (s.base - lo) * (1.0 + math.cos(math.pi * pos / period)) / 2.0
+
+
+@SCHEDULES.register("reduce_on_plateau")
+class ReduceOnPlateau(Rule):
+    keys = {
         "monitor": Key(optional(string()), None, "what to watch (default val_loss with validation data, else loss)"),
         "mode": Key(choice("auto", "min", "max"), "auto", "min for losses and errors, max for accuracy-like"),
         "factor": Key(number(min=0.0, max=1.0, min_open=True, max_open=True), 0.1,
@@ -67,16 +123,30 @@ KEYS: dict[str, dict[str, Key]] = {
         "min_delta": Key(number(min=0.0), 0.0, "smallest change that counts as improvement"),
         "cooldown": Key(integer(min=0, max=1_000_000), 0, "epochs to wait after a reduction"),
         "min_lr": Key(number(min=0.0), 0.0, "never reduce below this"),
-    },
-}
+    }
+
+    @staticmethod
+    def rate(s, e, history):
+        c = s.config
+        values = list(history.get(s.monitor, []))[s.warmup:s.warmup + e]
+        return max(s.base * c["factor"] ** plateau_reductions(values, c), c["min_lr"]) if values else s.base
+
+
+@SCHEDULES.register("warmup")
+class Warmup(Rule):
+    keys = {"warmup_epochs": Key(integer(min=1, max=1_000_000), doc="epochs of linear warm-up")}
+
+    @staticmethod
+    def rate(s, e, history):
+        return s.base
 
 
 def validate(value: Any, path: str) -> dict[str, Any] | None:
     """`schedule: cosine` or `schedule: {type: cosine, ...}`; null: constant."""
     if value is None:
         return None
-    kind, rest = typed(value, path, list(TYPES), "schedule")
-    keys = {**_COMMON, **KEYS[kind]}
+    kind, rest = typed(value, path, SCHEDULES.names(), "schedule")
+    keys = {**_COMMON, **SCHEDULES.get(kind).keys}
     out = {"type": kind, **mapping(rest, path, keys, "schedule mapping")}
     if kind == "cosine" and out["restart"] and out["period"] is None:
         raise Invalid(f"{path}.period", "restart: true needs the length of the first cycle (period: N epochs)")
@@ -116,40 +186,15 @@ class Schedule:
             return None
         return self.config["monitor"] or ("val_loss" if self.has_validation else "loss")
 
+    @property
+    def warmup(self) -> int:
+        return int((self.config or {}).get("warmup_epochs", 0) or 0)
+
     def lr(self, epoch: int, history: Mapping[str, Sequence[float]] | None = None) -> float:
-        c = self.config or {}
-        warm = int(c.get("warmup_epochs", 0) or 0)
+        warm = self.warmup
         if epoch < warm:
             return self.base * (epoch + 1) / warm
-        e = epoch - warm
-        kind = self.kind
-        if kind in ("constant", "warmup"):
-            return self.base
-        if kind == "step":
-            return self.base * c["factor"] ** (e // c["every"])
-        if kind == "exponential":
-            return self.base * c["factor"] ** e
-        if kind == "cosine":
-            return self._cosine(e, warm)
-        if kind == "reduce_on_plateau":
-            values = list((history or {}).get(self.monitor, []))[warm:epoch]
-            return max(self.base * c["factor"] ** plateau_reductions(values, c), c["min_lr"]) \
-                if values else self.base
-        raise ValueError(f"unknown schedule {kind}")
-
-    def _cosine(self, e: int, warm: int) -> float:
-        c = self.config
-        lo = c["min_lr"]
-        period = c["period"] or max(self.epochs - warm, 1)
-        if c["restart"]:
-            mult = c["period_mult"]
-            while e >= period:
-                e -= period
-                period *= mult
-            pos = e
-        else:
-            pos = min(e, period)
-        return lo + (self.base - lo) * (1.0 + math.cos(math.pi * pos / period)) / 2.0
+        return SCHEDULES.get(self.kind).rate(self, epoch - warm, history or {})
 
     def sequence(self, n: int) -> list[float]:
         """The rates of the first `n` epochs (closed-form schedules)."""
@@ -164,20 +209,12 @@ def plateau_reductions(values: Sequence[float], c: Mapping[str, Any]) -> int:
     The `cooldown` epochs after a reduction are not counted (they may still set a
     new best). NaN never improves.
     """
-    from nncli.metrics import higher_is_better
-
-    mode = c.get("mode", "auto")
-    monitor = c.get("monitor") or "val_loss"
-    if mode == "auto":
-        mode = "max" if higher_is_better(monitor) else "min"
-    best = math.nan
+    watch = Monitor(c.get("monitor") or "val_loss", c.get("mode", "auto"), c["min_delta"])
     wait = cooldown = n = 0
-    for v in values:
-        v = float(v)
-        improved = not math.isnan(v) and (math.isnan(best) or (
-            v < best - c["min_delta"] if mode == "min" else v > best + c["min_delta"]))
+    for epoch, v in enumerate(values, 1):
+        improved = watch.update(float(v), epoch)
         if improved:
-            best, wait = v, 0
+            wait = 0
         if cooldown > 0:  # the epochs right after a reduction are not counted
             cooldown -= 1
             continue

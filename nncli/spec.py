@@ -367,11 +367,10 @@ def from_dict(data: Any, source: str, lines: Mapping[str, int] | None = None, ba
     classification = cfg["loss"] in CLASSIFICATION_LOSSES
     if cfg["metrics"] is None:
         cfg["metrics"] = ["accuracy"] if classification else ["mae"]
-    elif "accuracy" in cfg["metrics"] and not classification:
-        i = cfg["metrics"].index("accuracy")
-        raise ConfigError(located(source, lines, f"metrics[{i}]",
-                                  f"accuracy needs a classification loss ({', '.join(CLASSIFICATION_LOSSES)}), "
-                                  f"the loss is {cfg['loss']}"))
+    try:
+        metrics_mod.check(cfg["metrics"], cfg["loss"], classification)
+    except Invalid as exc:
+        raise ConfigError(located(source, lines, exc.path, exc.message)) from None
     if cfg["learning_rate"] is None:
         cfg["learning_rate"] = OPTIMIZERS.get(cfg["optimizer"]["type"]).default_learning_rate
     has_validation = cfg["data"]["validation"] not in (None, 0.0)
@@ -385,10 +384,9 @@ def from_dict(data: Any, source: str, lines: Mapping[str, int] | None = None, ba
             raise ConfigError(located(source, lines, "early_stopping.monitor",
                                       f"cannot monitor '{es['monitor']}'{did_you_mean(es['monitor'], allowed)}; "
                                       f"allowed: {', '.join(allowed)}"))
-    try:  # training controls (nncli.metrics, nncli.schedules, nncli.regularization)
+    try:  # training controls (nncli.schedules, nncli.regularization)
         monitors = ["loss", *cfg["metrics"]]
         monitors += [f"val_{m}" for m in monitors] if has_validation else []
-        metrics_mod.check(cfg["metrics"], cfg["loss"], classification)
         schedules.check(cfg, monitors)
         regularization.check(cfg["regularization"], [l.name for l in layers])
     except Invalid as exc:

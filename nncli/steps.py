@@ -6,7 +6,8 @@ per minibatch; what goes away is the per-call cost (argument checks, dispatch,
 a fresh output buffer for every parameter and moment), which dominates small
 steps. On the JAX backend the step's own jitted function runs inside
 ``jax.lax.scan`` (jax_steps); on the others PyTensor's ``scan`` runs a clone
-of the step graph (model.compile_steps).
+of the step graph (compile_steps). compile_several builds the function for
+a setting, from the single step of nncli/functions.py.
 
 ``auto`` (choose): on the JAX backend, as many minibatches as make AUTO_ROWS
 rows, at most AUTO_STEPS and at most an epoch, for batches up to
@@ -30,6 +31,11 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
+import pytensor
+import pytensor.tensor as pt
+from pytensor.graph.replace import clone_replace
+
+from nncli.functions import Compiled, TrainGraph, compile_step
 
 AUTO_STEPS = 16
 AUTO_ROWS = 2048         # auto: minibatches per call * batch size stays within this,
@@ -53,9 +59,49 @@ def for_data(setting: Any, backend: str, batch_size: int, rows: int, input_shape
     return choose(setting, backend, batch_size, batch_size * 4 * floats, -(-rows // batch_size))
 
 
+def compile_steps(graph: TrainGraph, steps: int) -> Compiled:
+    """`steps` training steps in one call (Keras' ``steps_per_execution``), for any backend: a
+    ``scan`` over stacked minibatches (steps, batch, ...) of a clone of the step graph, carrying
+    every updated shared variable from one step to the next and writing the last values back.
+    Returns (steps, outputs): row i is what the single step returns for minibatch i. The same
+    updates as `steps` calls of the single step (which it also compiles, for the last minibatches
+    of an epoch)."""
+    shared = [var for var, _ in graph.updates]
+    news = [new for _, new in graph.updates]
+    n_in = len(graph.inputs)
+    stacked = [pt.tensor(f"{v.name}s", dtype=v.dtype, shape=(steps, *v.type.shape)) for v in graph.inputs]
+
+    def one(*args):
+        replace = dict(zip(graph.inputs, args[:n_in]))
+        replace.update(zip(shared, args[n_in:]))
+        out = clone_replace([graph.out, *news], replace=replace)
+        return [out[0], *(var.type.filter_variable(new) for var, new in zip(shared, out[1:]))]
+
+    results = pytensor.scan(one, sequences=stacked, outputs_info=[None, *shared], n_steps=steps,
+                            strict=False, return_updates=False, name="train_steps")
+    updates = [(var, seq[-1]) for var, seq in zip(shared, results[1:])]
+    fn = pytensor.function(stacked, results[0], updates=updates, name="train_steps")
+    single = compile_step(graph)
+    return Compiled(fn, single.batch_size, graph.outputs, steps, single.fn)
+
+
+def compile_several(graph: TrainGraph, steps: int, backend: str) -> Compiled:
+    """The training function for `steps` minibatches per call (1: the plain step). On the JAX
+    backend: the compiled step's own JAX function in ``jax.lax.scan`` (jax_steps: no second
+    compile of the graph), else compile_steps."""
+    if steps == 1:
+        return compile_step(graph)
+    if backend == "jax":
+        single = compile_step(graph)
+        fn = jax_steps(single.fn, len(graph.inputs))
+        if fn is not None:
+            return Compiled(fn, single.batch_size, single.outputs, steps, single.fn)
+    return compile_steps(graph, steps)
+
+
 def calls(compiled, batches: Iterable[tuple], first: int = 0) -> Iterator[tuple[int, int, Any]]:
     """Run the minibatches of an epoch, from batch `first` on, through `compiled` (a
-    model.Compiled training function: `compiled.steps` stacked minibatches per call of its fn;
+    functions.Compiled training function: `compiled.steps` stacked minibatches per call of its fn;
     the last minibatches of the epoch that do not fill a call go one by one through
     `compiled.single`). Yields, per call, (index of its first minibatch, how many it trained
     on, its output: the output vector, or one row per step)."""
@@ -84,11 +130,11 @@ def jax_steps(single, n_explicit: int):
     of the step's own jitted function over stacked minibatches, carrying the values of the
     updated shared variables.
 
-    Same updates as model.compile_steps (PyTensor's ``scan`` of a clone of the step graph, which
+    Same updates as compile_steps (PyTensor's ``scan`` of a clone of the step graph, which
     any backend can run) but without a second PyTensor compile of the whole graph: that took
     1.5-2 s more per network (PyTensor's scan rewrites), this one costs a JAX trace. Returns
     None when the step's JAX function cannot be called from inside a trace (shape inputs passed
-    as Python ints); the caller then uses model.compile_steps."""
+    as Python ints); the caller then uses compile_steps."""
     import jax
 
     thunk = single.vm

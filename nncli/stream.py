@@ -415,7 +415,7 @@ def predict_csv(model, input_path: str, output: str | fileio.OutputTarget | None
     The columns are chosen (data.model_columns) and the text written (inference.format_predictions)
     as for a small file."""
     from nncli import inference
-    from nncli import model as model_mod
+    from nncli import functions
 
     path = str(input_path)
     if not os.path.exists(path):
@@ -442,8 +442,8 @@ def predict_csv(model, input_path: str, output: str | fileio.OutputTarget | None
             x = ck.normalizer.apply(x)
             if fn is None:  # fewer rows than a batch: all of them (as inference.outputs)
                 batch = min(batch, len(x))
-                fn = model_mod.compile_predict(model.net, batch)
-            out = np.concatenate(list(model_mod.run_predict(fn, data.batches(x, None, batch))))
+                fn = functions.compile_predict(model.net, batch)
+            out = np.concatenate(list(functions.run_predict(fn, data.batches(x, None, batch))))
             fh.write(inference.format_predictions(model, out, proba, header=total == 0))
             total += len(out)
         return total

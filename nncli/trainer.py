@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import os
 import shlex
 import signal
@@ -33,10 +32,9 @@ import numpy as np
 
 from nncli import backend, checkpoint, data, fileio, network, optimizers, progress
 from nncli import metrics as metrics_mod, regularization, schedules
-from nncli import spec as spec_mod, steps as steps_mod
+from nncli import functions, spec as spec_mod, steps as steps_mod
 from nncli.errors import CheckpointError, ConfigError, DataError, Interrupted, TrainingError
 
-MAX_METRICS = ("accuracy",)
 # Top-level config keys that `--resume` may change; any other difference from the config stored in
 # last.h5 is refused. They say how long, where and how fast the run goes on, not what model, data,
 # loss or metrics it has (a changed backend or device continues the run, but bit-exactness with an
@@ -125,18 +123,6 @@ def prepare(spec: spec_mod.Spec) -> Prepared:
     x_va = normalizer.apply(x_va) if x_va is not None else None
     return Prepared(spec, net, enc, normalizer, np.ascontiguousarray(x_tr), np.ascontiguousarray(t_tr),
                     x_va, t_va, table.x_names or [], table.y_name)
-
-
-def monitor_mode(monitor: str, mode: str = "auto") -> str:
-    if mode != "auto":
-        return mode
-    return "max" if metrics_mod.higher_is_better(monitor) else "min"
-
-
-def _improved(value: float, best: float, mode: str, min_delta: float) -> bool:
-    if math.isnan(best):
-        return not math.isnan(value)
-    return value < best - min_delta if mode == "min" else value > best + min_delta
 
 
 @contextmanager
@@ -229,7 +215,7 @@ class Trainer:
         es = s["early_stopping"]
         has_val = prep.x_val is not None
         self.monitor = es["monitor"] if es else ("val_loss" if has_val else None)
-        self.mode = monitor_mode(self.monitor, es["mode"] if es else "auto") if self.monitor else "min"
+        self.mode = es["mode"] if es else "auto"
         self.patience = es["patience"] if es else None
         self.min_delta = es["min_delta"] if es else 0.0
 
@@ -237,8 +223,6 @@ class Trainer:
 
     def compile(self) -> None:
         import pytensor
-
-        from nncli import model
 
         s, net = self.spec, self.p.net
         floatx = pytensor.config.floatX
@@ -248,17 +232,17 @@ class Trainer:
         self.opt = optimizers.create(opt_cfg.pop("type"), opt_cfg, clip=s["clip"])
         self.r.info(f"compiling the training graph ({self.choice.backend})...")
         t0 = time.perf_counter()
-        graph, self.opt_state = model.train_graph(
+        graph, self.opt_state = functions.train_graph(
             net, s["loss"], self.metrics, self.opt, self.lr, self.batch_size, self.iterations, seed=s["seed"],
             penalty=regularization.penalty(s["regularization"]))
         self.steps = steps_mod.for_data(s["steps_per_execution"], self.choice.backend, self.batch_size,
                                         len(self.p.x_train), net.input_shape, net.output_shape)
-        self.train_fn = model.compile_several(graph, self.steps, self.choice.backend)
+        self.train_fn = steps_mod.compile_several(graph, self.steps, self.choice.backend)
         n_eval = max(len(self.p.x_val) if self.p.x_val is not None else 0, 1)
         self.eval_batch = min(max(self.batch_size, 256), n_eval) if self.p.x_val is not None else self.batch_size
-        self.eval_fn = model.compile_eval(net, s["loss"], self.metrics, self.eval_batch) \
+        self.eval_fn = functions.compile_eval(net, s["loss"], self.metrics, self.eval_batch) \
             if self.p.x_val is not None else None
-        self.predict_fn = model.compile_predict(net, self.eval_batch) if self.epoch_metrics else None
+        self.predict_fn = functions.compile_predict(net, self.eval_batch) if self.epoch_metrics else None
         self.compile_seconds = time.perf_counter() - t0
 
     # -- state <-> checkpoint --------------------------------------------------
@@ -352,7 +336,7 @@ class Trainer:
 
         history: dict[str, list[float]] = {}
         start_epoch, start_batch, sums = 0, 0, None
-        best_epoch, best_value = 0, float("nan")
+        watch = metrics_mod.Monitor(self.monitor or "loss", self.mode, self.min_delta)  # the best epoch so far
         if resume:
             if not last_path.exists():
                 raise CheckpointError(f"{last_path}: nothing to resume (no last.h5 in {self.out})")
@@ -367,7 +351,7 @@ class Trainer:
             start_batch = int(ck.rng.get("batch", 0))
             sums = np.asarray(ck.rng["sums"], dtype=np.float64) if start_batch else None
             shuffle_rng.bit_generator.state = ck.rng["shuffle"]
-            best_epoch, best_value = ck.best_epoch, ck.best_value
+            watch.best, watch.best_epoch = ck.best_value, ck.best_epoch
             if start_epoch >= epochs:
                 r.info(f"{last_path} already has {start_epoch} epochs (epochs: {epochs}); nothing to do")
             else:
@@ -405,19 +389,18 @@ class Trainer:
                 if flag.get("signal") and done < n_batches:
                     totals = self._collect(pending, totals, epoch, saver, last_path)
                     r.close()
-                    saver.stage(self._checkpoint(epoch, int(self.iterations.get_value()), history, best_epoch,
-                                                 best_value, {"shuffle": epoch_rng_state, "batch": done,
+                    saver.stage(self._checkpoint(epoch, int(self.iterations.get_value()), history, watch.best_epoch,
+                                                 watch.best, {"shuffle": epoch_rng_state, "batch": done,
                                                               "sums": [float(v) for v in totals]}), False)
                     self._interrupted(flag["signal"])
             logs = {k: float(v / max(seen, 1.0)) for k, v in zip(names, totals)}
             if self.eval_fn is not None:
-                from nncli import model
-
-                val = model.run_sums(self.eval_fn, data.batches(p.x_val, p.t_val, self.eval_batch))
+                val = functions.run_sums(self.eval_fn, data.batches(p.x_val, p.t_val, self.eval_batch))
                 logs.update({f"val_{k}": v for k, v in val.items()})
-            if self.predict_fn is not None:
-                logs = metrics_mod.with_epoch_metrics(logs, self.predict_fn, s["metrics"], s["loss"],
-                                                      (p.x_train, p.t_train), (p.x_val, p.t_val))
+            if self.predict_fn is not None:  # epoch-level metrics, from the outputs for every example of each set
+                sets = [(t, functions.predict_array(self.predict_fn, x)) if x is not None else (None, None)
+                        for x, t in ((p.x_train, p.t_train), (p.x_val, p.t_val))]
+                logs = metrics_mod.with_epoch_metrics(logs, s["metrics"], s["loss"], *sets)
             seconds = time.perf_counter() - t0
             for k, v in logs.items():
                 history.setdefault(k, []).append(v)
@@ -425,21 +408,21 @@ class Trainer:
             history.setdefault("seconds", []).append(seconds)
             r.epoch_end(epoch + 1, epochs, logs, seconds)
             value = logs[self.monitor] if self.monitor else logs["loss"]
-            improved = self.monitor is None or _improved(value, best_value, self.mode, self.min_delta)
+            improved = self.monitor is None or watch.improved(value)
             if improved:
-                best_epoch, best_value = epoch + 1, value
+                watch.best, watch.best_epoch = value, epoch + 1
             # Keras' rule: stop once `patience` epochs in a row have not improved on the best
-            stop = self.patience is not None and not improved and epoch + 1 - best_epoch >= self.patience
+            stop = self.patience is not None and not improved and epoch + 1 - watch.best_epoch >= self.patience
             finished = "early_stopping" if stop else ("epochs" if epoch + 1 == epochs else "")
-            saver.stage(self._checkpoint(epoch + 1, int(self.iterations.get_value()), history, best_epoch,
-                                         best_value, {"shuffle": shuffle_rng.bit_generator.state, "batch": 0,
+            saver.stage(self._checkpoint(epoch + 1, int(self.iterations.get_value()), history, watch.best_epoch,
+                                         watch.best, {"shuffle": shuffle_rng.bit_generator.state, "batch": 0,
                                                       "sums": []}, finished), improved)
             saver.maybe_flush(force=bool(finished) or bool(flag.get("signal")))
             if flag.get("signal"):
                 self._interrupted(flag["signal"])  # flushes again: a signal may land after the decision above
             if stop:
                 r.info(f"early stopping: {self.monitor} has not improved for {self.patience} epochs "
-                       f"(best {best_value:.4f} at epoch {best_epoch})")
+                       f"(best {watch.best:.4f} at epoch {watch.best_epoch})")
                 stopped_early = True
                 break
         saver.flush()
@@ -449,9 +432,9 @@ class Trainer:
         if not best_path.exists():
             raise CheckpointError(f"{best_path}: missing after training")
         last_logs = {k: v[-1] for k, v in history.items() if k not in ("seconds", "learning_rate")} if history else {}
-        best_logs = {k: v[best_epoch - 1] for k, v in history.items()
-                     if k not in ("seconds", "learning_rate")} if history and best_epoch else {}
-        return Result(self.out, len(history.get("loss", [])), best_epoch, best_logs, last_logs, None,
+        best_logs = {k: v[watch.best_epoch - 1] for k, v in history.items()
+                     if k not in ("seconds", "learning_rate")} if history and watch.best_epoch else {}
+        return Result(self.out, len(history.get("loss", [])), watch.best_epoch, best_logs, last_logs, None,
                       elapsed, self.choice.describe(), stopped_early, history)
 
     def _collect(self, pending: "_Pending", totals, epoch: int, saver: "_Saver", last_path: Path):

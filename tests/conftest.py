@@ -70,6 +70,23 @@ def jax_backend():
     backend.activate(backend.choose("jax", "cpu"))
 
 
+@pytest.fixture
+def machine(monkeypatch):
+    """A CPU-only machine with every backend installed and a working BLAS (each part changeable)."""
+    from nncli import backend, blas
+
+    monkeypatch.delenv("NNCLI_BACKEND", raising=False)
+    monkeypatch.delenv("NNCLI_BLAS_THREADS", raising=False)
+    state = {"jax": True, "gpu": False, "numba": True, "cxx": "g++",
+             "blas": blas.Blas("OpenBLAS test", "-lopenblas", "/x/libopenblas.so", "openblas_set_num_threads")}
+    monkeypatch.setattr(backend, "jax_installed", lambda: state["jax"])
+    monkeypatch.setattr(backend, "gpu_available", lambda: state["gpu"] and state["jax"])
+    monkeypatch.setattr(backend, "numba_installed", lambda: state["numba"])
+    monkeypatch.setattr(blas, "cxx_compiler", lambda: state["cxx"])
+    monkeypatch.setattr(blas, "find", lambda: state["blas"])
+    return state
+
+
 def write_config(folder: Path, text: str, name: str = "config.yaml") -> Path:
     path = folder / name
     path.write_text(text)

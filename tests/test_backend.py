@@ -1,4 +1,5 @@
-"""Backend/device selection (no GPU needed: jax_installed/gpu_available are monkeypatched) and `nncli doctor`."""
+"""Backend/device selection (no GPU needed: jax_installed/gpu_available are monkeypatched: the `machine`
+fixture of conftest.py) and `nncli doctor`. The BLAS of the C backend: test_blas.py."""
 
 from __future__ import annotations
 
@@ -11,27 +12,12 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from nncli import backend
+from nncli import backend, blas
 from nncli.cli import main
 from nncli.errors import ConfigError
 from nncli.layers import KINDS, LAYERS
 
 from conftest import CONFIGS, nncli_executable
-
-
-@pytest.fixture
-def machine(monkeypatch):
-    """A CPU-only machine with every backend installed and a working BLAS (each part changeable)."""
-    monkeypatch.delenv("NNCLI_BACKEND", raising=False)
-    monkeypatch.delenv("NNCLI_BLAS_THREADS", raising=False)
-    state = {"jax": True, "gpu": False, "numba": True, "cxx": "g++",
-             "blas": backend.Blas("OpenBLAS test", "-lopenblas", "/x/libopenblas.so", "openblas_set_num_threads")}
-    monkeypatch.setattr(backend, "jax_installed", lambda: state["jax"])
-    monkeypatch.setattr(backend, "gpu_available", lambda: state["gpu"] and state["jax"])
-    monkeypatch.setattr(backend, "numba_installed", lambda: state["numba"])
-    monkeypatch.setattr(backend, "cxx_compiler", lambda: state["cxx"])
-    monkeypatch.setattr(backend, "find_blas", lambda: state["blas"])
-    return state
 
 
 def kinds(types):
@@ -96,9 +82,9 @@ def test_auto_avoids_c_without_blas_or_compiler(machine):
     assert backend.choose("auto", "cpu", DENSE).backend == "c"
     machine["blas"] = None
     assert backend.choose("auto", "cpu", DENSE).backend == "numba"
-    machine["blas"] = backend.Blas("broken", "-lx", "/x/lib.so", ok=False, problem="does not link")
+    machine["blas"] = blas.Blas("broken", "-lx", "/x/lib.so", ok=False, problem="does not link")
     assert backend.choose("auto", "cpu", DENSE).backend == "numba"
-    machine["blas"] = backend.Blas("OpenBLAS", "-lopenblas")
+    machine["blas"] = blas.Blas("OpenBLAS", "-lopenblas")
     machine["cxx"] = ""
     assert backend.choose("auto", "cpu", DENSE).backend == "numba"
 
@@ -152,28 +138,6 @@ def test_gpu_when_present(machine):
     assert backend.choose("auto", "gpu", DENSE) == backend.Choice("jax", "gpu", kind="dense")
     assert backend.choose("auto", "auto", CONV).device == "gpu"
     assert backend.choose("c", "auto", DENSE).device == "cpu"  # C runs on the CPU only
-
-
-def test_blas_threads_per_workload(machine, monkeypatch):
-    assert backend.choose("c", "cpu", RNN, 1024).blas_threads == 1
-    assert backend.choose("c", "cpu", DENSE, 32).blas_threads == 1
-    monkeypatch.setattr(os, "cpu_count", lambda: 8)
-    assert backend.choose("c", "cpu", DENSE, 1024).blas_threads == 4
-    assert backend.choose("c", "cpu", RNN, 1024).blas_threads == 1
-    monkeypatch.setenv("NNCLI_BLAS_THREADS", "3")
-    assert backend.choose("c", "cpu", RNN, 32).blas_threads == 3
-    assert "BLAS OpenBLAS test, 3 threads" in backend.choose("c", "cpu", RNN).describe()
-    assert backend.choose("jax", "cpu", DENSE).blas_threads == 0
-
-
-def test_wheel_blas_flags_rename_the_prefixed_symbols():
-    """On a pip install, scipy's bundled OpenBLAS is found and linked through -D renames."""
-    if not backend.cxx_compiler() or not backend._wheel_openblas():
-        pytest.skip("no C++ compiler or no OpenBLAS in scipy's wheel here")
-    blas = backend.find_blas()
-    assert blas is not None and blas.ok, blas
-    if "scipy_" in blas.threads_symbol:
-        assert "-Dsgemm_=scipy_sgemm_" in blas.ldflags and "-Dsdot_=scipy_sdot_" in blas.ldflags
 
 
 def test_doctor_lists_backends():

@@ -85,11 +85,9 @@ def test_per_example_metrics_in_the_graph_by_hand():
     import pytensor
     import pytensor.tensor as pt
 
-    from nncli import losses
-
     t = pt.matrix("t", dtype="float32")
     o = pt.matrix("o", dtype="float32")
-    fn = pytensor.function([t, o], [losses.per_example_metric(m, t, o, "categorical_crossentropy")
+    fn = pytensor.function([t, o], [metrics.per_example(m, t, o, "categorical_crossentropy")
                                     for m in ("accuracy", "top_2_accuracy", "mse", "mae")])
     target = one_hot(np.array([0, 1, 2, 2]), 3).astype("float32")
     output = np.array([[0.6, 0.3, 0.1],    # true 0: rank 1
@@ -209,3 +207,45 @@ def test_evaluate_confusion_on_a_regression_model_is_an_error(tmp_path):
     r = CliRunner().invoke(main, ["evaluate", str(tmp_path / "run" / "model.h5"), str(data), "--confusion"])
     assert r.exit_code == 2
     assert r.stderr.startswith("Error: --confusion needs a classifier") and r.stderr.count("\n") == 1
+
+
+# --- Monitor: Keras' improvement rule, shared by early stopping and reduce_on_plateau -------------
+
+NAN = float("nan")
+
+
+@pytest.mark.parametrize("name, mode, min_delta, best, value, improved", [
+    ("val_loss", "auto", 0.0, 1.0, 0.9, True),         # auto: a loss is minimised
+    ("val_loss", "auto", 0.0, 1.0, 1.0, False),        # equal is no improvement
+    ("val_loss", "auto", 0.0, 1.0, 1.1, False),
+    ("val_loss", "min", 0.05, 1.0, 0.96, False),       # 0.96 is not below 1.0 - 0.05
+    ("val_loss", "min", 0.05, 1.0, 0.94, True),
+    ("val_accuracy", "auto", 0.0, 0.5, 0.6, True),     # auto: accuracy-like names are maximised
+    ("val_accuracy", "auto", 0.0, 0.5, 0.5, False),
+    ("val_accuracy", "auto", 0.0, 0.5, 0.4, False),
+    ("top_3_accuracy", "auto", 0.0, 0.5, 0.6, True),
+    ("val_f1", "auto", 0.0, 0.5, 0.4, False),
+    ("val_r2", "auto", 0.1, 0.5, 0.55, False),         # 0.55 is not above 0.5 + 0.1
+    ("val_r2", "auto", 0.1, 0.5, 0.65, True),
+    ("val_rmse", "auto", 0.0, 0.5, 0.4, True),         # an error is minimised
+    ("loss", "max", 0.0, 1.0, 1.1, True),              # an explicit mode wins over the name
+    ("val_accuracy", "min", 0.0, 0.5, 0.4, True),
+    ("val_loss", "auto", 0.0, NAN, 5.0, True),         # the first number improves on the NaN start
+    ("val_accuracy", "auto", 0.0, NAN, 0.0, True),
+    ("val_loss", "auto", 0.0, NAN, NAN, False),        # NaN never improves
+    ("val_loss", "auto", 0.0, 1.0, NAN, False),
+    ("val_accuracy", "auto", 0.0, 0.5, NAN, False),
+])
+def test_monitor_improvement_rule(name, mode, min_delta, best, value, improved):
+    assert metrics.Monitor(name, mode, min_delta, best=best).improved(value) is improved
+
+
+def test_monitor_keeps_the_best_value_and_its_epoch():
+    watch = metrics.Monitor("val_loss")
+    values = [NAN, 1.0, 0.8, 0.9, 0.8, 0.5, NAN, 0.6]
+    assert [watch.update(v, epoch) for epoch, v in enumerate(values, 1)] == \
+        [False, True, True, False, False, True, False, False]
+    assert (watch.mode, watch.best, watch.best_epoch) == ("min", 0.5, 6)
+    up = metrics.Monitor("val_accuracy", min_delta=0.1)
+    assert [up.update(v, epoch) for epoch, v in enumerate([0.5, 0.55, 0.7, 0.75], 1)] == [True, False, True, False]
+    assert (up.mode, up.best, up.best_epoch) == ("max", 0.7, 3)

@@ -50,6 +50,14 @@ def test_cosine_warm_restarts():
     assert got[3] == got[9] == BASE
 
 
+def test_schedule_types_are_one_registry_with_their_keys_on_the_classes():
+    names = ["constant", "step", "exponential", "cosine", "reduce_on_plateau", "warmup"]  # the docs' order
+    assert schedules.SCHEDULES.names() == names
+    for name in names:
+        cfg = schedules.validate({"type": name, "warmup_epochs": 2}, "schedule")
+        assert set(cfg) == {"type", "warmup_epochs", *schedules.SCHEDULES.get(name).keys}
+
+
 def plateau_rates(values, **cfg):
     s = sched({"type": "reduce_on_plateau", "monitor": "val_loss", **cfg})
     return [s.lr(i, {"val_loss": values[:i]}) for i in range(len(values) + 1)]
@@ -176,7 +184,7 @@ def test_early_stopping_stops_at_the_right_epoch_and_keeps_the_best_weights(tmp_
     ({"l2": 0.05, "layers": {"dense_1": {"l1": 0.2}}}, 0.2, 0.05),
 ])
 def test_weight_penalty_enters_the_gradient_of_weights_not_biases(tmp_path, reg, l1, l2):
-    from nncli import backend, model, network, optimizers, regularization, spec
+    from nncli import backend, functions, network, optimizers, regularization, spec
 
     backend.activate(backend.choose("jax", "cpu"))
     data = tmp_path / "d.csv"
@@ -188,7 +196,7 @@ def test_weight_penalty_enters_the_gradient_of_weights_not_biases(tmp_path, reg,
     W, b = rng.normal(size=(3, 2)), rng.normal(size=2)
     net.create_shared({"dense_1/W": W, "dense_1/b": b}, {})
     iterations = optimizers.iterations_variable()
-    step, _ = model.compile_train(net, "mse", [], optimizers.create("sgd", {}), np.float32(0.1), 4, iterations,
+    step, _ = functions.compile_train(net, "mse", [], optimizers.create("sgd", {}), np.float32(0.1), 4, iterations,
                                   penalty=regularization.penalty(s["regularization"]))
     x = rng.normal(size=(4, 3)).astype("float32")
     t = rng.normal(size=(4, 2)).astype("float32")

@@ -1,4 +1,4 @@
-"""Several training steps per compiled call (nncli/steps.py, model.compile_steps/compile_several):
+"""Several training steps per compiled call (nncli/steps.py: compile_steps/compile_several):
 the same updates as one call per minibatch, on both implementations (PyTensor's scan of the step
 graph, and the JAX backend's lax.scan of the compiled step)."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nncli import model, network, optimizers, spec, steps
+from nncli import functions, network, optimizers, spec, steps
 
 # PyTensor's JAX dispatch asks for 64-bit index types that JAX (x64 off) truncates: expected here
 pytestmark = pytest.mark.filterwarnings("ignore:Explicitly requested dtype")
@@ -43,11 +43,11 @@ def train(setup, how: str, k: int):
     net.create_shared(params, state)
     iterations = optimizers.iterations_variable()
     lr = pytensor.shared(np.asarray(0.05, dtype="float32"))
-    graph, opt_state = model.train_graph(net, "categorical_crossentropy", ["accuracy"],
+    graph, opt_state = functions.train_graph(net, "categorical_crossentropy", ["accuracy"],
                                          optimizers.create("adam", {}), lr, BATCH, iterations, seed=3)
-    compiled = {"single": lambda: model.compile_step(graph),
-                "pytensor-scan": lambda: model.compile_steps(graph, k),
-                "jax-scan": lambda: model.compile_several(graph, k, "jax")}[how]()
+    compiled = {"single": lambda: functions.compile_step(graph),
+                "pytensor-scan": lambda: steps.compile_steps(graph, k),
+                "jax-scan": lambda: steps.compile_several(graph, k, "jax")}[how]()
     rows = []
     for b0, count, out in steps.calls(compiled, data.batches(x, t, BATCH)):
         rows.extend(np.asarray(out, dtype=np.float64).reshape(-1, 2)[:count])

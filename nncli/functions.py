@@ -1,4 +1,4 @@
-"""A network with its compiled functions.
+"""A network's compiled functions: train, evaluate, predict.
 
 ``compile_train`` builds the training graph, lets PyTensor differentiate it
 and compiles ONE function with ``updates=`` (parameters, optimizer state and
@@ -6,6 +6,9 @@ layer state such as running statistics), exactly as ``theano.function`` did.
 Every function takes fixed-shape minibatches: the last batch is padded and
 carries per-example weights (0 for padding), so each function compiles once
 and the loss is the exact mean over real examples.
+
+Several training steps per call (``steps_per_execution``) build on these in
+nncli/steps.py.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 
-from nncli import losses, optimizers
+from nncli import data, losses, optimizers
+from nncli import metrics as metrics_mod
 from nncli.layers import Context
 from nncli.network import Network
 
@@ -29,6 +33,7 @@ class Compiled:
     outputs: list[str]   # names of the summed outputs, e.g. ["loss", "accuracy"]
     steps: int = 1       # minibatches per call of fn (stacked on a new first axis when > 1)
     single: Callable | None = None  # with steps > 1: the one-minibatch step, for an epoch's last few
+    output_shape: tuple = ()        # compile_predict: the shape of one example's output
 
 
 def _inputs(net: Network, batch_size: int):
@@ -45,7 +50,7 @@ def _sums(net: Network, ctx: Context, x, t, w, loss: str, metrics: Sequence[str]
     per_example = losses.per_example_loss(loss, t, out, logits, act)
     sums = [pt.sum(w * per_example)]
     for m in metrics:
-        sums.append(pt.sum(w * losses.per_example_metric(m, t, out, loss)))
+        sums.append(pt.sum(w * metrics_mod.per_example(m, t, out, loss)))
     return sums
 
 
@@ -88,50 +93,6 @@ def compile_step(graph: TrainGraph) -> Compiled:
     return Compiled(fn, int(graph.inputs[0].type.shape[0]), graph.outputs)
 
 
-def compile_steps(graph: TrainGraph, steps: int) -> Compiled:
-    """`steps` training steps in one call (Keras' ``steps_per_execution``), for any backend: a
-    ``scan`` over stacked minibatches (steps, batch, ...) of a clone of the step graph, carrying
-    every updated shared variable from one step to the next and writing the last values back.
-    Returns (steps, outputs): row i is what the single step returns for minibatch i. The same
-    updates as `steps` calls of the single step (which it also compiles, for the last minibatches
-    of an epoch)."""
-    from pytensor.graph.replace import clone_replace
-
-    shared = [var for var, _ in graph.updates]
-    news = [new for _, new in graph.updates]
-    n_in = len(graph.inputs)
-    stacked = [pt.tensor(f"{v.name}s", dtype=v.dtype, shape=(steps, *v.type.shape)) for v in graph.inputs]
-
-    def one(*args):
-        replace = dict(zip(graph.inputs, args[:n_in]))
-        replace.update(zip(shared, args[n_in:]))
-        out = clone_replace([graph.out, *news], replace=replace)
-        return [out[0], *(var.type.filter_variable(new) for var, new in zip(shared, out[1:]))]
-
-    results = pytensor.scan(one, sequences=stacked, outputs_info=[None, *shared], n_steps=steps,
-                            strict=False, return_updates=False, name="train_steps")
-    updates = [(var, seq[-1]) for var, seq in zip(shared, results[1:])]
-    fn = pytensor.function(stacked, results[0], updates=updates, name="train_steps")
-    single = compile_step(graph)
-    return Compiled(fn, single.batch_size, graph.outputs, steps, single.fn)
-
-
-def compile_several(graph: TrainGraph, steps: int, backend: str) -> Compiled:
-    """The training function for `steps` minibatches per call (1: the plain step). On the JAX
-    backend: the compiled step's own JAX function in ``jax.lax.scan`` (nncli/steps.py: no second
-    compile of the graph), else compile_steps."""
-    if steps == 1:
-        return compile_step(graph)
-    if backend == "jax":
-        from nncli import steps as steps_mod
-
-        single = compile_step(graph)
-        fn = steps_mod.jax_steps(single.fn, len(graph.inputs))
-        if fn is not None:
-            return Compiled(fn, single.batch_size, single.outputs, steps, single.fn)
-    return compile_steps(graph, steps)
-
-
 def compile_eval(net: Network, loss: str, metrics: Sequence[str], batch_size: int) -> Compiled:
     x, t, w = _inputs(net, batch_size)
     ctx = Context(training=False, sample_weight=w)
@@ -142,7 +103,8 @@ def compile_eval(net: Network, loss: str, metrics: Sequence[str], batch_size: in
 def compile_predict(net: Network, batch_size: int) -> Compiled:
     x, _, _ = _inputs(net, batch_size)
     out, _, _ = net.forward(x, Context(training=False))
-    return Compiled(pytensor.function([x], out, name="predict"), batch_size, ["output"])
+    return Compiled(pytensor.function([x], out, name="predict"), batch_size, ["output"],
+                    output_shape=tuple(net.output_shape))
 
 
 def run_sums(compiled: Compiled, batches) -> dict[str, float]:
@@ -160,3 +122,10 @@ def run_predict(compiled: Compiled, batches) -> Any:
     for xb, _, wb in batches:
         out = np.asarray(compiled.fn(xb))
         yield out[: int(wb.sum())]
+
+
+def predict_array(compiled: Compiled, x) -> np.ndarray:
+    """The outputs of a compiled predict function (compile_predict) for every row of `x` (an
+    array, or a data stream that data.batches reads), in its fixed-size batches, as one array."""
+    parts = list(run_predict(compiled, data.batches(x, None, compiled.batch_size)))
+    return np.concatenate(parts) if parts else np.zeros((0, *compiled.output_shape), np.float32)
