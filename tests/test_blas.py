@@ -8,9 +8,10 @@ import os
 import pytest
 
 from nncli import backend, blas
+from nncli.layers import LAYERS
 
-DENSE = ["dense", "dropout", "dense"]
-RNN = ["lstm", "dense"]
+DENSE = [LAYERS.get(t).kind for t in ("dense", "dropout", "dense")]   # what `choose` gets: layer kinds
+RNN = [LAYERS.get(t).kind for t in ("lstm", "dense")]
 
 
 def test_blas_threads_per_workload(machine, monkeypatch):
