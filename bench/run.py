@@ -91,7 +91,9 @@ def run_nncli(net: str, x, y, batch: int, backend_name: str, epochs: int, folder
               steps: str = "auto") -> dict:
     import h5py
 
-    from nncli import progress, trainer
+    from nncli import progress
+    from nncli.training import trainer
+    from nncli.training.prepare import prepare
     from nncli import spec as spec_mod
 
     data_path = folder / f"{net}.h5"
@@ -118,7 +120,7 @@ output: {folder / ('run-' + cfg.stem)}
     spec = spec_mod.load(cfg)
     choice = backend.choose(spec["backend"], spec["device"], [l.kind for l in spec.layers], spec["batch_size"])
     backend.activate(choice)
-    prep = trainer.prepare(spec)
+    prep = prepare(spec)
     inside: list[float] = []  # seconds inside the compiled function, per epoch
 
     class Timed(trainer.Trainer):

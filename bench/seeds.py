@@ -46,7 +46,8 @@ def main(argv=None) -> int:
     ap.add_argument("--json", help="also write the per-seed figures here")
     a = ap.parse_args(argv)
 
-    from nncli import inference, spec as spec_mod, trainer
+    from nncli import inference, spec as spec_mod
+    from nncli.training import trainer
 
     spec = spec_mod.load(a.config, {})
     test_path = spec["data"]["test"]

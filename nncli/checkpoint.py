@@ -32,8 +32,10 @@ import h5py
 import numpy as np
 
 from nncli import __version__, fileio, h5safe
-from nncli.data import Encoding, Normalizer, stored_completely
+from nncli.data import MAX_CLASSES, Encoding, Normalizer, stored_completely
 from nncli.errors import CheckpointError
+from nncli.losses import CLASSIFICATION_LOSSES, LOSSES
+from nncli.network import MAX_PARAMS
 
 FORMAT = "nncli-checkpoint"
 FORMAT_VERSION = 1
@@ -161,8 +163,6 @@ def _declared(ds, max_values: int, what: str) -> h5py.Dataset:
 def _read_tree(group: h5py.Group, max_values: int | None = None) -> dict[str, np.ndarray]:
     """Every numeric dataset under `group`, at most `max_values` values in all (default: the
     network's parameter budget); each size is checked before the dataset is read."""
-    from nncli.network import MAX_PARAMS
-
     budget = [MAX_PARAMS if max_values is None else max_values]
     out: dict[str, np.ndarray] = {}
 
@@ -238,7 +238,6 @@ def _normalizer(norm: h5py.Group, input_shape: tuple[int, ...]) -> Normalizer:
 
 
 def _encoding(labels: h5py.Group) -> Encoding:
-    from nncli.data import MAX_CLASSES
 
     kind = _attr_str(labels, "kind")
     if kind not in ("categorical", "binary", "values"):
@@ -301,7 +300,6 @@ def _int_in(value: Any, lo: int, hi: int) -> bool:
 
 def _check_loaded(ck: Checkpoint) -> None:
     """Checks across the parts of a checkpoint that was read."""
-    from nncli.losses import CLASSIFICATION_LOSSES, LOSSES
 
     if ck.loss not in LOSSES.names():
         raise ValueError(f"/model loss is {_show(ck.loss)}, not a known loss")

@@ -93,7 +93,8 @@ def _format_metrics(metrics: dict) -> str:
 @handled
 def train(config, output, resume, overwrite, epochs, seed, backend_name, device, quiet, log_json):
     """Train the network described by CONFIG (a YAML file)."""
-    from nncli import progress, trainer
+    from nncli import progress
+    from nncli.training import trainer
 
     reporter = progress.for_stream(sys.stderr, quiet)
     if log_json:

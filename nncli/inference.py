@@ -3,6 +3,12 @@
 The network is rebuilt from the config stored in the checkpoint, every
 parameter's shape is checked against it, and the stored normalisation and
 label encoding are applied, so a checkpoint from anyone works the same way.
+
+`predict` has one path for every input size: the inputs come in chunks of rows (a file read
+whole is one chunk; a CSV larger than PREDICT_STREAM_BYTES is read in chunks of
+PREDICT_CHUNK_ROWS rows, in bounded memory), each chunk goes through the same compiled
+function in the same batches and is written by the one formatter; the output goes to a
+temporary file that replaces `-o` only when every row is done (or straight to the stream).
 """
 
 from __future__ import annotations
@@ -11,15 +17,18 @@ import csv
 import io
 import os
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any, Iterator, TextIO
 
 import numpy as np
 
-from nncli import backend, checkpoint, data, fileio, functions, network
+from nncli import backend, checkpoint, data, fileio, functions, metrics as metrics_mod, network
 from nncli import spec as spec_mod
 from nncli.errors import CheckpointError, ConfigError, DataError, NncliError
+from nncli.schema import Invalid, list_of, optional
 
 PREDICT_BATCH = 1024
+PREDICT_STREAM_BYTES = 16 << 20  # a CSV input larger than this is read in chunks of rows
+PREDICT_CHUNK_ROWS = 50_000
 MAX_CSV_INPUTS = 1_000_000  # columns of a CSV input (a model may declare more inputs: use HDF5)
 
 
@@ -71,9 +80,6 @@ def _stored_config(ck: checkpoint.Checkpoint, where: str) -> dict[str, Any]:
         if config.get(key, "auto") not in allowed:
             raise CheckpointError(f"{where}: damaged checkpoint: the stored config's {key} is "
                                   f"{checkpoint._show(config[key])}, expected one of {', '.join(allowed)}")
-    from nncli import metrics as metrics_mod
-    from nncli.schema import Invalid, list_of, optional
-
     try:  # as config files check them (a huge top_<k>_accuracy, a mapping, ...)
         config["metrics"] = optional(list_of(metrics_mod.validate_item))(config.get("metrics"), "metrics")
     except Invalid as exc:
@@ -138,8 +144,7 @@ def _cells(texts) -> list[str]:
 
 def format_predictions(model: Loaded, out: np.ndarray, proba: bool, header: bool = True) -> str:
     """Network outputs as CSV text: the header line (when `header`) and one line per example.
-    The one formatter of `predict`, for a whole file and for each chunk of a big one
-    (nncli.stream.predict_csv); class names are quoted once, numbers written with %.9g."""
+    The one formatter of `predict`, for every chunk of inputs (a small file is one); class names are quoted once, numbers written with %.9g."""
     enc = model.ck.encoding
     n = len(out)
     if enc.kind in ("categorical", "binary"):
@@ -164,15 +169,56 @@ def format_predictions(model: Loaded, out: np.ndarray, proba: bool, header: bool
     return head + "".join([fmt % tuple(row) for row in flat.tolist()])
 
 
-def write_output(path: str | os.PathLike | fileio.OutputTarget, text: str) -> None:
-    """Write `text` to an output checked by :func:`nncli.fileio.output_target`."""
-    target = fileio.output_target(path)
+def streams_csv(path: str | os.PathLike) -> bool:
+    """Predict from this input in chunks? (A CSV file larger than PREDICT_STREAM_BYTES.)"""
+    p = str(path)
     try:
-        with fileio.open_output(target) as fh:
-            fh.write(text)
-    except OSError as exc:
-        done = "the previous file is unchanged" if target.kind == "file" else "the output may be incomplete"
-        raise DataError(f"{target.path}: cannot write: {exc.strerror or exc}; {done}") from None
+        return (not data.is_hdf5(p)) and os.path.isfile(p) and os.path.getsize(p) > PREDICT_STREAM_BYTES
+    except OSError:
+        return False
+
+
+def _csv_chunks(model: Loaded, path: str, by_position: bool) -> Iterator[np.ndarray]:
+    """The normalised inputs of a big CSV in chunks of rows: the header and the columns are
+    checked here (data.model_columns, as for a small file), each chunk's cells when it is read.
+    Whole batches per chunk, so the same batches as for a small file."""
+    if not os.path.exists(path):
+        raise DataError(f"{path}: file not found")
+    ck = model.ck
+    names = input_names(ck, path)
+    chunk_rows = max(1, PREDICT_CHUNK_ROWS // PREDICT_BATCH) * PREDICT_BATCH
+    header, width, chunks = data.read_chunks(path, chunk_rows, header="position" if by_position else True,
+                                             hint=data.PREDICT_NO_HEADER_HINT, n_inputs=len(names))
+    idx, _, shown = data.model_columns(path, header, width, names, ck.y_name, False, by_position)
+    if (len(idx),) != tuple(ck.input_shape):
+        raise DataError(f"{path}: inputs of shape {(len(idx),)} per example, the model expects {ck.input_shape}")
+    col_names = [shown[i] for i in idx]
+    return (ck.normalizer.apply(data.to_float(path, cells[:, idx], col_names, row_offset=first))
+            for first, cells in chunks)
+
+
+def input_chunks(model: Loaded, path: str, by_position: bool = False) -> Iterator[np.ndarray]:
+    """The normalised inputs of `path` for `model`, in chunks of rows: one chunk for a file read
+    whole, many for a big CSV. What can be checked before the first row is checked here."""
+    if streams_csv(path):
+        return _csv_chunks(model, path, by_position)
+    return iter([_read_inputs(model, path, with_targets=False, by_position=by_position).x])
+
+
+def write_predictions(model: Loaded, chunks: Iterator[np.ndarray], proba: bool, fh: TextIO | None) -> int:
+    """Run every chunk through one compiled predict function (batches of PREDICT_BATCH rows, or
+    of all the rows of a smaller first chunk) and write it as CSV text to `fh` (None: count the
+    rows); return the row count."""
+    fn, batch, total = None, PREDICT_BATCH, 0
+    for x in chunks:
+        if fn is None:
+            batch = max(1, min(batch, len(x)))
+            fn = functions.compile_predict(model.net, batch)
+        out = functions.predict_array(fn, x)
+        if fh is not None:
+            fh.write(format_predictions(model, out, proba, header=total == 0))
+        total += len(out)
+    return total
 
 
 def predict(model_path: str, input_path: str, output: str | None = None, proba: bool = True,
@@ -184,17 +230,15 @@ def predict(model_path: str, input_path: str, output: str | None = None, proba: 
     if target is not None and target.kind == "stdout":
         target = None
     model = load_model(model_path)
-    from nncli import stream as streaming
-
-    if streaming.streams_csv(input_path):  # a big CSV: chunks of rows in and out, bounded memory
-        return streaming.predict_csv(model, input_path, target, proba, stream, by_position)
-    table = _read_inputs(model, input_path, with_targets=False, by_position=by_position)
-    text = format_predictions(model, outputs(model, table.x), proba)
-    if target is not None:
-        write_output(target, text)
-    elif stream is not None:
-        stream.write(text)
-    return len(table.x)
+    chunks = input_chunks(model, str(input_path), by_position)
+    if target is None:
+        return write_predictions(model, chunks, proba, stream)
+    try:
+        with fileio.open_output(target) as fh:
+            return write_predictions(model, chunks, proba, fh)
+    except OSError as exc:
+        done = "the previous file is unchanged" if target.kind == "file" else "the output may be incomplete"
+        raise DataError(f"{target.path}: cannot write: {exc.strerror or exc}; {done}") from None
 
 
 @dataclass
@@ -209,9 +253,6 @@ def evaluate(model_path: str | os.PathLike, data_path: str, confusion: bool = Fa
     """Loss and metrics of a checkpoint on a labelled file (f1, r2, ... from all predictions).
     `by_position`: a CSV's columns in order, the target last; `header` false: a CSV without a
     header row, its columns named col1 .. colN (a run's test file with data.header false)."""
-    from nncli import metrics as metrics_mod
-    from nncli.errors import ConfigError
-
     model = load_model(model_path)
     if confusion and model.ck.task != "classification":
         raise ConfigError(f"--confusion needs a classifier; {model_path} is a {model.ck.task} model "

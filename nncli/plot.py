@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from nncli import fileio
+from nncli import checkpoint, fileio
 from nncli.errors import ConfigError, NncliError
 
 INSTALL_HINT = "pip install 'nncli[plot]'"
@@ -122,8 +122,6 @@ def read_run(folder: str | os.PathLike) -> Run:
     for name in ("model.h5", "last.h5"):  # model.h5 knows the best epoch; last.h5 the whole history
         if not (path / name).exists():
             continue
-        from nncli import checkpoint
-
         try:
             ck = checkpoint.load(path / name)
         except NncliError:

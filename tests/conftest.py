@@ -136,7 +136,7 @@ checkpoint_interval: 0
 @pytest.fixture(scope="session")
 def blobs_run(tmp_path_factory, blobs_csv):
     """A trained 3-class run (string labels, normalisation, validation split)."""
-    from nncli import trainer
+    from nncli.training import trainer
 
     folder = tmp_path_factory.mktemp("blobs_run")
     config = write_config(folder, BLOBS_CONFIG.format(train=blobs_csv))

@@ -15,7 +15,9 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import InterruptAt, nncli_executable, write_config
-from nncli import checkpoint, data, steps, stream, trainer
+from nncli import checkpoint, data, inference, steps
+from nncli.training import trainer
+from nncli.training.prepare import prepare
 from nncli import spec as spec_mod
 from nncli.cli import main
 from nncli.errors import Interrupted
@@ -57,9 +59,9 @@ def config_for(folder, train, budget=0.01, validation=0.2, normalize="standard",
 
 def test_a_file_over_the_budget_is_streamed(small_h5):
     folder, path, x, _ = small_h5
-    streamed = trainer.prepare(spec_mod.load(config_for(folder, path, budget=0.01, name="s.yaml")))
-    in_memory = trainer.prepare(spec_mod.load(config_for(folder, path, budget=100, name="m.yaml")))
-    assert isinstance(streamed.x_train, stream.XStream) and isinstance(streamed.x_val, stream.XStream)
+    streamed = prepare(spec_mod.load(config_for(folder, path, budget=0.01, name="s.yaml")))
+    in_memory = prepare(spec_mod.load(config_for(folder, path, budget=100, name="m.yaml")))
+    assert isinstance(streamed.x_train, data.XStream) and isinstance(streamed.x_val, data.XStream)
     assert isinstance(in_memory.x_train, np.ndarray)
     assert len(streamed.x_train) + len(streamed.x_val) == len(x)
     assert 0.1 < len(streamed.x_val) / len(x) < 0.3
@@ -69,7 +71,7 @@ def test_a_file_over_the_budget_is_streamed(small_h5):
 def test_chunked_statistics_equal_the_in_memory_ones(small_h5):
     folder, path, x, _ = small_h5
     for kind in ("standard", "minmax"):
-        prep = trainer.prepare(spec_mod.load(config_for(folder, path, normalize=kind, name=f"{kind}.yaml")))
+        prep = prepare(spec_mod.load(config_for(folder, path, normalize=kind, name=f"{kind}.yaml")))
         rows = np.concatenate([x[a:b] for a, b in prep.x_train.blocks])
         expected = data.Normalizer.fit(kind, rows)
         np.testing.assert_allclose(prep.normalizer.shift, expected.shift, rtol=1e-6, atol=1e-6)
@@ -78,11 +80,11 @@ def test_chunked_statistics_equal_the_in_memory_ones(small_h5):
 
 def test_an_epoch_yields_every_training_row_once_in_a_seeded_order(small_h5):
     folder, path, x, y = small_h5
-    prep = trainer.prepare(spec_mod.load(config_for(folder, path, normalize="none", name="none.yaml")))
+    prep = prepare(spec_mod.load(config_for(folder, path, normalize="none", name="none.yaml")))
     xs, ts = prep.x_train, prep.t_train
 
     def epoch(rng):
-        order = data.shuffle_order(xs, rng)
+        order = xs.shuffle_order(rng)
         got = [(xb[wb > 0], tb[wb > 0]) for xb, tb, wb in data.batches(xs, ts, 64, order)]
         assert all(len(xb) == 64 for xb, _, _ in data.batches(xs, ts, 64, order))
         return np.concatenate([g[0] for g in got]), np.concatenate([g[1] for g in got])
@@ -161,9 +163,9 @@ def test_chunked_predict_gives_the_same_text_as_in_memory(csv_model, tmp_path, m
     runner = CliRunner()
     whole = runner.invoke(main, ["predict", str(model), str(src)])
     assert whole.exit_code == 0, whole.stderr
-    monkeypatch.setattr(stream, "PREDICT_STREAM_BYTES", 0)
-    monkeypatch.setattr(stream, "PREDICT_CHUNK_ROWS", 700)
-    assert stream.streams_csv(src)
+    monkeypatch.setattr(inference, "PREDICT_STREAM_BYTES", 0)
+    monkeypatch.setattr(inference, "PREDICT_CHUNK_ROWS", 700)
+    assert inference.streams_csv(src)
     chunked = runner.invoke(main, ["predict", str(model), str(src)])
     assert chunked.exit_code == 0, chunked.stderr
     assert chunked.stdout == whole.stdout and '"blue, dark"' in chunked.stdout
@@ -178,7 +180,7 @@ def test_chunked_predict_gives_the_same_text_as_in_memory(csv_model, tmp_path, m
     src.write_text("\n".join(lines) + "\n")
     before = out.read_bytes()
     bad = runner.invoke(main, ["predict", str(model), str(src), "-o", str(out)])
-    monkeypatch.setattr(stream, "PREDICT_STREAM_BYTES", 1 << 40)
+    monkeypatch.setattr(inference, "PREDICT_STREAM_BYTES", 1 << 40)
     bad_whole = runner.invoke(main, ["predict", str(model), str(src), "-o", str(out)])
     assert bad.exit_code == bad_whole.exit_code == 1
     assert bad.stderr == bad_whole.stderr and "line 2501, column 'b'" in bad.stderr

@@ -20,7 +20,8 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import assert_same_arrays, nncli_executable, write_config
-from nncli import checkpoint, fileio, lock, trainer
+from nncli import checkpoint, fileio
+from nncli.training import lock, trainer
 from nncli.cli import main
 from nncli.errors import CheckpointError
 
@@ -390,7 +391,7 @@ def test_lock_is_exclusive_and_released(tmp_path):
 
 def test_a_killed_holder_does_not_block(tmp_path):
     out = tmp_path / "out"
-    code = ("import sys, time; from nncli import lock\n"
+    code = ("import sys, time; from nncli.training import lock\n"
             "with lock.hold(sys.argv[1]):\n    print('held', flush=True); time.sleep(60)\n")
     proc = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE, text=True)
     try:

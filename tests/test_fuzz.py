@@ -1,8 +1,9 @@
 """Bad input, fuzzed with hypothesis.
 
 Library level (hundreds of cases per target, printed at the end of each test): random and
-mutated YAML configs (spec.load, then trainer.prepare), malformed CSV and HDF5 data files
-(data.read, the label encoding, and the chunked CSV reader against the whole-file one),
+mutated YAML configs (spec.load, then prepare), malformed CSV and HDF5 data files
+(data.read, the label encoding, the one CSV reader against Python's csv module, and what
+big-file predictions read against what data.read reads),
 corrupted, truncated and foreign checkpoints (checkpoint.load, inference.load_model,
 inference.inspect), and random expression strings (language.parse, derivatives.compute). Only
 NncliError subclasses may escape, each with a one-line message.
@@ -33,7 +34,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import write_config
-from nncli import checkpoint, data, inference, stream, trainer
+from nncli import checkpoint, data, inference
+from nncli.data import csv as csv_reader
+from nncli.training.prepare import prepare
 from nncli import spec as spec_mod
 from nncli.cli import main
 from nncli.errors import NncliError
@@ -203,13 +206,13 @@ def test_fuzz_configs(folder):
         path.write_bytes(text)
         spec = expect_only_nncli_errors(spec_mod.load, path)
         if spec is not None:
-            prep = expect_only_nncli_errors(trainer.prepare, spec)
+            prep = expect_only_nncli_errors(prepare, spec)
             if prep is not None:
                 assert np.isfinite(prep.x_train).all()
 
     case()
     assert not Path("PWNED").exists() and not (folder / "PWNED").exists()
-    report("configs (spec.load + trainer.prepare)", count[0])
+    report("configs (spec.load + prepare)", count[0])
 
 
 # --- CSV data --------------------------------------------------------------------------------
@@ -256,18 +259,62 @@ def csv_files(draw):
 
 
 def _stream_read(path, names, y_col, by_position=False):
-    """The chunked reader behind big-file predictions, reading what data.read would."""
-    header, width, chunks = stream.csv_chunks(str(path), chunk_rows=2, header="position" if by_position else True,
-                                              n_inputs=len(names))
+    """What big-file predictions read (nncli.inference: the one CSV reader in chunks, here of 2 rows,
+    the model's columns, numbers), for comparison with what data.read reads from the whole file."""
+    header, width, chunks = data.read_chunks(str(path), chunk_rows=2, header="position" if by_position else True,
+                                             hint=data.PREDICT_NO_HEADER_HINT, n_inputs=len(names))
     idx, _, shown = data.model_columns(str(path), header, width, names, y_col, False, by_position)
-    parts = [data._to_float(str(path), cells[:, idx], [shown[i] for i in idx], row_offset=first)
+    parts = [data.to_float(str(path), cells[:, idx], [shown[i] for i in idx], row_offset=first)
              for first, cells in chunks]
     return np.concatenate(parts) if parts else None
 
 
-def test_fuzz_csv_data(folder):
+def _python_csv_rows(raw: bytes):
+    """The reference for the one CSV reader: the rows Python's io and csv modules read from the whole
+    file (decoded as utf-8-sig, trailing blank rows dropped), or the message the reader must give."""
+    try:
+        text = io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8-sig", newline="").read()
+    except UnicodeDecodeError as exc:
+        return None, f"not UTF-8 text (bad byte at offset {exc.start})"
+    if "\x00" in text:
+        return None, "contains NUL bytes; expected a CSV text file"
+    try:
+        rows = list(csv.reader(io.StringIO(text, newline=""), strict=True))
+    except csv.Error as exc:
+        return None, f"malformed CSV: {exc}"
+    while rows and not any(c.strip() for c in rows[-1]):
+        rows.pop()
+    if not rows:
+        return None, "the file is empty; expected a header row and data rows"
+    for i, row in enumerate(rows):
+        if len(row) != len(rows[0]):
+            return None, f"line {i + 1}: expected {len(rows[0])} columns as in line 1, got {len(row)}"
+    return rows, None
+
+
+def _check_reader_against_python_csv(path, raw):
+    """The one reader (no header row: every row is data), whole and in chunks of 2 rows, reads
+    the rows Python's csv module reads, or fails with the message the reference names."""
+    rows, message = _python_csv_rows(raw)
+    for chunk_rows in (None, 2):
+        try:
+            names, width, chunks = data.read_chunks(str(path), chunk_rows, header=False)
+            got = list(chunks)
+        except NncliError as exc:
+            one_line(exc)
+            assert exc.message == f"{path}: {message}", (exc.message, message)
+            continue
+        assert message is None, message
+        assert names is None and width == len(rows[0])
+        assert [first for first, _ in got] == list(range(1, len(rows) + 1, chunk_rows or len(rows)))
+        cells = np.concatenate([c for _, c in got])
+        np.testing.assert_array_equal(cells, np.array(rows, dtype=str).reshape(len(rows), width))
+
+
+def test_fuzz_csv_data(folder, monkeypatch):
     count = [0]
     path = folder / "data.csv"
+    monkeypatch.setattr(csv_reader, "SCAN_BYTES", 7)  # the UTF-8 and NUL checks cross block boundaries
 
     @fuzz(CASES)
     @given(csv_files(), st.sampled_from([(None, None), ("a", "label"), (["a", "b"], "c"), (None, "y"), ("zz", None)]),
@@ -276,6 +323,7 @@ def test_fuzz_csv_data(folder):
         count[0] += 1
         raw, header = file
         path.write_bytes(raw)
+        _check_reader_against_python_csv(path, raw)
         table = expect_only_nncli_errors(data.read, path, *cols)
         if table is not None:
             assert table.x.dtype == np.float32 and np.isfinite(table.x).all() and len(table.y) == len(table.x) > 0
@@ -283,7 +331,8 @@ def test_fuzz_csv_data(folder):
             if enc is not None:
                 t = expect_only_nncli_errors(data.encode_targets, table, enc, (units,))
                 assert t is None or (t.shape[0] == len(table.x) and np.isfinite(t).all())
-        # prediction: the whole-file reader and the chunked reader accept the same files
+        # prediction: what a big file is read as (the reader in chunks, then the columns) and what
+        # a small one is read as (data.read) are the same
         names = ["a", "b"] if draw_names(header) else ["x0", "x1"]
         for by_position in (False, True):  # columns by name, and in order (--by-position)
             try:
@@ -305,7 +354,7 @@ def test_fuzz_csv_data(folder):
                 assert chunked_err is not None, whole_err
 
     case()
-    report("CSV data (data.read, encodings, chunked reader)", count[0])
+    report("CSV data (data.read, encodings, the CSV reader against Python's csv module)", count[0])
 
 
 def draw_names(header):
@@ -397,13 +446,13 @@ layers:
                     expect_only_nncli_errors(data.encode_targets, table, enc, (units,))
         expect_only_nncli_errors(data.read, path, None, "y", with_targets=False, expect_x=["x"])
         for s in specs:
-            prep = expect_only_nncli_errors(trainer.prepare, s)
+            prep = expect_only_nncli_errors(prepare, s)
             if prep is not None:
                 first = next(iter(data.batches(prep.x_train, prep.t_train, 4)))
                 assert np.isfinite(first[0]).all()
 
     case()
-    report("HDF5 data (data.read, encodings, trainer.prepare streamed and in memory)", count[0])
+    report("HDF5 data (data.read, encodings, prepare streamed and in memory)", count[0])
 
 
 # --- checkpoints ------------------------------------------------------------------------------
@@ -677,7 +726,7 @@ def _valid_config(root, text):
     path.write_bytes(text)
     try:
         spec = spec_mod.load(path)
-        trainer.prepare(spec)
+        prepare(spec)
         return True
     except NncliError:
         return False

@@ -152,7 +152,7 @@ checkpoint_interval: 0
 
 @pytest.fixture(scope="module")
 def classifier_run(tmp_path_factory, blobs_csv):
-    from nncli import trainer
+    from nncli.training import trainer
 
     folder = tmp_path_factory.mktemp("f1run")
     rows = blobs_csv.read_text().splitlines()
@@ -196,7 +196,7 @@ def test_evaluate_confusion_cli(classifier_run):
 
 
 def test_evaluate_confusion_on_a_regression_model_is_an_error(tmp_path):
-    from nncli import trainer
+    from nncli.training import trainer
 
     data = tmp_path / "r.csv"
     data.write_text("a,y\n" + "".join(f"{i / 10},{i / 5}\n" for i in range(20)))

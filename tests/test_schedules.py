@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import BLOBS_CONFIG, write_config
-from nncli import checkpoint, schedules, trainer
+from nncli import checkpoint, schedules
+from nncli.training import trainer
 from nncli.errors import ConfigError
 
 BASE = 0.1

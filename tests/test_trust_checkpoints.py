@@ -26,6 +26,7 @@ from click.testing import CliRunner
 from conftest import ROOT, nncli_executable, write_config
 from nncli import checkpoint, data
 from nncli.cli import main
+from nncli.errors import DataError
 
 runner = CliRunner()
 
@@ -311,7 +312,7 @@ def test_a_partly_written_dataset_is_refused_and_a_complete_one_is_read(tmp_path
         part = f.create_dataset("z", shape=(8, 2), chunks=(2, 2), dtype="f4")
         part[:2] = 1.0
     assert data.read(str(path), "x", "y").x.shape == (8, 2)  # compressed, every chunk written: fine
-    with pytest.raises(data.DataError, match="'z' declares shape"):
+    with pytest.raises(DataError, match="'z' declares shape"):
         data.read(str(path), "z", "y")
 
 

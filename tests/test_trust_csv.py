@@ -15,8 +15,10 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import write_config
-from nncli import checkpoint, data, inference, stream
+from nncli import checkpoint, data, inference
 from nncli.cli import main
+from nncli.data.csv import read_csv
+from nncli.errors import DataError
 
 
 def one_line_error(r, code, *words):
@@ -63,8 +65,8 @@ def test_partly_matching_names_are_refused(tmp_path, blobs_run, blobs_csv, monke
     assert "colour" not in err.split("not model inputs:")[1]  # the target column is expected, not "unused"
     assert out.read_text() == "earlier output\n" and out.stat().st_mtime_ns == before
     # the same rule and message for a big CSV (streamed) and for evaluate
-    monkeypatch.setattr(stream, "PREDICT_STREAM_BYTES", 0)
-    assert stream.streams_csv(src)
+    monkeypatch.setattr(inference, "PREDICT_STREAM_BYTES", 0)
+    assert inference.streams_csv(src)
     assert predict(model, src, "-o", out).stderr == r.stderr
     assert out.read_text() == "earlier output\n"
     ev = CliRunner().invoke(main, ["evaluate", str(model), str(src)])
@@ -82,7 +84,7 @@ def test_reordered_names_and_extra_columns_are_read_by_name(tmp_path, blobs_run,
     got = predict(model, src)
     assert got.exit_code == 0, got.stderr
     assert got.stdout == want.stdout
-    monkeypatch.setattr(stream, "PREDICT_STREAM_BYTES", 0)
+    monkeypatch.setattr(inference, "PREDICT_STREAM_BYTES", 0)
     assert predict(model, src).stdout == want.stdout
 
 
@@ -96,7 +98,7 @@ def test_a_file_without_header_needs_by_position(tmp_path, blobs_run, blobs_csv,
     inputs_only = write_rows(tmp_path / "x.csv", None, [r[:2] for r in rows])
     with_target = write_rows(tmp_path / "xy.csv", None, rows)
     for streamed in (False, True):
-        monkeypatch.setattr(stream, "PREDICT_STREAM_BYTES", 0 if streamed else 16 << 20)
+        monkeypatch.setattr(inference, "PREDICT_STREAM_BYTES", 0 if streamed else 16 << 20)
         # no header: the first row is not taken for column names (which would lose a row)
         one_line_error(predict(model, inputs_only), 1, str(inputs_only), "line 1 is all numbers",
                        "not a header row", "--by-position")
@@ -131,7 +133,7 @@ def test_by_position_is_for_csv_inputs(tmp_path, blobs_run):
 @pytest.fixture(scope="module")
 def h5_model(tmp_path_factory):
     """A classifier trained on HDF5 data: no column names (its inputs are x0, x1 for a CSV)."""
-    from nncli import trainer
+    from nncli.training import trainer
 
     folder = tmp_path_factory.mktemp("h5model")
     rng = np.random.default_rng(0)
@@ -212,7 +214,7 @@ def test_header_false_names_the_columns_col1_to_coln(tmp_path, blobs_csv):
     t2 = data.read(str(src), ["col2"], "col1", header=False)
     assert t2.x_names == ["col2"] and t2.y_name == "col1" and t2.y[0] == float(rows[0][0])
     ragged = write_rows(tmp_path / "ragged.csv", None, rows[:3] + [rows[3][:2]])
-    with pytest.raises(data.DataError, match=r"line 4: expected 3 columns as in line 1, got 2"):
+    with pytest.raises(DataError, match=r"line 4: expected 3 columns as in line 1, got 2"):
         data.read(str(ragged), None, None, header=False)
     # predicting on a header-less file takes --by-position
     r = predict(tmp_path / "run" / "model.h5", src, "--by-position", "--no-proba")
@@ -233,7 +235,7 @@ def test_a_csv_with_100000_columns_is_read_quickly(tmp_path):
     names = [f"c{i}" for i in range(n)]
     src.write_text(",".join(names) + "\n" + ("1," * (n - 1) + "0\n") * 2)
     t0 = time.perf_counter()
-    table = data.read_csv(str(src), None, None)
+    table = read_csv(str(src), None, None)
     seconds = time.perf_counter() - t0
     assert table.x.shape == (2, n - 1) and table.y_name == f"c{n - 1}"
     t0 = time.perf_counter()
@@ -251,7 +253,7 @@ CLASSES = ["line\nbreak", 'comma, and "quote"', "carriage\rreturn", "plain"]
 
 @pytest.fixture(scope="module")
 def odd_names_model(tmp_path_factory):
-    from nncli import trainer
+    from nncli.training import trainer
 
     folder = tmp_path_factory.mktemp("oddnames")
     rng = np.random.default_rng(1)
@@ -279,9 +281,9 @@ def test_streamed_and_in_memory_predictions_are_identical_and_quoted(tmp_path, o
     monkeypatch.setattr(inference, "PREDICT_BATCH", 16)
     whole = predict(model, src, proba)
     assert whole.exit_code == 0, whole.stderr
-    monkeypatch.setattr(stream, "PREDICT_STREAM_BYTES", 0)
-    monkeypatch.setattr(stream, "PREDICT_CHUNK_ROWS", 40)  # chunks of 32 rows: 32, 32, 16
-    assert stream.streams_csv(src)
+    monkeypatch.setattr(inference, "PREDICT_STREAM_BYTES", 0)
+    monkeypatch.setattr(inference, "PREDICT_CHUNK_ROWS", 40)  # chunks of 32 rows: 32, 32, 16
+    assert inference.streams_csv(src)
     chunked = predict(model, src, proba)
     assert chunked.exit_code == 0, chunked.stderr
     assert chunked.stdout_bytes == whole.stdout_bytes

@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from nncli import checkpoint, data, fileio, lock, stream
+from nncli import checkpoint, data, fileio
+from nncli.data import hdf5
+from nncli.training import lock
 from nncli.cli import main
 from nncli.errors import CheckpointError, ConfigError, DataError
 from nncli.grad import derivatives
@@ -321,9 +323,9 @@ def test_a_data_file_never_reads_other_files(tmp_path, kind):
     msg = info.value.message
     assert msg.startswith(f"{path}: 'x'") and "\n" not in msg
     assert "TOPSECRET" not in msg
-    # the streamed-training reader (nncli/stream.py) refuses it too
+    # the streamed-training reader (nncli/data/hdf5.py) refuses it too
     with pytest.raises(DataError):
-        stream._x_info(str(path), "x")
+        hdf5.x_info(str(path), "x")
 
 
 def test_a_soft_link_inside_the_file_is_fine(tmp_path):

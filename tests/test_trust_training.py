@@ -17,7 +17,8 @@ from click.testing import CliRunner
 
 from conftest import (BLOBS_CONFIG, InterruptAt, assert_same_arrays, checkpoint_arrays, nncli_executable,
                       write_config)
-from nncli import checkpoint, plot, progress, trainer
+from nncli import checkpoint, plot, progress
+from nncli.training import trainer
 from nncli.cli import main
 from nncli.errors import Interrupted
 

@@ -305,7 +305,8 @@ def test_shapes_of_a_cnn_stack():
 @pytest.mark.accuracy
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_digits_cnn_reaches_098_test_accuracy(tmp_path, seed):
-    from nncli import inference, trainer
+    from nncli import inference
+    from nncli.training import trainer
 
     # seeds 0-9 gave 0.986-0.997 on an AMD EPYC (python bench/seeds.py configs/digits-cnn.yaml --seeds ...)
     result = trainer.train(ROOT / "configs" / "digits-cnn.yaml", output=str(tmp_path / "run"), seed=seed)

@@ -167,7 +167,8 @@ def small_h5(tmp_path_factory):
 
 
 def test_resume_with_dropout_and_batch_norm_is_exact(small_h5, tmp_path):
-    from nncli import checkpoint, trainer
+    from nncli import checkpoint
+    from nncli.training import trainer
 
     straight = tmp_path / "straight.yaml"
     straight.write_text(CONFIG.format(train=small_h5, epochs=4))

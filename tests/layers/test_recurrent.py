@@ -439,7 +439,8 @@ def test_cli_rejects_an_lstm_on_flat_csv_data(tmp_path):
 
 @pytest.mark.accuracy
 def test_adding_lstm_reaches_test_mse_below_001(tmp_path, jax_backend):
-    from nncli import inference, trainer
+    from nncli import inference
+    from nncli.training import trainer
 
     # 5 of the config's 10 epochs already reach test MSE ~0.001 (predicting the mean: ~0.167)
     result = trainer.train(CONFIGS / "adding-lstm.yaml", output=str(tmp_path / "run"), epochs=5,
@@ -453,7 +454,8 @@ def test_adding_lstm_reaches_test_mse_below_001(tmp_path, jax_backend):
 
 @pytest.mark.accuracy
 def test_sequence_rnn_reaches_095_on_the_majority_test_set(tmp_path, jax_backend):
-    from nncli import inference, trainer
+    from nncli import inference
+    from nncli.training import trainer
 
     # 15 of the config's 60 epochs reach ~0.99 (the full config: 0.999)
     trainer.train(CONFIGS / "sequence-rnn.yaml", output=str(tmp_path / "run"), epochs=15, backend_name="jax")

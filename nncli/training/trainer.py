@@ -30,10 +30,12 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from nncli import backend, checkpoint, data, fileio, network, optimizers, progress
+from nncli import backend, checkpoint, data, fileio, inference, optimizers, plot, progress
 from nncli import metrics as metrics_mod, regularization, schedules
 from nncli import functions, spec as spec_mod, steps as steps_mod
-from nncli.errors import CheckpointError, ConfigError, DataError, Interrupted, TrainingError
+from nncli.errors import CheckpointError, ConfigError, Interrupted, TrainingError
+from nncli.training import lock
+from nncli.training.prepare import Prepared, prepare
 
 # Top-level config keys that `--resume` may change; any other difference from the config stored in
 # last.h5 is refused. They say how long, where and how fast the run goes on, not what model, data,
@@ -44,22 +46,6 @@ SAME_RUN = ("epochs", "checkpoint_interval", "output", "backend", "device")
 RESUME_MAY_CHANGE = (*SAME_RUN, "learning_rate")
 # The run's own settings that `--resume` takes from last.h5 unless given again on the command line.
 RESTORED = ("epochs", "seed", "backend", "device")
-
-
-@dataclass
-class Prepared:
-    """Everything loaded and validated before compiling."""
-
-    spec: spec_mod.Spec
-    net: network.Network
-    encoding: data.Encoding
-    normalizer: data.Normalizer
-    x_train: np.ndarray
-    t_train: np.ndarray
-    x_val: np.ndarray | None
-    t_val: np.ndarray | None
-    x_names: list[str]
-    y_name: str | None
 
 
 @dataclass
@@ -77,52 +63,6 @@ class Result:
     already_finished: str = ""  # set when --resume found a finished run and did nothing: why it had ended
 
 
-def _read_table(spec: spec_mod.Spec, path: str, key: str) -> data.Table:
-    d = spec["data"]
-    try:
-        return data.read(path, d["x"], d["y"], header=d["header"])
-    except DataError as exc:
-        raise DataError(f"{exc.message} (from {spec.source}: data.{key})") from None
-
-
-def prepare(spec: spec_mod.Spec) -> Prepared:
-    d = spec["data"]
-    from nncli import stream
-
-    if stream.should_stream(spec):  # inputs bigger than data.memory_budget_mb: read from disk in blocks
-        return stream.prepare(spec)
-    table = _read_table(spec, d["train"], "train")
-    if len(table.x) < 1:
-        raise DataError(f"{d['train']}: no examples")
-    net = network.build(spec, table.x.shape[1:])
-    last = spec.layers[-1]
-    try:
-        enc = data.fit_encoding(table, spec["loss"], net.output_shape[-1])
-        t_all = data.encode_targets(table, enc, net.output_shape)
-    except data.UnitsMismatch as exc:
-        raise spec.error(f"{last.path}", f"{exc.message}") from None
-    x_all = table.x
-    val = d["validation"]
-    if isinstance(val, str):
-        vt = _read_table(spec, val, "validation")
-        if vt.x.shape[1:] != x_all.shape[1:]:
-            raise DataError(f"{val}: inputs of shape {vt.x.shape[1:]} but the training data has {x_all.shape[1:]}")
-        x_tr, t_tr, x_va, t_va = x_all, t_all, vt.x, data.encode_targets(vt, enc, net.output_shape)
-    elif val:
-        strata = np.argmax(t_all.reshape(len(t_all), -1), axis=1) if enc.kind == "categorical" else (
-            t_all.reshape(-1) if enc.kind == "binary" else None)
-        tr_idx, va_idx = data.split(len(x_all), val, np.random.default_rng([spec["seed"], 1]), strata)
-        if len(tr_idx) == 0 or len(va_idx) == 0:
-            raise spec.error("data.validation", f"a fraction of {val} of {len(x_all)} examples leaves an empty "
-                                                f"{'training' if len(tr_idx) == 0 else 'validation'} set")
-        x_tr, t_tr, x_va, t_va = x_all[tr_idx], t_all[tr_idx], x_all[va_idx], t_all[va_idx]
-    else:
-        x_tr, t_tr, x_va, t_va = x_all, t_all, None, None
-    normalizer = data.Normalizer.fit(d["normalize"], x_tr)
-    x_tr = normalizer.apply(x_tr)
-    x_va = normalizer.apply(x_va) if x_va is not None else None
-    return Prepared(spec, net, enc, normalizer, np.ascontiguousarray(x_tr), np.ascontiguousarray(t_tr),
-                    x_va, t_va, table.x_names or [], table.y_name)
 
 
 @contextmanager
@@ -210,6 +150,8 @@ class Trainer:
         self.out = Path(s["output"])
         self.metrics = metrics_mod.in_graph(s["metrics"])           # in the compiled graph
         self.epoch_metrics = metrics_mod.epoch_level(s["metrics"])  # numpy, from all predictions
+        self.train_data = data.source(prep.x_train)  # arrays and streams alike: a data.Source
+        self.val_data = data.source(prep.x_val) if prep.x_val is not None else None
         self.schedule = schedules.build(s, prep.x_val is not None)
         self.batch_size = min(s["batch_size"], len(prep.x_train))
         es = s["early_stopping"]
@@ -307,8 +249,6 @@ class Trainer:
 
     def fit(self, resume: bool = False) -> Result:
         """Train, holding the output folder's lock (a second run on it is refused)."""
-        from nncli import lock
-
         if self.flag is None:  # used as a library object: SIGINT/SIGTERM set our own flag
             self.flag = {}
             with signals_to_flag(self.flag), lock.hold(self.out):
@@ -368,7 +308,7 @@ class Trainer:
                 self.lr.set_value(np.asarray(self.schedule.lr(epoch, history), dtype=self.lr.dtype))
             r.learning_rate(float(self.lr.get_value()))
             epoch_rng_state = shuffle_rng.bit_generator.state
-            order = data.shuffle_order(p.x_train, shuffle_rng) if s["data"]["shuffle"] else None
+            order = self.train_data.shuffle_order(shuffle_rng) if s["data"]["shuffle"] else None
             first = start_batch if epoch == start_epoch else 0
             totals = sums if (epoch == start_epoch and sums is not None) else np.zeros(len(names))
             seen = float(min(first * self.batch_size, n))
@@ -377,7 +317,7 @@ class Trainer:
             # The step's outputs are read back in groups (`_Pending`): JAX computes asynchronously,
             # so the next batch is prepared while the current one runs.
             pending, running = _Pending(), {}
-            batches = data.batches(p.x_train, p.t_train, self.batch_size, order)
+            batches = self.train_data.batches(p.t_train, self.batch_size, order)
             for b0, count, out in steps_mod.calls(self.train_fn, batches, first):
                 pending.add(b0, out)
                 done = b0 + count
@@ -395,7 +335,7 @@ class Trainer:
                     self._interrupted(flag["signal"])
             logs = {k: float(v / max(seen, 1.0)) for k, v in zip(names, totals)}
             if self.eval_fn is not None:
-                val = functions.run_sums(self.eval_fn, data.batches(p.x_val, p.t_val, self.eval_batch))
+                val = functions.run_sums(self.eval_fn, self.val_data.batches(p.t_val, self.eval_batch))
                 logs.update({f"val_{k}": v for k, v in val.items()})
             if self.predict_fn is not None:  # epoch-level metrics, from the outputs for every example of each set
                 sets = [(t, functions.predict_array(self.predict_fn, x)) if x is not None else (None, None)
@@ -559,12 +499,8 @@ def _train(config, output, resume, overwrite, epochs, seed, backend_name, device
     result = trainer.fit(resume=resume)
     # last.h5 is complete and marked finished: a kill from here on leaves a run that --resume
     # reports as finished, so the post-training work never changes the weights
-    from nncli import plot
-
     plot.after_training(result, reporter)
     if spec["data"]["test"]:
-        from nncli import inference
-
         result.test = inference.evaluate(result.output / "model.h5", spec["data"]["test"],
                                          header=spec["data"]["header"]).metrics
     if flag.get("signal"):
@@ -662,8 +598,6 @@ def _refuse_another_run(spec: spec_mod.Spec, out: Path) -> None:
 
 def _check_inputs_are_not_outputs(spec: spec_mod.Spec, out: Path) -> None:
     """No data file may be one of the files the run writes (compared by inode, not by name)."""
-    from nncli import lock
-
     written = {}
     for name in (*lock.OUTPUT_FILES, "curves.png", lock.LOCK_NAME):
         try:

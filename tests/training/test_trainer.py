@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import BLOBS_CONFIG, InterruptAt, assert_same_arrays, checkpoint_arrays, write_config
-from nncli import checkpoint, trainer
+from nncli import checkpoint
+from nncli.training import trainer
 from nncli.errors import Interrupted, TrainingError
 
 

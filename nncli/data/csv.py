@@ -1,0 +1,334 @@
+"""Reading CSV files: one chunked reader.
+
+A CSV is read by :func:`read_chunks` in chunks of rows (bounded memory: a big file's
+predictions); reading a whole file is the same reader with one chunk (:func:`read_rows`).
+Before any row is parsed, one pass of bounded memory checks that the file is UTF-8 text
+without NUL bytes, so such a problem anywhere in the file is named before a problem with
+its rows.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import itertools
+from typing import Iterator, NamedTuple, Sequence
+
+import numpy as np
+
+from nncli.data.table import FLOAT32_MAX, Table, preview
+from nncli.errors import DataError
+
+# The first row of a CSV names the columns. A first row whose cells are all numbers is
+# data, not a header: training refuses it (unless data.header is false: no header row, the
+# columns are col1 .. colN), and so does prediction unless the columns are taken by position.
+# A trained model reads its input columns by name: every input name must be in the header,
+# other columns (the target, an id) are ignored. `--by-position` (predict, evaluate) takes the
+# columns in order instead. Header checks use dicts and sets: linear in the number of columns.
+
+NO_HEADER_HINT = "add a header row of column names, or set data.header: false in the config"
+PREDICT_NO_HEADER_HINT = "add a header row with the model's input names, or pass --by-position"
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def generic_names(width: int) -> list[str]:
+    """Column names of a CSV without a header row."""
+    return [f"col{i + 1}" for i in range(width)]
+
+
+def parse_header(path: str, row: list[str], hint: str) -> list[str]:
+    """The column names in a CSV's first row, checked: none empty, no duplicates, not all numbers."""
+    header = [h.strip() for h in row]
+    if header and all(header) and all(_is_number(h) for h in header):
+        raise DataError(f"{path}: line 1 is all numbers ({preview(header, 4)}), not a header row of "
+                        f"column names; {hint}")
+    if not all(header):
+        raise DataError(f"{path}: line 1: empty column name in the header (column {header.index('') + 1})")
+    if len(set(header)) != len(header):
+        seen: set[str] = set()
+        dupes = {h for h in header if h in seen or seen.add(h)}
+        raise DataError(f"{path}: line 1: duplicate column name '{min(dupes)}' in the header")
+    return header
+
+
+def header_in_position_mode(row: list[str], n_inputs: int) -> bool:
+    """With --by-position: is this first row a header (skipped)? Yes when one of its input
+    cells is not a number; a first row of numbers is data."""
+    return not all(_is_number(c) for c in row[:n_inputs])
+
+
+SCAN_BYTES = 1 << 20
+_BOM = codecs.BOM_UTF8
+
+
+def _check_text(path: str) -> None:
+    """The file decodes as UTF-8 (a leading BOM skipped, as encoding utf-8-sig does) and holds no
+    NUL byte; one pass over the bytes in blocks of SCAN_BYTES. A bad byte is named by its offset
+    after the BOM, as decoding the whole file at once names it."""
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc.strerror}") from None
+    nul = False
+    with fh:
+        try:
+            head = fh.read(3)
+            if len(head) < 3 and _BOM.startswith(head):  # utf-8-sig reads these as no text at all
+                return
+            skip = 3 if head == _BOM else 0
+            pending, base = head[skip:], skip  # undecoded bytes, and the file offset of the first
+            while True:
+                block = fh.read(SCAN_BYTES)
+                buf = pending + block
+                try:
+                    _, used = codecs.utf_8_decode(buf, "strict", not block)
+                except UnicodeDecodeError as exc:
+                    raise DataError(f"{path}: not UTF-8 text (bad byte at offset {base + exc.start - skip})") from None
+                nul = nul or b"\x00" in buf[:used]
+                if not block:
+                    break
+                pending, base = buf[used:], base + used
+        except OSError as exc:
+            raise DataError(f"{path}: cannot read: {exc.strerror}") from None
+    if nul:
+        raise DataError(f"{path}: contains NUL bytes; expected a CSV text file")
+
+
+def _parsed(path: str, fh) -> Iterator[list[str]]:
+    """The rows of an open CSV file (\\r-only line ends too), problems as DataErrors."""
+    reader = csv.reader(fh, strict=True)
+    try:
+        yield from reader
+    except UnicodeDecodeError:  # the file changed since _check_text
+        raise DataError(f"{path}: not UTF-8 text (a bad byte after line {reader.line_num})") from None
+    except csv.Error as exc:
+        raise DataError(f"{path}: malformed CSV: {exc}") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def _blank(row: list[str]) -> bool:
+    return not any(c.strip() for c in row)
+
+
+class Chunks(NamedTuple):
+    """What read_chunks gives: the column names (None without a header row), the number of
+    columns, and the chunks: (line number of the chunk's first row, cells as a string array)."""
+
+    names: list[str] | None
+    width: int
+    chunks: Iterator[tuple[int, np.ndarray]]
+
+
+def read_chunks(path: str, chunk_rows: int | None = None, header: bool | str = True, hint: str = NO_HEADER_HINT,
+                n_inputs: int = 0) -> Chunks:
+    """Read a CSV in chunks of `chunk_rows` rows (None: the whole file as one chunk).
+
+    header: True (the first row names the columns), False (no header row: names are None),
+    or "position" (a header row is skipped when there is one, see header_in_position_mode).
+    The header is read and checked here; the rows when the chunks are iterated. Line numbers
+    count rows: data row i is line i + 2 (i + 1 without a header). Blank rows at the end are
+    ignored; a blank row before data is a row like any other (of its own width)."""
+    _check_text(path)
+    try:
+        fh = open(path, newline="", encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc.strerror}") from None
+    rows = _parsed(path, fh)
+    try:
+        first_row = next(rows, None)
+        ahead: list[list[str]] = []  # after a blank first row: the rows up to the first non-blank one
+        if first_row is not None and _blank(first_row):
+            for row in rows:
+                ahead.append(row)
+                if not _blank(row):
+                    break
+            else:
+                first_row = None  # only blank rows
+        if first_row is None:
+            raise DataError(f"{path}: the file is empty; expected a header row and data rows")
+        if header == "position":  # a header row's names are not used, so not checked
+            header = header_in_position_mode(first_row, n_inputs)
+            names = [h.strip() for h in first_row] if header else None
+        elif header:
+            names = parse_header(path, first_row, hint)
+        else:
+            names = None
+    except BaseException:
+        fh.close()
+        raise
+    body = itertools.chain(ahead, rows) if header else itertools.chain([first_row], ahead, rows)
+    width = len(first_row)
+    width_of = "the header" if header else "line 1"
+    first = 2 if header else 1
+
+    def chunks() -> Iterator[tuple[int, np.ndarray]]:
+        with fh:
+            buf: list[list[str]] = []
+            blanks: list[list[str]] = []  # blank rows: data if a row follows, else the ignored end
+            start = line = first
+            for row in body:
+                if _blank(row):
+                    blanks.append(row)
+                    continue
+                blanks.append(row)
+                for r in blanks:
+                    if len(r) != width:
+                        raise DataError(f"{path}: line {line}: expected {width} columns as in {width_of}, "
+                                        f"got {len(r)}")
+                    buf.append(r)
+                    line += 1
+                    if chunk_rows is not None and len(buf) >= chunk_rows:
+                        yield start, np.array(buf, dtype=str)
+                        start, buf = line, []
+                blanks = []
+            if buf:
+                yield start, np.array(buf, dtype=str)
+            if line == first:
+                raise DataError(f"{path}: no data rows after the header")
+
+    return Chunks(names, width, chunks())
+
+
+def read_rows(path: str, header: bool | str = True, hint: str = NO_HEADER_HINT, n_inputs: int = 0
+              ) -> tuple[list[str] | None, np.ndarray, int]:
+    """(column names, the cells of every data row, line number of the first data row): the whole
+    file, as the one chunk of read_chunks."""
+    names, _, chunks = read_chunks(path, None, header, hint, n_inputs)
+    (first, cells), = list(chunks)
+    return names, cells, first
+
+
+def to_float(path: str, cells: np.ndarray, names: Sequence[str], row_offset: int = 2) -> np.ndarray:
+    """Convert a (rows, cols) array of strings to float32, naming the first bad cell."""
+    try:
+        out = np.char.strip(cells).astype(np.float64)
+    except ValueError:
+        out = None
+    if out is not None and np.isfinite(out).all() and (np.abs(out) <= FLOAT32_MAX).all():
+        return out.astype(np.float32)
+    for r, row in enumerate(cells):
+        for c, cell in enumerate(row):
+            try:
+                v = float(cell)
+            except ValueError:
+                raise DataError(f"{path}: line {r + row_offset}, column '{names[c]}': "
+                                f"expected a number, got {cell.strip()[:40]!r}") from None
+            if not np.isfinite(v):
+                raise DataError(f"{path}: line {r + row_offset}, column '{names[c]}': "
+                                f"non-finite value {cell.strip()!r}")
+            if abs(v) > FLOAT32_MAX:
+                raise DataError(f"{path}: line {r + row_offset}, column '{names[c]}': "
+                                f"{cell.strip()[:40]!r} is too large for float32")
+    raise DataError(f"{path}: cannot read numbers")  # pragma: no cover
+
+
+def read_csv(path: str, x_cols: Sequence[str] | str | None, y_col: str | None, *,
+             with_targets: bool = True, expect_x: Sequence[str] | None = None,
+             header: bool = True, by_position: bool = False) -> Table:
+    """Read a CSV.
+
+    Training (`with_targets`): the target is `y_col` (default: the last column);
+    inputs are `x_cols` (default: every other column). Without a header row
+    (`header` false) the columns are named col1 .. colN.
+    Prediction (`expect_x` given): see model_columns; `header` false (a test file of a run
+    with data.header false) names the columns col1 .. colN, as in training.
+    """
+    if expect_x is not None:
+        mode = "position" if by_position else bool(header)
+        names, cells, first = read_rows(path, mode, PREDICT_NO_HEADER_HINT, len(expect_x))
+        if names is None and not by_position:
+            names = generic_names(cells.shape[1])
+        return _csv_for_model(path, names, cells, first, expect_x, y_col, with_targets, by_position)
+    names, cells, first = read_rows(path, bool(header))
+    header_names = names
+    names = names if names is not None else generic_names(cells.shape[1])
+    if isinstance(x_cols, str):
+        x_cols = [x_cols]
+    position = {h: i for i, h in enumerate(names)}
+    y_name = y_col if y_col is not None else names[-1]
+    if y_name not in position:
+        raise DataError(f"{path}: no column '{y_name}' for the target; columns: {preview(names)}")
+    if x_cols is None:
+        x_cols = [h for h in names if h != y_name]
+    for c in x_cols:
+        if c not in position:
+            raise DataError(f"{path}: no input column '{c}'; columns: {preview(names)}")
+    if not x_cols:
+        raise DataError(f"{path}: no input columns besides the target column '{y_name}'")
+    idx = [position[c] for c in x_cols]
+    y_cells = cells[:, position[y_name]]
+    if header_names is not None and all(_is_number(c) for c in x_cols) and y_name in set(np.char.strip(y_cells).tolist()):
+        # e.g. "5.1,3.5,1.4,0.2,setosa": numbers for input names and a target name that is also a label
+        raise DataError(f"{path}: line 1 ({preview(header_names, 4)}) looks like a data row, not a header row "
+                        f"of column names; {NO_HEADER_HINT}")
+    x = to_float(path, cells[:, idx], list(x_cols), row_offset=first)
+    y = _targets(path, y_cells, y_name, row_offset=first) if with_targets else None
+    return Table(x, y, path, list(x_cols), y_name)
+
+
+def model_columns(path: str, names: list[str] | None, width: int, expect_x: Sequence[str], y_col: str | None,
+                  with_targets: bool, by_position: bool) -> tuple[list[int], int | None, list[str]]:
+    """The columns a trained model reads from a CSV: (input column indices, target column index
+    or None, the names of all columns for messages).
+
+    By name (the default): every input name must be in the header; other columns are ignored;
+    the target is the column named `y_col`. A header that lacks any input name is an error that
+    lists the missing names and the header's unused ones.
+    By position: exactly the inputs, in order, then (evaluate: required; predict: optional,
+    ignored) one target column."""
+    n = len(expect_x)
+    shown = names if names is not None else generic_names(width)
+    if by_position:
+        if width == n + 1 or (width == n and not with_targets):
+            return list(range(n)), (n if width == n + 1 else None), shown
+        want = f"{n + 1} ({n} inputs, then the target)" if with_targets else f"{n} (the inputs) or {n + 1} (the inputs, then the target)"
+        raise DataError(f"{path}: --by-position: expected {want} columns, got {width}")
+    position = {h: i for i, h in enumerate(names)}
+    missing = [c for c in expect_x if c not in position]
+    if missing:
+        inputs = set(expect_x)
+        unused = [h for h in names if h not in inputs and h != y_col]
+        raise DataError(f"{path}: line 1: the header does not match the model's input columns: missing "
+                        f"{preview(missing)}; not model inputs: {preview(unused) or 'none'} (name the columns as "
+                        f"the model's inputs, or pass --by-position to take them in order)")
+    y_idx = position.get(y_col) if y_col is not None else None
+    if with_targets and y_idx is None:
+        raise DataError(f"{path}: no target column '{y_col}' to evaluate against")
+    return [position[c] for c in expect_x], y_idx, shown
+
+
+def _csv_for_model(path: str, names: list[str] | None, cells: np.ndarray, first: int, expect_x: Sequence[str],
+                   y_col: str | None, with_targets: bool, by_position: bool) -> Table:
+    """Inputs (and, with_targets, the targets) for a trained model: see model_columns."""
+    idx, y_idx, shown = model_columns(path, names, cells.shape[1], expect_x, y_col, with_targets, by_position)
+    x_names = [shown[i] for i in idx]
+    x = to_float(path, cells[:, idx], x_names, row_offset=first)
+    y = _targets(path, cells[:, y_idx], shown[y_idx], row_offset=first) if with_targets else None
+    return Table(x, y, path, x_names, shown[y_idx] if y_idx is not None else y_col)
+
+
+def _targets(path: str, column: np.ndarray, name: str, row_offset: int = 2) -> np.ndarray:
+    """A CSV target column: numbers when every cell is one, else the (stripped) strings."""
+    y = np.char.strip(column)
+    if (y == "").any():
+        raise DataError(f"{path}: line {int(np.argmax(y == '')) + row_offset}, column '{name}': empty target")
+    try:
+        values = y.astype(np.float64)
+    except ValueError:
+        return y
+    if not np.isfinite(values).all():
+        raise DataError(f"{path}: line {int(np.argmax(~np.isfinite(values))) + row_offset}, column '{name}': "
+                        f"non-finite target")
+    return values
