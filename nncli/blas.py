@@ -70,7 +70,7 @@ def user_ldflags() -> str | None:
         return None
 
 
-def _wheel_openblas() -> list[Path]:
+def wheel_openblas() -> list[Path]:
     """OpenBLAS libraries bundled in scipy's wheel (LP64: 32-bit ints, like PyTensor's C code)."""
     spec = importlib.util.find_spec("scipy")
     if spec is None or not spec.origin:
@@ -96,7 +96,7 @@ def _candidate_blas() -> Blas | None:
     user = user_ldflags()
     if user is not None:
         return Blas("configured by the user (blas__ldflags)", user) if user.strip() else None
-    for path in _wheel_openblas():
+    for path in wheel_openblas():
         try:
             lib = ctypes.CDLL(str(path))
         except OSError:

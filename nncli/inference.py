@@ -107,8 +107,10 @@ def input_names(ck: checkpoint.Checkpoint, path: str) -> list[str]:
     return names or [f"x{i}" for i in range(n_features)]
 
 
-def _read_inputs(model: Loaded, path: str, with_targets: bool, by_position: bool = False,
-                 header: bool = True) -> data.Table:
+def read_inputs(model: Loaded, path: str, with_targets: bool, by_position: bool = False,
+                header: bool = True) -> data.Table:
+    """The rows of `path` as `model` reads them (columns matched as README's predict says),
+    normalised with the stored statistics; `with_targets`: the target column too."""
     ck = model.ck
     if data.is_hdf5(path):
         if by_position:
@@ -202,7 +204,7 @@ def input_chunks(model: Loaded, path: str, by_position: bool = False) -> Iterato
     whole, many for a big CSV. What can be checked before the first row is checked here."""
     if streams_csv(path):
         return _csv_chunks(model, path, by_position)
-    return iter([_read_inputs(model, path, with_targets=False, by_position=by_position).x])
+    return iter([read_inputs(model, path, with_targets=False, by_position=by_position).x])
 
 
 def write_predictions(model: Loaded, chunks: Iterator[np.ndarray], proba: bool, fh: TextIO | None) -> int:
@@ -257,7 +259,7 @@ def evaluate(model_path: str | os.PathLike, data_path: str, confusion: bool = Fa
     if confusion and model.ck.task != "classification":
         raise ConfigError(f"--confusion needs a classifier; {model_path} is a {model.ck.task} model "
                           f"(loss {model.ck.loss})")
-    table = _read_inputs(model, data_path, with_targets=True, by_position=by_position, header=header)
+    table = read_inputs(model, data_path, with_targets=True, by_position=by_position, header=header)
     t = data.encode_targets(table, model.ck.encoding, model.net.output_shape)
     names = list(model.config.get("metrics") or [])
     batch = max(1, min(PREDICT_BATCH, len(table.x)))

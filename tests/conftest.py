@@ -3,63 +3,14 @@
 from __future__ import annotations
 
 import os
-import shutil
-import signal
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from nncli import progress
-
-ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ROOT / "configs"
-DATA = ROOT / "data"
+from support import BLOBS_CONFIG, write_config
 
 os.environ.setdefault("NNCLI_BACKEND", "jax")
-
-
-def nncli_executable() -> str:
-    """The installed `nncli` entry point next to this Python."""
-    exe = Path(sys.executable).with_name("nncli")
-    return str(exe) if exe.exists() else shutil.which("nncli")
-
-
-def checkpoint_arrays(path, groups=("params",)) -> dict:
-    """Every dataset under the given groups of a checkpoint, read with h5py alone."""
-    import h5py
-
-    out = {}
-    with h5py.File(path, "r") as f:
-        for group in groups:
-            f[group].visititems(lambda k, v: out.__setitem__(f"{group}/{k}", v[()])
-                                if isinstance(v, h5py.Dataset) else None)
-    return out
-
-
-def assert_same_arrays(a, b, groups=("params",)) -> None:
-    """Two checkpoints hold bit-identical arrays under `groups`."""
-    pa, pb = checkpoint_arrays(a, groups), checkpoint_arrays(b, groups)
-    assert pa.keys() == pb.keys() and pa
-    for k in pa:
-        np.testing.assert_array_equal(pa[k], pb[k], err_msg=k)
-
-
-class InterruptAt(progress.Silent):
-    """A reporter that sends this process SIGINT once a given epoch has done at least `batch`
-    minibatches; `fired_at` is how many it had done (a call may train several, nncli/steps.py)."""
-
-    def __init__(self, epoch, batch):
-        self.epoch, self.at, self.current, self.fired_at = epoch, batch, 0, None
-
-    def epoch_start(self, epoch, epochs, batches, start_batch=0):
-        self.current = epoch
-
-    def batch(self, done, logs, samples):
-        if self.current == self.epoch and done >= self.at and self.fired_at is None:
-            self.fired_at = done
-            os.kill(os.getpid(), signal.SIGINT)
 
 
 @pytest.fixture(scope="module")
@@ -87,12 +38,6 @@ def machine(monkeypatch):
     return state
 
 
-def write_config(folder: Path, text: str, name: str = "config.yaml") -> Path:
-    path = folder / name
-    path.write_text(text)
-    return path
-
-
 @pytest.fixture(scope="session")
 def xor_csv(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("xor")
@@ -113,24 +58,6 @@ def blobs_csv(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("blobs") / "blobs.csv"
     path.write_text("\n".join(rows) + "\n")
     return path
-
-
-BLOBS_CONFIG = """
-name: blobs
-seed: 1
-data:
-  train: {train}
-  validation: 0.2
-  normalize: standard
-layers:
-  - {{type: dense, units: 8, activation: tanh}}
-  - {{type: dense, units: 3, activation: softmax}}
-optimizer: adam
-learning_rate: 0.05
-epochs: 6
-batch_size: 16
-checkpoint_interval: 0
-"""
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from nncli.cli import main
 from nncli.errors import ConfigError
 from nncli.layers import KINDS, LAYERS
 
-from conftest import CONFIGS, nncli_executable
+from support import CONFIGS, nncli_executable
 
 
 def kinds(types):

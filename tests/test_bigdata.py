@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import InterruptAt, nncli_executable, write_config
+from support import InterruptAt, nncli_executable, write_config
 from nncli import checkpoint, data, inference, steps
 from nncli.training import trainer
 from nncli.training.prepare import prepare

@@ -28,7 +28,7 @@ def test_blas_threads_per_workload(machine, monkeypatch):
 
 def test_wheel_blas_flags_rename_the_prefixed_symbols():
     """On a pip install, scipy's bundled OpenBLAS is found and linked through -D renames."""
-    if not blas.cxx_compiler() or not blas._wheel_openblas():
+    if not blas.cxx_compiler() or not blas.wheel_openblas():
         pytest.skip("no C++ compiler or no OpenBLAS in scipy's wheel here")
     found = blas.find()
     assert found is not None and found.ok, found

@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 from click.testing import CliRunner
 
-from conftest import nncli_executable, write_config
+from support import nncli_executable, write_config
 from nncli.cli import main
 
 
@@ -92,7 +92,7 @@ def test_inspect_shows_layers_shapes_params(blobs_run):
 
 
 def test_train_through_cli_runner(tmp_path, blobs_csv):
-    from conftest import BLOBS_CONFIG
+    from support import BLOBS_CONFIG
 
     config = write_config(tmp_path, BLOBS_CONFIG.format(train=blobs_csv))
     r = CliRunner().invoke(main, ["train", str(config), "-o", str(tmp_path / "run"), "--epochs", "2"])

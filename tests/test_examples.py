@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import CONFIGS, DATA
+from support import CONFIGS, DATA
 from nncli import data
 from nncli.cli import main
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import assert_same_arrays, nncli_executable, write_config
+from support import assert_same_arrays, error_line, nncli_executable, write_config
 from nncli import checkpoint, fileio
 from nncli.training import lock, trainer
 from nncli.cli import main
@@ -131,13 +131,6 @@ def epoch_line(n: int | None = None):
     return lambda line: bool(pattern.match(line))
 
 
-def error_line(stderr: str) -> str:
-    """The one `Error:` line, last on stderr (progress lines may precede it); no traceback."""
-    lines = stderr.splitlines()
-    errors = [l for l in lines if l.startswith("Error:")]
-    assert len(errors) == 1 and lines[-1] == errors[0], stderr
-    assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
-    return errors[0]
 
 
 def assert_readable(out: Path) -> None:

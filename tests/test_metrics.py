@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import write_config
+from support import write_config
 from nncli import metrics
 from nncli.cli import main
 from nncli.errors import ConfigError

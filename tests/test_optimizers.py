@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import write_config
+from support import write_config
 from nncli import backend
 from nncli.errors import ConfigError
 

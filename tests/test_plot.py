@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 from click.testing import CliRunner
 
-from conftest import BLOBS_CONFIG, write_config
+from support import BLOBS_CONFIG, write_config
 from nncli import plot, progress
 from nncli.cli import main
 

@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import BLOBS_CONFIG, write_config
+from support import BLOBS_CONFIG, write_config
 from nncli import checkpoint, schedules
 from nncli.training import trainer
 from nncli.errors import ConfigError

@@ -23,7 +23,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from conftest import ROOT, nncli_executable, write_config
+from support import ROOT, nncli_executable, write_config
 from nncli import checkpoint, data
 from nncli.cli import main
 from nncli.errors import DataError

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import write_config
+from support import write_config
 from nncli import checkpoint, data, inference
 from nncli.cli import main
 from nncli.data.csv import read_csv

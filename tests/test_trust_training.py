@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import (BLOBS_CONFIG, InterruptAt, assert_same_arrays, checkpoint_arrays, nncli_executable,
-                      write_config)
+from support import (BLOBS_CONFIG, InterruptAt, assert_same_arrays, checkpoint_arrays, error_line,
+                      nncli_executable, write_config)
 from nncli import checkpoint, plot, progress
 from nncli.training import trainer
 from nncli.cli import main
@@ -33,12 +33,6 @@ def snapshot(out: Path) -> dict:
     return {n: ((out / n).read_bytes(), (out / n).stat().st_mtime_ns) for n in RUN_FILES if (out / n).exists()}
 
 
-def error_line(stderr: str) -> str:
-    lines = stderr.splitlines()
-    errors = [l for l in lines if l.startswith("Error:")]
-    assert len(errors) == 1 and lines[-1] == errors[0], stderr
-    assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
-    return errors[0]
 
 
 def cli(*args):

@@ -12,7 +12,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from conftest import nncli_executable
+from support import nncli_executable
 from nncli.cli import main
 
 TUTORIAL = "4.347404090286685"

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import CONFIGS, DATA, write_config
+from support import CONFIGS, DATA, write_config
 
 B, T, F, H = 3, 5, 4, 3          # batch, time, features, units
 KINDS = ("simple_rnn", "lstm", "gru")

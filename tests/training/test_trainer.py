@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import BLOBS_CONFIG, InterruptAt, assert_same_arrays, checkpoint_arrays, write_config
+from support import BLOBS_CONFIG, InterruptAt, assert_same_arrays, checkpoint_arrays, write_config
 from nncli import checkpoint
 from nncli.training import trainer
 from nncli.errors import Interrupted, TrainingError
