@@ -254,6 +254,21 @@ def doctor(as_json):
     click.echo(json.dumps(info, indent=2) if as_json else "\n".join(doctor_mod.lines(info)))
 
 
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False),
+              help="The .onnx file to write (atomically; never one of the inputs).")
+@click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset (14 to 21).")
+@handled
+def export(model, output, opset):
+    """Export MODEL (a checkpoint) to ONNX, checked by onnxruntime against nncli first."""
+    from nncli.export import onnx as onnx_export
+
+    result = onnx_export.export(model, output, opset=opset)
+    click.echo(f"wrote {result.path} (opset {result.opset}, {result.nodes} nodes, output '{result.output}'; "
+               f"max difference from nncli {result.max_diff:.2g})", err=True)
+
+
 # --- grad -------------------------------------------------------------------
 # (the `grad` command block: owned by the expression-language work)
 def _grad_lines(result, show: bool, with_value: bool) -> list:
