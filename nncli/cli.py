@@ -255,6 +255,52 @@ def doctor(as_json):
     click.echo(json.dumps(info, indent=2) if as_json else "\n".join(doctor_mod.lines(info)))
 
 
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False),
+              help="The .onnx file to write (atomically; never one of the inputs).")
+@click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset (14 to 21).")
+@handled
+def export(model, output, opset):
+    """Export MODEL (a checkpoint) to ONNX, checked by onnxruntime against nncli first."""
+    from nncli.export import onnx as onnx_export
+
+    result = onnx_export.export(model, output, opset=opset)
+    click.echo(f"wrote {result.path} (opset {result.opset}, {result.nodes} nodes, output '{result.output}'; "
+               f"max difference from nncli {result.max_diff:.2g})", err=True)
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port (0: any free one).")
+@click.option("--max-batch", type=click.IntRange(1, 65536), default=256, show_default=True,
+              help="Rows per call of the compiled predict function (1: no micro-batching).")
+@click.option("--max-wait-ms", type=click.FloatRange(0, 10_000), default=5.0, show_default=True,
+              help="How long a batch waits for more requests to join it.")
+@click.option("--max-body-mb", type=float, default=10.0, show_default=True, help="Largest request body (413 above).")
+@click.option("--max-rows", type=click.IntRange(1), default=100_000, show_default=True,
+              help="Most rows per request (413 above).")
+@click.option("--timeout-s", type=float, default=10.0, show_default=True,
+              help="A connection silent this long is dropped.")
+@handled
+def serve(model, host, port, max_batch, max_wait_ms, max_body_mb, max_rows, timeout_s):
+    """Serve predictions of MODEL over HTTP: POST /predict, GET /info, GET /health."""
+    import threading
+
+    from nncli import serve as serve_mod
+
+    service = serve_mod.Service(model, max_batch=max_batch, max_wait_ms=max_wait_ms, max_rows=max_rows)
+    server = serve_mod.make_server(service, host, port, max_body_mb=max_body_mb, timeout_s=timeout_s)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    click.echo(f"serving {model} on {serve_mod.url(server)} (POST /predict, GET /info, GET /health; "
+               f"Ctrl-C to stop)", err=True)
+    serve_mod.run(server, service, stop)
+    click.echo("stopped: requests in flight finished", err=True)
+
+
 # --- grad -------------------------------------------------------------------
 # (the `grad` command block: owned by the expression-language work)
 def _grad_lines(result, show: bool, with_value: bool) -> list:
