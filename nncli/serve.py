@@ -30,14 +30,14 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
 import numpy as np
 
-from nncli import __version__, data, inference
-from nncli import model as model_mod
+from nncli import __version__, data, functions, inference
+from nncli.data.csv import parse_header
+from nncli.data.table import FLOAT32_MAX, preview
 from nncli.errors import ConfigError, DataError, NncliError
 
 SOURCE = "request body"   # how messages name the input, where the CLI names a file
@@ -146,7 +146,7 @@ class Service:
         ck = self.model.ck
         self.names = inference.input_names(ck, model_path)
         self.max_rows = max_rows
-        compiled = model_mod.compile_predict(self.model.net, max_batch)
+        compiled = functions.compile_predict(self.model.net, max_batch)
         self.batcher = Batcher(compiled.fn, max_batch, ck.input_shape, self.model.net.output_shape,
                                max_wait_ms / 1000.0)
         self.requests = 0
@@ -206,8 +206,8 @@ class Service:
             if missing:
                 unused = [k for k in item if k not in wanted and k != self.model.ck.y_name]
                 raise DataError(f"{SOURCE}: instance {r}: the columns do not match the model's input columns: "
-                                f"missing {data._preview(missing)}; not model inputs: "
-                                f"{data._preview([str(u) for u in unused]) or 'none'}")
+                                f"missing {preview(missing)}; not model inputs: "
+                                f"{preview([str(u) for u in unused]) or 'none'}")
             for c, name in enumerate(self.names):
                 x[r, c] = _number(item[name], f"instance {r}, column '{name}'")
         return self._finish(x.reshape((len(items), *self.model.ck.input_shape)))
@@ -239,7 +239,7 @@ class Service:
             rows.pop()
         if not rows:
             raise DataError(f"{SOURCE}: empty; expected a header row and data rows")
-        names = data.parse_header(SOURCE, rows[0], "add a header row with the model's input names")
+        names = parse_header(SOURCE, rows[0], "add a header row with the model's input names")
         body_rows = rows[1:]
         self._check_count(len(body_rows))
         for i, row in enumerate(body_rows):
@@ -248,7 +248,7 @@ class Service:
         cells = np.array(body_rows, dtype=str).reshape(len(body_rows), len(names))
         idx, _, shown = data.model_columns(SOURCE, names, len(names), self.names, self.model.ck.y_name,
                                            with_targets=False, by_position=False)
-        x = data._to_float(SOURCE, cells[:, idx], [shown[i] for i in idx], row_offset=2)
+        x = data.to_float(SOURCE, cells[:, idx], [shown[i] for i in idx], row_offset=2)
         return self._finish(x.reshape((len(body_rows), *self.model.ck.input_shape)))
 
     def _finish(self, x: np.ndarray) -> np.ndarray:
@@ -286,7 +286,7 @@ def _number(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise DataError(f"{SOURCE}: {where}: expected a number, got {_kind(value)}")
     v = float(value)
-    if not np.isfinite(v) or abs(v) > data.FLOAT32_MAX:
+    if not np.isfinite(v) or abs(v) > FLOAT32_MAX:
         raise DataError(f"{SOURCE}: {where}: {value!r} is not a finite float32 number")
     return v
 

@@ -35,6 +35,7 @@ import numpy as np
 
 from nncli import __version__, data, fileio, inference
 from nncli.errors import ConfigError, NncliError
+from nncli.layers.conv import same_pads
 from nncli.registry import Registry
 
 DEFAULT_OPSET = 17
@@ -160,13 +161,11 @@ def embedding(g: Graph, li: LayerInput, x: str) -> str:
 
 @EXPORTERS.register("conv2d")
 def conv2d(g: Graph, li: LayerInput, x: str) -> str:
-    from nncli.layers.conv import _same_pads
-
     cfg, name = li.layer.config, li.layer.name
     (kh, kw), (sh, sw) = cfg["kernel_size"], cfg["stride"]
     _, h, w = li.input_shape
     if cfg["padding"] == "same":
-        (top, bottom), (left, right) = _same_pads(h, kh, sh), _same_pads(w, kw, sw)
+        (top, bottom), (left, right) = same_pads(h, kh, sh), same_pads(w, kw, sw)
     else:
         top = bottom = left = right = 0
     inputs = [x, g.const(f"{name}_W", f32(li.params["W"]))]

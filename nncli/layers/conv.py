@@ -63,7 +63,7 @@ def _out_size(size: int, k: int, s: int, padding: str) -> int:
     return (size - k) // s + 1
 
 
-def _same_pads(size: int, k: int, s: int) -> tuple[int, int]:
+def same_pads(size: int, k: int, s: int) -> tuple[int, int]:
     """Keras/TensorFlow 'same': total padding split with the extra row/column after."""
     out = -(-size // s)
     total = max((out - 1) * s + k - size, 0)
@@ -119,7 +119,7 @@ class Conv2D(Layer):
         f = self.config["filters"]
         c, h, w = _static_image_shape(self, x)
         if self.config["padding"] == "same":
-            (pt_, pb), (pl, pr) = _same_pads(h, kh, sh), _same_pads(w, kw, sw)
+            (pt_, pb), (pl, pr) = same_pads(h, kh, sh), same_pads(w, kw, sw)
             if pt_ or pb or pl or pr:
                 padded = pt.zeros((x.shape[0], c, h + pt_ + pb, w + pl + pr), dtype=x.dtype)
                 x = pt.set_subtensor(padded[:, :, pt_:pt_ + h, pl:pl + w], x)
