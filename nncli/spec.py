@@ -12,6 +12,7 @@ node budget so an alias bomb is an error, not an out-of-memory.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from nncli import overrides as overrides_mod
 from nncli.errors import ConfigError
 from nncli.layers import LAYERS
 from nncli.losses import CLASSIFICATION_LOSSES, LOSSES
@@ -152,6 +154,7 @@ class Spec:
     cfg: Mapping[str, Any]           # every top-level key, defaults filled in, paths resolved
     layers: tuple[LayerSpec, ...]
     lines: Mapping[str, int]
+    sets: tuple[str, ...] = ()       # the --set PATH=VALUE applied to the file, in order
 
     def __getitem__(self, key: str) -> Any:
         return self.cfg[key]
@@ -170,7 +173,7 @@ class Spec:
         return out
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.resolved(), sort_keys=False)
+        return overrides_mod.record(self.sets) + yaml.safe_dump(self.resolved(), sort_keys=False)
 
 
 def _plain(v: Any) -> Any:
@@ -186,7 +189,7 @@ def located(source: str, lines: Mapping[str, int], path: str, message: str) -> s
     while probe and probe not in lines:  # a missing key: point at its parent
         probe = probe.rsplit(".", 1)[0] if "." in probe else (probe.rsplit("[", 1)[0] if "[" in probe else "")
     line = lines.get(probe)
-    at = f" (line {line})" if line else ""
+    at = f" (from {overrides_mod.OPTION})" if line == FROM_SET else (f" (line {line})" if line else "")
     return f"{source}: {path}{at}: {message}"
 
 
@@ -339,13 +342,31 @@ def _default_loss(layers: tuple[LayerSpec, ...]) -> str:
     return "mse"
 
 
-def load(path: str | os.PathLike, overrides: Mapping[str, Any] | None = None) -> Spec:
-    """Read and validate a config file. `overrides` replace top-level keys (CLI options)."""
+FROM_SET = "--set"  # in a Spec's lines: this key path's value came from --set, not from a line of the file
+
+
+def with_sets(data: Any, lines: Mapping[str, int], sets: tuple[str, ...] | list[str]) -> tuple[Any, dict]:
+    """The file's mapping with the --set assignments applied (nncli.overrides), and its line map
+    with each set path (and everything below it) marked FROM_SET."""
+    data, paths = overrides_mod.apply(data, list(sets))
+    lines = dict(lines)
+    for p in paths:
+        for key in [k for k in lines if k == p or k.startswith(p + ".") or k.startswith(p + "[")]:
+            del lines[key]
+        lines[p] = FROM_SET
+    return data, lines
+
+
+def load(path: str | os.PathLike, overrides: Mapping[str, Any] | None = None, sets: tuple[str, ...] = ()) -> Spec:
+    """Read and validate a config file. `sets` (--set PATH=VALUE) change the file's mapping before
+    validation; `overrides` replace top-level keys (CLI options such as --epochs)."""
     source = str(path)
     data, lines = load_yaml(path)
+    data, lines = with_sets(data, lines, sets)
     if isinstance(data, dict):
         data = {**data, **{k: v for k, v in (overrides or {}).items() if v is not None}}
-    return from_dict(data, source, lines, base=Path(path).resolve().parent)
+    spec = from_dict(data, source, lines, base=Path(path).resolve().parent)
+    return dataclasses.replace(spec, sets=tuple(sets)) if sets else spec
 
 
 def from_dict(data: Any, source: str, lines: Mapping[str, int] | None = None, base: Path | None = None) -> Spec:
