@@ -30,7 +30,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from nncli.registry import did_you_mean
-from nncli.schema import Invalid, integer, show
+from nncli.schema import Invalid, described, integer, show
 
 PER_EXAMPLE = ("accuracy", "mse", "mae")
 EPOCH_LEVEL = ("precision", "recall", "f1", "rmse", "r2")
@@ -91,6 +91,12 @@ def validate_item(value: Any, path: str) -> str:
         raise Invalid(path, f"unknown metric '{value}'{did_you_mean(value, known_names())}; "
                             f"known: {', '.join(known_names())} (or top_<k>_accuracy)")
     return value
+
+
+described(validate_item, lambda: {"anyOf": [
+    {"enum": known_names()}, {"type": "string", "pattern": r"^top_[0-9]+_accuracy$"},
+    {"type": "object", "required": ["type"], "additionalProperties": False,
+     "properties": {"type": {"enum": known_names()}, "k": {"type": "integer", "minimum": 1, "maximum": MAX_TOP_K}}}]})
 
 
 def check(metrics: Sequence[str], loss: str, classification: bool, output_units: int | None = None) -> None:

@@ -36,7 +36,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from nncli.registry import did_you_mean
-from nncli.schema import Invalid, Key, boolean, choice, integer, mapping, number, optional, string, typed
+from nncli.schema import (Invalid, Key, boolean, choice, described, integer, mapping, number, optional, string, typed,
+                          typed_schema)
 
 TYPES = ("constant", "step", "exponential", "cosine", "reduce_on_plateau", "warmup")
 
@@ -81,6 +82,10 @@ def validate(value: Any, path: str) -> dict[str, Any] | None:
     if kind == "cosine" and out["restart"] and out["period"] is None:
         raise Invalid(f"{path}.period", "restart: true needs the length of the first cycle (period: N epochs)")
     return out
+
+
+described(validate, lambda: {"anyOf": [{"type": "null"},
+                                       typed_schema({k: {**_COMMON, **KEYS[k]} for k in TYPES}, "schedule")]})
 
 
 def check(cfg: Mapping[str, Any], monitors: Sequence[str], path: str = "schedule") -> None:

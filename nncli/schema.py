@@ -252,8 +252,8 @@ def mapping_schema(keys: dict[str, Key], extra: dict[str, dict] | None = None) -
         sub = dict(json_schema_of(key.validator))
         if key.doc:
             sub["description"] = key.doc
-        if key.default is not REQUIRED:
-            sub["default"] = _json_default(key.default)
+        if key.default is not REQUIRED and _accepts(key.validator, key.default):
+            sub["default"] = _json_default(key.default)  # (not a marker such as early_stopping's "default")
         props[name] = sub
     out = {"type": "object", "properties": props, "additionalProperties": False}
     required = [name for name, key in keys.items() if key.default is REQUIRED]
@@ -275,6 +275,14 @@ def typed_schema(kinds: dict[str, dict[str, Key]], family: str, name_ok: bool = 
     if name_ok:
         branches.append({"enum": list(kinds), "description": f"a {family} with its default settings"})
     return {"oneOf": branches}
+
+
+def _accepts(check: Validator, value: Any) -> bool:
+    try:
+        check(value, "")
+    except Invalid:
+        return False
+    return True
 
 
 def _json_default(value: Any) -> Any:

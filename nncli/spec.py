@@ -29,8 +29,8 @@ from nncli.losses import CLASSIFICATION_LOSSES, LOSSES
 from nncli.optimizers import OPTIMIZERS, validate_clip
 from nncli import metrics as metrics_mod, regularization, schedules
 from nncli.registry import did_you_mean
-from nncli.schema import (Invalid, Key, boolean, choice, either, integer, list_of, mapping, name_in,
-                          number, optional, show, string, typed)
+from nncli.schema import (Invalid, Key, boolean, choice, described, either, integer, list_of, mapping,
+                          mapping_schema, name_in, number, optional, show, string, typed, typed_schema)
 
 MAX_CONFIG_BYTES = 1_000_000
 MAX_NODES = 20_000
@@ -198,7 +198,8 @@ def _path_or_fraction(base: Path, what: str):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return number(min=0.0, max=1.0, max_open=True)(value, path)
         return _data_path(base, what)(value, path)
-    return check
+    return described(check, lambda: {"anyOf": [{"type": "number", "minimum": 0.0, "exclusiveMaximum": 1.0},
+                                                {"type": "string", "pattern": r"\.(csv|h5|hdf5|CSV|H5|HDF5)$"}]})
 
 
 def _data_path(base: Path, what: str):
@@ -214,7 +215,7 @@ def _data_path(base: Path, what: str):
         if p.suffix.lower() not in (".csv", ".h5", ".hdf5"):
             raise Invalid(path, f"expected a .csv, .h5 or .hdf5 file, got '{p.name}'")
         return str(p)
-    return check
+    return described(check, lambda: {"type": "string", "pattern": r"\.(csv|h5|hdf5|CSV|H5|HDF5)$"})
 
 
 def _columns():
@@ -245,19 +246,28 @@ def _optimizer(value, path):
     return {"type": kind, **mapping(rest, path, cls.keys, "optimizer mapping")}
 
 
+described(_optimizer, lambda: typed_schema({n: OPTIMIZERS.get(n).keys for n in OPTIMIZERS.names()}, "optimizer"))
+
+
+EARLY_STOPPING_KEYS = {
+    "monitor": Key(string(), "val_loss", "what to watch: loss, val_loss, val_<metric>, <metric>"),
+    "mode": Key(choice("auto", "min", "max"), "auto", "min for losses and errors, max for accuracy"),
+    "patience": Key(integer(min=0), 10, "epochs without improvement before stopping"),
+    "min_delta": Key(number(min=0.0), 0.0, "smallest change that counts as improvement"),
+    "restore_best": Key(boolean(), True, "model.h5 holds the best epoch"),
+}
+
+
 def _early_stopping(value, path):
-    keys = {
-        "monitor": Key(string(), "val_loss", "what to watch: loss, val_loss, val_<metric>, <metric>"),
-        "mode": Key(choice("auto", "min", "max"), "auto", "min for losses and errors, max for accuracy"),
-        "patience": Key(integer(min=0), 10, "epochs without improvement before stopping"),
-        "min_delta": Key(number(min=0.0), 0.0, "smallest change that counts as improvement"),
-        "restore_best": Key(boolean(), True, "model.h5 holds the best epoch"),
-    }
     if value is False or value is None:
         return None
     if value is True:
         value = {}
-    return mapping(value, path, keys, "mapping (or true/false)")
+    return mapping(value, path, EARLY_STOPPING_KEYS, "mapping (or true/false)")
+
+
+described(_early_stopping, lambda: {"anyOf": [{"type": ["boolean", "null"]}, mapping_schema(EARLY_STOPPING_KEYS)],
+                                    "description": "early stopping (default: on with validation data, else off)"})
 
 
 MAX_NAME = 100
@@ -272,6 +282,10 @@ def _run_name(value, path):
     return value
 
 
+described(_run_name, lambda: {"type": "string", "minLength": 1, "maxLength": MAX_NAME,
+                              "pattern": r"^[^./\\\s][^/\\\s]*$"})
+
+
 def _output_path(value, path):
     value = string()(value, path)
     try:
@@ -281,14 +295,27 @@ def _output_path(value, path):
     return value
 
 
+described(_output_path, lambda: {"type": "string", "pattern": r"\S"})
+
+
+def _layer_item(value, path):
+    return value  # each item is validated by _layer (its type's keys)
+
+
+described(_layer_item, lambda: typed_schema({n: LAYERS.get(n).keys for n in LAYERS.names()}, "layer", name_ok=False,
+                                            extra={"name": {"type": "string", "minLength": 1, "pattern": r"^[^.][^/]*$",
+                                                            "description": "layer name (default: <type>_<n>)"}}))
+
+
 def top_keys(base: Path) -> dict[str, Key]:
     return {
         "name": Key(_run_name, None, "run name (default: the config file's name)"),
         "seed": Key(integer(min=0, max=2**32 - 1), 0, "random seed"),
         "device": Key(choice("cpu", "gpu", "auto"), "auto", "where to train"),
         "backend": Key(choice("auto", "jax", "numba", "c"), "auto", "PyTensor backend"),
-        "data": Key(lambda v, p: mapping(v, p, data_keys(base)), doc="the data section"),
-        "layers": Key(list_of(lambda v, p: v, min_len=1, max_len=1000), doc="the list of layers"),
+        "data": Key(described(lambda v, p: mapping(v, p, data_keys(base)), lambda: mapping_schema(data_keys(base))),
+                    doc="the data section"),
+        "layers": Key(list_of(_layer_item, min_len=1, max_len=1000), doc="the list of layers"),
         "loss": Key(optional(name_in(LOSSES)), None, "loss (default from the last activation)"),
         "metrics": Key(optional(list_of(metrics_mod.validate_item)), None, "metrics (default accuracy or mae)"),
         "optimizer": Key(_optimizer, {"type": "adam"}, "optimizer"),
