@@ -86,7 +86,7 @@ def _complete_files(*suffixes: str):
             except OSError:
                 continue
             if is_dir:
-                out.append(CompletionItem(base + e.name + "/", type="dir"))
+                out.append(CompletionItem(base + e.name + "/"))  # plain: bash's "dir" type would drop the files
             elif e.name.lower().endswith(suffixes):
                 out.append(CompletionItem(base + e.name))
         return out

@@ -34,15 +34,11 @@ def resolve(path: str | os.PathLike, sets: Sequence[str] = ()) -> spec_mod.Spec:
     return spec_mod.load(path, None, tuple(sets))
 
 
-def _given(spec: spec_mod.Spec, path: str) -> bool:
-    return path in spec.lines
-
-
 def resolved_plain(spec: spec_mod.Spec) -> dict[str, Any]:
     """The resolved config as plain data that trains the same run from any folder."""
     out = spec.resolved()
-    if not _given(spec, "output"):
-        out["output"] = None  # the default: runs/<name> in the folder nncli train runs in
+    if not os.path.isabs(out["output"]):  # a given output is made absolute: this is the default
+        out["output"] = None  # runs/<name> in the folder nncli train runs in
     return out
 
 
