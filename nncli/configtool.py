@@ -74,7 +74,7 @@ def _emit(spec: spec_mod.Spec, value: Any, path: str, indent: int, out: list[str
         text = _flow(value) if isinstance(value, (dict, list)) else _scalar(value)
         out.append(f"{head} {text}{comment}")
         return
-    out.append(f"{head}{comment}")
+    out.append(f"{head}{comment if origin == '--set' else ''}")  # (a mapping's line is its first key's)
     if isinstance(value, dict):
         for k, v in value.items():
             _emit(spec, v, f"{path}.{k}" if path else str(k), indent + 2, out, k)
