@@ -63,36 +63,127 @@ def handled(func):
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# --- shell completion: file names by suffix --------------------------------------------------
+
+def _complete_files(*suffixes: str):
+    """A shell_complete function: folders, and files whose name ends in one of `suffixes`."""
+
+    def complete(ctx, param, incomplete: str):
+        from click.shell_completion import CompletionItem
+
+        folder, _, prefix = incomplete.rpartition("/")
+        base = folder + "/" if folder else ""
+        try:
+            entries = sorted(os.scandir(folder or "."), key=lambda e: e.name)
+        except OSError:
+            return []
+        out = []
+        for e in entries:
+            if not e.name.startswith(prefix) or (e.name.startswith(".") and not prefix.startswith(".")):
+                continue
+            try:
+                is_dir = e.is_dir()
+            except OSError:
+                continue
+            if is_dir:
+                out.append(CompletionItem(base + e.name + "/"))  # plain: bash's "dir" type would drop the files
+            elif e.name.lower().endswith(suffixes):
+                out.append(CompletionItem(base + e.name))
+        return out
+
+    return complete
+
+
+CONFIG_FILES = _complete_files(".yaml", ".yml")
+CHECKPOINTS = _complete_files(".h5", ".hdf5")
+DATA_FILES = _complete_files(".csv", ".h5", ".hdf5")
+
+CONFIG_REFERENCE = "https://github.com/nncli/nncli#the-config-file"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+             epilog="Every config key, its default and what it does: README.md, section 'The config file'; "
+                    "`nncli schema` prints them as a JSON Schema, `nncli config CONFIG` shows a config with "
+                    "every default filled in. Shell completion: README.md, section 'Shell completion'.")
 @click.version_option(__version__, prog_name="nncli")
-@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors (default: one 'Error:' line).")
 @click.pass_context
 def main(ctx: click.Context, debug: bool) -> None:
-    """nncli: train neural networks from YAML configs, built on PyTensor."""
+    """nncli: train neural networks from YAML configs, built on PyTensor.
+
+    A YAML file describes a network and how to train it; `nncli train` validates it, compiles one
+    PyTensor training function and trains with progress on stderr, writing checkpoints to
+    runs/<name>. The other commands use those checkpoints. Errors are one line on stderr, 'Error:
+    ...', with exit 1 (data, checkpoint, runtime) or 2 (usage, config).
+
+    \b
+    Example:
+      nncli config --init --template tabular > my.yaml && nncli train my.yaml
+    """
     ctx.obj = {"debug": debug}
+
+
+def _layer_table(layers: list, total: int) -> list:
+    """The layer table of `inspect` and `config --check`: name, type, output shape, parameters."""
+    width = max(12, *(len(l["name"]) for l in layers))
+    lines = [f"{'layer':<{width}}  {'type':<12}  {'output shape':<16}  {'params':>10}"]
+    for l in layers:
+        shape = "(batch, " + ", ".join(str(d) for d in l["output_shape"]) + ")"
+        lines.append(f"{l['name']:<{width}}  {l['type']:<12}  {shape:<16}  {l['params']:>10,}")
+    lines.append(f"{'total':<{width}}  {'':<12}  {'':<16}  {total:>10,}")
+    return lines
+
+
+SET_HELP = ("Change one config key before validation (repeatable): PATH is dotted keys with list "
+            "indices (layers[0].units, layers[-1].activation, optimizer.type, data.validation); VALUE "
+            "is YAML (false, 0.2, '[accuracy, f1]', '{type: dropout, rate: 0.2}').")
 
 def _format_metrics(metrics: dict) -> str:
     return "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
 
 
-@main.command()
-@click.argument("config", type=click.Path(dir_okay=False))
-@click.option("--output", "-o", type=click.Path(file_okay=False), help="Output folder (overrides the config).")
+@main.command(short_help="Train the network described by a YAML config; checkpoints to runs/<name>.")
+@click.argument("config", type=click.Path(dir_okay=False), shell_complete=CONFIG_FILES)
+@click.option("--set", "sets", multiple=True, metavar="PATH=VALUE", help=SET_HELP)
+@click.option("--output", "-o", type=click.Path(file_okay=False),
+              help="Output folder (default: the config's output:, else runs/<name> in the current folder).")
 @click.option("--resume", is_flag=True,
               help="Continue the run in the output folder from its last.h5, with its own settings.")
 @click.option("--overwrite", is_flag=True,
               help="Replace the run in the output folder when its config differs (default: refuse).")
-@click.option("--epochs", type=click.IntRange(min=1), help="Total number of epochs (overrides the config).")
-@click.option("--seed", type=click.IntRange(min=0, max=2**32 - 1), help="Random seed (overrides the config).")
+@click.option("--epochs", type=click.IntRange(min=1),
+              help="Total number of epochs (shorthand for --set epochs=N; default: the config's, else 10).")
+@click.option("--seed", type=click.IntRange(min=0, max=2**32 - 1),
+              help="Random seed (shorthand for --set seed=N; default: the config's, else 0).")
 @click.option("--backend", "backend_name", type=click.Choice(["auto", "jax", "numba", "c"]),
-              help="PyTensor backend (overrides the config).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), help="Device (overrides the config).")
+              help="PyTensor backend (shorthand for --set backend=B; default: the config's, else auto).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]),
+              help="Device (shorthand for --set device=D; default: the config's, else auto).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output; just the summary.")
 @click.option("--log-json", is_flag=True,
               help="One JSON object per epoch on stdout (for scripts); the summary goes to stderr.")
 @handled
-def train(config, output, resume, overwrite, epochs, seed, backend_name, device, quiet, log_json):
-    """Train the network described by CONFIG (a YAML file)."""
+def train(config, sets, output, resume, overwrite, epochs, seed, backend_name, device, quiet, log_json):
+    """Train the network described by CONFIG (a YAML file).
+
+    The config is validated first (every error is one line naming the key and its line); then one
+    training function is compiled and trained over minibatches, with progress on stderr and the
+    summary on stdout. Files go to the output folder (default runs/<name> in the current folder,
+    <name> being the config's name: or its file name): model.h5 (the best epoch), last.h5 (for
+    --resume), metrics.csv and curves.png. --set values are stored in the run, so --resume needs
+    none of them again. backend auto picks jax when it is installed (else c for dense nets);
+    device auto picks the GPU when JAX sees one, else the CPU.
+
+    \b
+    Examples:
+      nncli train configs/iris.yaml
+      nncli train configs/iris.yaml --set layers[0].units=32 --set learning_rate=0.003 -o runs/iris-32
+      nncli train configs/iris.yaml --resume --epochs 300
+
+    \b
+    Exit codes: 0 trained (or already finished); 1 bad data, a damaged checkpoint or a diverged run;
+    2 bad usage or config; 130 (Ctrl-C) or 143 (SIGTERM) interrupted, state saved to last.h5.
+    """
     from nncli import progress
     from nncli.training import trainer
 
@@ -102,7 +193,8 @@ def train(config, output, resume, overwrite, epochs, seed, backend_name, device,
     flag = {}
     with trainer.signals_to_flag(flag):  # a signal after train() returns still means: exit 130/143
         result = trainer.train(config, output=output, resume=resume, overwrite=overwrite, epochs=epochs,
-                               seed=seed, backend_name=backend_name, device=device, reporter=reporter)
+                               seed=seed, backend_name=backend_name, device=device, reporter=reporter,
+                               sets=tuple(sets))
         if result.already_finished:
             click.echo(result.already_finished, err=True)
         else:
@@ -129,9 +221,9 @@ BY_POSITION_HELP = ("CSV: take the columns in order, not by name (a first row th
                     "header and is skipped):")
 
 
-@main.command()
-@click.argument("model", type=click.Path(dir_okay=False))
-@click.argument("input", type=click.Path(dir_okay=False))
+@main.command(short_help="Predict with a checkpoint on a CSV or HDF5 file; CSV to stdout or -o.")
+@click.argument("model", type=click.Path(dir_okay=False), shell_complete=CHECKPOINTS)
+@click.argument("input", type=click.Path(dir_okay=False), shell_complete=DATA_FILES)
 @click.option("--output", "-o", type=click.Path(dir_okay=False),
               help="Write the CSV here (default or '-': stdout). A file is replaced atomically; a device "
                    "or pipe is written through; an input of the command is refused.")
@@ -141,7 +233,21 @@ BY_POSITION_HELP = ("CSV: take the columns in order, not by name (a first row th
               help=f"{BY_POSITION_HELP} the model's inputs, then optionally the target (ignored).")
 @handled
 def predict(model, input, output, proba, by_position):
-    """Predict with MODEL (a checkpoint) on INPUT (.csv or .h5)."""
+    """Predict with MODEL (a checkpoint) on INPUT (.csv or .h5).
+
+    A CSV's columns are matched by the names the model was trained with: every input name must be
+    in the header row, in any order; other columns (the target, an id) are ignored, and a missing
+    name is an error (never a guess by position, unless --by-position). A model trained on HDF5
+    data names its inputs x0 .. x{n-1}. The stored normalisation is applied. Output is CSV on
+    stdout (or -o FILE): a classifier writes a 'label' column (the original class names) and, with
+    --proba (the default), one 'p_<class>' column per class; a regression model writes one column
+    named after the training target (or <target>_0 .. <target>_{k-1} for k outputs).
+
+    \b
+    Examples:
+      nncli predict runs/iris/model.h5 data/iris.csv | head -3
+      nncli predict runs/digits-mlp/model.h5 data/digits-test.h5 -o preds.csv --no-proba
+    """
     from nncli import inference
 
     count = inference.predict(model, input, output=output, proba=proba, stream=sys.stdout, by_position=by_position)
@@ -149,16 +255,24 @@ def predict(model, input, output, proba, by_position):
         click.echo(f"wrote {count} predictions to {output}", err=True)
 
 
-@main.command()
-@click.argument("model", type=click.Path(dir_okay=False))
-@click.argument("data", type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@main.command(short_help="Loss and metrics of a checkpoint on a labelled CSV or HDF5 file.")
+@click.argument("model", type=click.Path(dir_okay=False), shell_complete=CHECKPOINTS)
+@click.argument("data", type=click.Path(dir_okay=False), shell_complete=DATA_FILES)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (default: one line of text).")
 @click.option("--confusion", is_flag=True,
               help="Also the confusion matrix and per-class precision, recall and F1 (classifiers).")
 @click.option("--by-position", is_flag=True, help=f"{BY_POSITION_HELP} the model's inputs, then the target.")
 @handled
 def evaluate(model, data, as_json, confusion, by_position):
-    """Loss and metrics of MODEL on a labelled DATA file."""
+    """Loss and metrics of MODEL on a labelled DATA file.
+
+    DATA's columns are matched as for predict (by name; --by-position: in order, the target last).
+    The result goes to stdout: one line, or one JSON object with --json.
+
+    \b
+    Example:
+      nncli evaluate runs/digits-mlp/model.h5 data/digits-test.h5 --confusion
+    """
     import json
 
     from nncli import inference
@@ -177,14 +291,22 @@ def evaluate(model, data, as_json, confusion, by_position):
                 click.echo(line)
 
 
-@main.command()
+@main.command(short_help="Draw the training curves of run folders to a PNG.")
 @click.argument("runs", nargs=-1, required=True, type=click.Path())
 @click.option("--output", "-o", type=click.Path(dir_okay=False),
               help="The PNG to write (default: RUN/curves.png for one run, compare.png for several; "
                    "'-': stdout). An existing file that is not a PNG is never replaced.")
 @handled
 def plot(runs, output):
-    """Draw the training curves of RUN folders (several: side by side, to compare)."""
+    """Draw the training curves of RUN folders (several: side by side, to compare).
+
+    Reads each folder's metrics.csv and writes a PNG (default RUN/curves.png for one run,
+    compare.png for several); the file written is named on stderr. Needs matplotlib.
+
+    \b
+    Example:
+      nncli plot runs/iris runs/iris-32 -o compare.png
+    """
     from nncli import plot as plot_mod
 
     path = plot_mod.plot_runs(runs, output)
@@ -203,12 +325,21 @@ def _json_safe(value):
     return value
 
 
-@main.command()
-@click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@main.command(short_help="Show the network, training history and config stored in a checkpoint.")
+@click.argument("model", type=click.Path(dir_okay=False), shell_complete=CHECKPOINTS)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (default: text).")
 @handled
 def inspect(model, as_json):
-    """Show the network, training history and config stored in MODEL."""
+    """Show the network, training history and config stored in MODEL.
+
+    Prints to stdout: the layer table (name, type, output shape, trainable parameters), the
+    history's last values and best epoch, and the resolved config the run trained with (its --set
+    recorded on a '# --set:' line).
+
+    \b
+    Example:
+      nncli inspect runs/digits-mlp/model.h5
+    """
     import json
 
     from nncli import inference
@@ -224,12 +355,8 @@ def inspect(model, as_json):
     if info["classes"]:
         click.echo(f"classes: {', '.join(info['classes'])}")
     click.echo("")
-    width = max(12, *(len(l["name"]) for l in info["layers"]))
-    click.echo(f"{'layer':<{width}}  {'type':<12}  {'output shape':<16}  {'params':>10}")
-    for l in info["layers"]:
-        shape = "(batch, " + ", ".join(str(d) for d in l["output_shape"]) + ")"
-        click.echo(f"{l['name']:<{width}}  {l['type']:<12}  {shape:<16}  {l['params']:>10,}")
-    click.echo(f"{'total':<{width}}  {'':<12}  {'':<16}  {info['total_params']:>10,}")
+    for line in _layer_table(info["layers"], info["total_params"]):
+        click.echo(line)
     hist = info["history"]
     if hist.get("loss"):
         click.echo("")
@@ -242,11 +369,18 @@ def inspect(model, as_json):
         click.echo(f"  {line}")
 
 
-@main.command()
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@main.command(short_help="The backends, BLAS, compile cache and devices of this machine.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (default: text).")
 @handled
 def doctor(as_json):
-    """Backends available, the BLAS linked, the compile cache and the devices."""
+    """Backends available, the BLAS linked, the compile cache and the devices.
+
+    Prints to stdout what `backend: auto` and `device: auto` will find on this machine.
+
+    \b
+    Example:
+      nncli doctor --json
+    """
     import json
 
     from nncli import doctor as doctor_mod
@@ -255,14 +389,24 @@ def doctor(as_json):
     click.echo(json.dumps(info, indent=2) if as_json else "\n".join(doctor_mod.lines(info)))
 
 
-@main.command()
-@click.argument("model", type=click.Path(dir_okay=False))
+@main.command(short_help="Export a checkpoint to ONNX, checked by onnxruntime before it is written.")
+@click.argument("model", type=click.Path(dir_okay=False), shell_complete=CHECKPOINTS)
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False),
               help="The .onnx file to write (atomically; never one of the inputs).")
 @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset (14 to 21).")
 @handled
 def export(model, output, opset):
-    """Export MODEL (a checkpoint) to ONNX, checked by onnxruntime against nncli first."""
+    """Export MODEL (a checkpoint) to ONNX, checked by onnxruntime against nncli first.
+
+    The graph takes the raw features (the stored normalisation is part of it) and outputs the class
+    probabilities (class names in the model's metadata) or the values. It is checked with
+    onnx.checker and run by onnxruntime on a few rows against nncli's own outputs; a difference
+    above 1e-4, or a layer that cannot be exported, is an error and no file is written.
+
+    \b
+    Example:
+      nncli export runs/iris/model.h5 -o iris.onnx
+    """
     from nncli.export import onnx as onnx_export
 
     result = onnx_export.export(model, output, opset=opset)
@@ -270,8 +414,8 @@ def export(model, output, opset):
                f"max difference from nncli {result.max_diff:.2g})", err=True)
 
 
-@main.command()
-@click.argument("model", type=click.Path(dir_okay=False))
+@main.command(short_help="Serve a checkpoint's predictions over HTTP, joining concurrent requests.")
+@click.argument("model", type=click.Path(dir_okay=False), shell_complete=CHECKPOINTS)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port (0: any free one).")
 @click.option("--max-batch", type=click.IntRange(1, 65536), default=256, show_default=True,
@@ -285,7 +429,18 @@ def export(model, output, opset):
               help="A connection silent this long is dropped.")
 @handled
 def serve(model, host, port, max_batch, max_wait_ms, max_body_mb, max_rows, timeout_s):
-    """Serve predictions of MODEL over HTTP: POST /predict, GET /info, GET /health."""
+    """Serve predictions of MODEL over HTTP: POST /predict, GET /info, GET /health.
+
+    /predict takes {"instances": [{column: value, ...}]}, {"inputs": [[...]]} or text/csv with a
+    header, and answers with the numbers `nncli predict` prints; a bad request is a 400 with the
+    CLI's one-line message. Requests arriving within --max-wait-ms are joined into one call of the
+    compiled function. Binds to 127.0.0.1 by default; Ctrl-C or SIGTERM finishes the requests in
+    flight, then exits 0.
+
+    \b
+    Example:
+      nncli serve runs/iris/model.h5 --port 8000
+    """
     import threading
 
     from nncli import serve as serve_mod
@@ -299,6 +454,90 @@ def serve(model, host, port, max_batch, max_wait_ms, max_body_mb, max_rows, time
                f"Ctrl-C to stop)", err=True)
     serve_mod.run(server, service, stop)
     click.echo("stopped: requests in flight finished", err=True)
+
+
+@main.command("config", short_help="Print a config resolved (every default), check it (--check), or start one (--init).")
+@click.argument("config", required=False, type=click.Path(dir_okay=False), shell_complete=CONFIG_FILES)
+@click.option("--set", "sets", multiple=True, metavar="PATH=VALUE", help=SET_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the resolved config as JSON (default: commented YAML).")
+@click.option("--check", is_flag=True,
+              help="Dry run: validate, read the data files' headers and first rows, infer every layer's "
+                   "shape, print the layer table; compiles nothing.")
+@click.option("--init", "init", is_flag=True, help="Print a commented starting config (no CONFIG argument).")
+@click.option("--template", type=click.Choice(["mlp", "cnn", "rnn", "tabular"]), default="mlp", show_default=True,
+              help="The starting config --init prints.")
+@handled
+def config_command(config, sets, as_json, check, init, template):
+    """Print CONFIG resolved: every key, every default filled in, after any --set.
+
+    The YAML printed to stdout trains unchanged (`nncli train` on it is the same run): each value
+    given in the file is commented with its line, each --set value with '--set'; a value without a
+    comment is the default. Data paths are made absolute. --check instead validates without
+    compiling or training (exit 0, or 2 with one 'Error:' line; 1 for unreadable data) and prints
+    the data files checked and the layer table. --init prints a starting config for a shipped data
+    file; its paths are relative to the repository root, so save it there.
+
+    \b
+    Examples:
+      nncli config configs/iris.yaml --set layers[0].units=32
+      nncli config configs/digits-cnn.yaml --check
+      nncli config --init --template cnn > my-cnn.yaml
+    """
+    from nncli.errors import ConfigError
+
+    if init:
+        if config or sets or as_json or check:
+            raise ConfigError("--init prints a starting config: give it no CONFIG, --set, --json or --check")
+        from nncli import configtool
+
+        click.echo(configtool.template(template), nl=False)
+        return
+    if config is None:
+        raise ConfigError("give a CONFIG file (or --init for a starting config); see nncli config --help")
+    import json
+    import time
+
+    from nncli import configtool
+
+    start = time.perf_counter()
+    spec = configtool.resolve(config, sets)
+    if check:
+        result = configtool.check(spec)
+        click.echo(f"{spec.source}: ok: the config is valid, the data files are readable and the layer shapes "
+                   f"fit inputs of shape {result.input_shape} (nothing compiled; "
+                   f"{time.perf_counter() - start:.2f}s)")
+        for line in result.files:
+            click.echo(f"  {line}")
+        click.echo("")
+        for line in _layer_table(result.layers, result.total_params):
+            click.echo(line)
+        return
+    if as_json:
+        click.echo(json.dumps(configtool.resolved_plain(spec), indent=2))
+    else:
+        click.echo(configtool.commented_yaml(spec), nl=False)
+
+
+@main.command(short_help="Print the config file's JSON Schema (draft 2020-12), for editors.")
+@handled
+def schema():
+    """Print the JSON Schema (draft 2020-12) of nncli config files to stdout.
+
+    It is generated from the same key declarations that validate configs: types, defaults, enums
+    (layer types, activations, initializers, optimizers, losses, metrics, schedules), ranges and
+    descriptions; one oneOf branch per layer type, and no unknown keys anywhere. What it cannot
+    say (files exist, layer shapes fit) `nncli config CONFIG --check` checks.
+
+    \b
+    Example:
+      nncli schema > nncli.schema.json
+    (then, in a config: # yaml-language-server: $schema=nncli.schema.json)
+    """
+    import json
+
+    from nncli import schema_export
+
+    click.echo(json.dumps(schema_export.config_schema(), indent=2))
 
 
 # --- grad -------------------------------------------------------------------
@@ -318,7 +557,8 @@ def _grad_lines(result, show: bool, with_value: bool) -> list:
     return lines
 
 
-@main.command(context_settings={"ignore_unknown_options": True})
+@main.command(context_settings={"ignore_unknown_options": True},
+              short_help="Derivatives of an expression at a point (PyTensor's symbolic gradient).")
 @click.argument("expression")
 @click.option("--at", "at", multiple=True, metavar="[NAME=]VALUE",
               help="The point: --at 15 (one variable), --at x=1 --at y=2 or --at x=1,y=2.")
@@ -345,7 +585,8 @@ def grad(expression, at, wrt, order, hessian, show, with_value, as_json, plot, s
     The language: numbers, variables, pi, e, + - * / ** (with unary minus),
     parentheses and sin cos tan arcsin arccos arctan sinh cosh tanh exp expm1
     log log1p log2 log10 sqrt abs sigmoid softplus erf min max (plus sign, eq,
-    where, used by printed derivatives). Exit 1 when a result is inf or nan.
+    where, used by printed derivatives). Results go to stdout (--order 1 by
+    default); exit 1 when a result is inf or nan.
     """
     import json
 

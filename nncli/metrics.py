@@ -37,7 +37,7 @@ import pytensor.tensor as pt
 
 from nncli import losses
 from nncli.registry import Registry, did_you_mean
-from nncli.schema import Invalid, integer, show
+from nncli.schema import Invalid, described, integer, show
 
 _TOP_K = re.compile(r"^top_(\d+)_accuracy$")
 MAX_TOP_K = 1_000_000
@@ -142,6 +142,12 @@ def validate_item(value: Any, path: str) -> str:
         raise Invalid(path, f"unknown metric '{value}'{did_you_mean(value, known_names())}; "
                             f"known: {', '.join(known_names())} (or top_<k>_accuracy)")
     return value
+
+
+described(validate_item, lambda: {"anyOf": [
+    {"enum": known_names()}, {"type": "string", "pattern": r"^top_[0-9]+_accuracy$"},
+    {"type": "object", "required": ["type"], "additionalProperties": False,
+     "properties": {"type": {"enum": known_names()}, "k": {"type": "integer", "minimum": 1, "maximum": MAX_TOP_K}}}]})
 
 
 def check(metrics: Sequence[str], loss: str, classification: bool, output_units: int | None = None) -> None:

@@ -111,7 +111,13 @@ class _OverBudget(Exception):
     pass
 
 
-def _count_params(layer: Layer, input_shape: tuple[int, ...], budget: int) -> int:
+def trainable_counts(net: Network) -> list[int]:
+    """Trainable parameters per layer (what `inspect` shows), counted without allocating weights."""
+    shapes = [net.input_shape, *net.shapes[:-1]]
+    return [_count_params(layer, shape, MAX_PARAMS, state=False) for layer, shape in zip(net.layers, shapes)]
+
+
+def _count_params(layer: Layer, input_shape: tuple[int, ...], budget: int, state: bool = True) -> int:
     """How many values `layer` creates (parameters and state) on inputs of `input_shape`.
 
     Its own init_params/init_state run with every weight initializer replaced by a view of
@@ -129,7 +135,7 @@ def _count_params(layer: Layer, input_shape: tuple[int, ...], budget: int) -> in
     real = initializers.make
     initializers.make = make
     try:
-        values = {**layer.init_params(input_shape, None), **layer.init_state(input_shape)}
+        values = {**layer.init_params(input_shape, None), **(layer.init_state(input_shape) if state else {})}
     except _OverBudget:
         return budget + 1
     finally:

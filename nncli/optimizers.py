@@ -27,7 +27,7 @@ import pytensor
 import pytensor.tensor as pt
 
 from nncli.registry import Registry
-from nncli.schema import Invalid, Key, mapping, number
+from nncli.schema import Invalid, Key, described, mapping, mapping_schema, number
 
 OPTIMIZERS: Registry = Registry("optimizer")
 
@@ -218,6 +218,10 @@ def validate_clip(value: Any, path: str) -> dict[str, float] | None:
     if out["norm"] is None and out["value"] is None:
         raise Invalid(path, "give norm (global gradient norm) and/or value (per element), e.g. {norm: 1.0}")
     return out
+
+
+described(validate_clip, lambda: {"anyOf": [{"type": "null"}, {"const": False}, {
+    **mapping_schema(CLIP_KEYS), "anyOf": [{"required": ["norm"]}, {"required": ["value"]}]}]})
 
 
 def clip_gradients(grads: dict[str, Any], clip: dict[str, float] | None) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping, Sequence
 
 from nncli.registry import did_you_mean
-from nncli.schema import Invalid, Key, mapping, number, show
+from nncli.schema import Invalid, Key, described, mapping, mapping_schema, number, show
 
 STRENGTH = number(min=0.0)
 _PAIR = {"l1": Key(STRENGTH, None, "L1 strength >= 0"), "l2": Key(STRENGTH, None, "L2 strength >= 0")}
@@ -27,6 +27,9 @@ def _layers(value: Any, path: str) -> dict[str, dict[str, float | None]]:
         raise Invalid(path, f"expected a mapping of layer name -> {{l1, l2}}, got {show(value)}")
     return {str(name): mapping(v, f"{path}.{name}", _PAIR, "mapping with l1 and/or l2")
             for name, v in value.items()}
+
+
+described(_layers, lambda: {"anyOf": [{"type": "null"}, {"type": "object", "additionalProperties": mapping_schema(_PAIR)}]})
 
 
 KEYS = {
@@ -42,6 +45,9 @@ def validate(value: Any, path: str) -> dict[str, Any] | None:
     out = mapping(value, path, KEYS, "mapping with l1, l2, layers")
     out["layers"] = out["layers"] or {}
     return out
+
+
+described(validate, lambda: {"anyOf": [{"type": "null"}, {"const": False}, mapping_schema(KEYS)]})
 
 
 def check(reg: Mapping[str, Any] | None, layer_names: Sequence[str], path: str = "regularization") -> None:

@@ -37,7 +37,8 @@ from typing import Any, Mapping, Sequence
 
 from nncli.metrics import Monitor
 from nncli.registry import Registry, did_you_mean
-from nncli.schema import Invalid, Key, boolean, choice, integer, mapping, number, optional, string, typed
+from nncli.schema import (Invalid, Key, boolean, choice, described, integer, mapping, number, optional, string, typed,
+                          typed_schema)
 
 # The schedule types, in the order the docs and the "unknown schedule" error list them.
 SCHEDULES: Registry = Registry("schedule", sort=False)
@@ -151,6 +152,11 @@ def validate(value: Any, path: str) -> dict[str, Any] | None:
     if kind == "cosine" and out["restart"] and out["period"] is None:
         raise Invalid(f"{path}.period", "restart: true needs the length of the first cycle (period: N epochs)")
     return out
+
+
+described(validate, lambda: {"anyOf": [{"type": "null"},
+                                       typed_schema({k: {**_COMMON, **SCHEDULES.get(k).keys} for k in SCHEDULES.names()},
+                                                    "schedule")]})
 
 
 def check(cfg: Mapping[str, Any], monitors: Sequence[str], path: str = "schedule") -> None:

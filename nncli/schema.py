@@ -16,6 +16,19 @@ from nncli.registry import Registry, UnknownName, did_you_mean
 
 Validator = Callable[[Any, str], Any]
 
+
+def described(check: Validator, json_schema: Callable[[], dict]) -> Validator:
+    """Attach the JSON Schema (draft 2020-12) of what `check` accepts, as a function called when the
+    schema is generated (registries are complete by then); nncli.schema_export reads it."""
+    check.json_schema = json_schema  # type: ignore[attr-defined]
+    return check
+
+
+def json_schema_of(check: Validator) -> dict:
+    """The JSON Schema of a validator (`{}`, anything, for one that declares none)."""
+    make = getattr(check, "json_schema", None)
+    return make() if make is not None else {}
+
 REQUIRED = object()  # marker default: the key must be given
 
 
@@ -49,7 +62,7 @@ def integer(min: int | None = None, max: int | None = None) -> Validator:
         if (min is not None and value < min) or (max is not None and value > max):
             raise Invalid(path, f"expected an integer{_range(min, max)}, got {value}")
         return value
-    return check
+    return described(check, lambda: {"type": "integer", **_bounds(min, max)})
 
 
 def number(min: float | None = None, max: float | None = None,
@@ -73,7 +86,16 @@ def number(min: float | None = None, max: float | None = None,
         if max is not None and (value > max or (max_open and value == max)):
             raise Invalid(path, f"expected {describe()}, got {value}")
         return value
-    return check
+    return described(check, lambda: {"type": "number", **_bounds(min, max, min_open, max_open)})
+
+
+def _bounds(min, max, min_open: bool = False, max_open: bool = False) -> dict:
+    out = {}
+    if min is not None:
+        out["exclusiveMinimum" if min_open else "minimum"] = min
+    if max is not None:
+        out["exclusiveMaximum" if max_open else "maximum"] = max
+    return out
 
 
 def _range(min, max) -> str:
@@ -91,7 +113,7 @@ def boolean() -> Validator:
         if not isinstance(value, bool):
             raise Invalid(path, f"expected true or false, got {show(value)}")
         return value
-    return check
+    return described(check, lambda: {"type": "boolean"})
 
 
 def string(nonempty: bool = True) -> Validator:
@@ -99,7 +121,7 @@ def string(nonempty: bool = True) -> Validator:
         if not isinstance(value, str) or (nonempty and not value.strip()):
             raise Invalid(path, f"expected a non-empty string, got {show(value)}")
         return value
-    return check
+    return described(check, lambda: {"type": "string", **({"pattern": r"\S"} if nonempty else {})})
 
 
 def choice(*options: str) -> Validator:
@@ -108,7 +130,7 @@ def choice(*options: str) -> Validator:
             hint = did_you_mean(value, list(options)) if isinstance(value, str) else ""
             raise Invalid(path, f"expected one of {', '.join(options)}, got {show(value)}{hint}")
         return value
-    return check
+    return described(check, lambda: {"enum": list(options)})
 
 
 def name_in(registry: Registry) -> Validator:
@@ -121,13 +143,13 @@ def name_in(registry: Registry) -> Validator:
         except UnknownName as exc:
             raise Invalid(path, exc.describe()) from None
         return value
-    return check
+    return described(check, lambda: {"enum": registry.names()})
 
 
 def optional(inner: Validator) -> Validator:
     def check(value, path):
         return None if value is None else inner(value, path)
-    return check
+    return described(check, lambda: {"anyOf": [json_schema_of(inner), {"type": "null"}]})
 
 
 def list_of(inner: Validator, min_len: int = 0, max_len: int | None = None) -> Validator:
@@ -138,7 +160,8 @@ def list_of(inner: Validator, min_len: int = 0, max_len: int | None = None) -> V
             span = f"{min_len} to {max_len}" if max_len is not None else f"at least {min_len}"
             raise Invalid(path, f"expected a list of {span} items, got {len(value)}")
         return [inner(v, f"{path}[{i}]") for i, v in enumerate(value)]
-    return check
+    return described(check, lambda: {"type": "array", "items": json_schema_of(inner), "minItems": min_len,
+                                     **({"maxItems": max_len} if max_len is not None else {})})
 
 
 def int_tuple(length: int, min: int = 1) -> Validator:
@@ -151,7 +174,8 @@ def int_tuple(length: int, min: int = 1) -> Validator:
                 raise Invalid(path, f"expected {length} integers, got {len(value)}")
             return tuple(one(v, f"{path}[{i}]") for i, v in enumerate(value))
         return (one(value, path),) * length
-    return check
+    return described(check, lambda: {"anyOf": [json_schema_of(one), {"type": "array", "items": json_schema_of(one),
+                                                                     "minItems": length, "maxItems": length}]})
 
 
 def either(*validators: Validator, expected: str) -> Validator:
@@ -162,7 +186,7 @@ def either(*validators: Validator, expected: str) -> Validator:
             except Invalid:
                 continue
         raise Invalid(path, f"expected {expected}, got {show(value)}")
-    return check
+    return described(check, lambda: {"anyOf": [json_schema_of(v) for v in validators]})
 
 
 @dataclass(frozen=True)
@@ -216,3 +240,54 @@ def typed(value: Any, path: str, known: list[str], family: str, *, name_ok: bool
         hint = did_you_mean(kind, known) if isinstance(kind, str) else ""
         raise Invalid(f"{path}.type", f"unknown {family} {show(kind)}{hint}; known: {', '.join(known)}")
     return kind, {k: v for k, v in value.items() if k != "type"}
+
+
+# --- JSON Schema of declared keys (nncli.schema_export builds the whole document from these) ---
+
+def mapping_schema(keys: dict[str, Key], extra: dict[str, dict] | None = None) -> dict:
+    """The JSON Schema of a mapping validated by `mapping(value, path, keys)`: its keys with their
+    types, defaults and descriptions, the required ones, and no others (unknown keys are errors)."""
+    props = {**(extra or {})}
+    for name, key in keys.items():
+        sub = dict(json_schema_of(key.validator))
+        if key.doc:
+            sub["description"] = key.doc
+        if key.default is not REQUIRED and _accepts(key.validator, key.default):
+            sub["default"] = _json_default(key.default)  # (not a marker such as early_stopping's "default")
+        props[name] = sub
+    out = {"type": "object", "properties": props, "additionalProperties": False}
+    required = [name for name, key in keys.items() if key.default is REQUIRED]
+    if required:
+        out["required"] = required
+    return out
+
+
+def typed_schema(kinds: dict[str, dict[str, Key]], family: str, name_ok: bool = True,
+                 extra: dict[str, dict] | None = None) -> dict:
+    """The JSON Schema of a `{type: NAME, ...}` value validated by `typed` then `mapping`: one
+    branch per type (`oneOf`), each with only its own keys; `NAME` alone where `name_ok`."""
+    branches = []
+    for kind, keys in kinds.items():
+        branch = mapping_schema(keys, {"type": {"const": kind, "description": f"{family} type"}, **(extra or {})})
+        branch["required"] = ["type", *branch.get("required", [])]
+        branch["title"] = kind
+        branches.append(branch)
+    if name_ok:
+        branches.append({"enum": list(kinds), "description": f"a {family} with its default settings"})
+    return {"oneOf": branches}
+
+
+def _accepts(check: Validator, value: Any) -> bool:
+    try:
+        check(value, "")
+    except Invalid:
+        return False
+    return True
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_json_default(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _json_default(v) for k, v in value.items()}
+    return value

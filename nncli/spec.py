@@ -12,6 +12,7 @@ node budget so an alias bomb is an error, not an out-of-memory.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from dataclasses import dataclass
@@ -21,18 +22,19 @@ from typing import Any, Mapping
 
 import yaml
 
+from nncli import overrides as overrides_mod
 from nncli.errors import ConfigError
 from nncli.layers import LAYERS
 from nncli.losses import CLASSIFICATION_LOSSES, LOSSES
 from nncli.optimizers import OPTIMIZERS, validate_clip
 from nncli import metrics as metrics_mod, regularization, schedules
 from nncli.registry import did_you_mean
-from nncli.schema import (Invalid, Key, boolean, choice, either, integer, list_of, mapping, name_in,
-                          number, optional, show, string, typed)
+from nncli.schema import (Invalid, Key, boolean, choice, described, either, integer, list_of, mapping,
+                          mapping_schema, name_in, number, optional, show, string, typed, typed_schema)
 
 MAX_CONFIG_BYTES = 1_000_000
 MAX_NODES = 20_000
-MAX_DEPTH = 50
+MAX_DEPTH = overrides_mod.MAX_DEPTH
 
 
 # --- YAML with line numbers ---------------------------------------------------
@@ -78,19 +80,6 @@ def load_yaml(path: str | os.PathLike) -> tuple[Any, dict[str, int]]:
     return parse_yaml(raw, where)
 
 
-class _BudgetLoader(yaml.SafeLoader):
-    """PyYAML's safe loader that refuses flow collections (`[`, `{`) nested deeper than MAX_DEPTH as
-    it scans them: its scanner does work proportional to the nesting depth for every token, so a
-    1 MB run of `[` would otherwise take hours before the depth check of `_walk` could run."""
-
-    where = ""
-
-    def fetch_flow_collection_start(self, token_class):
-        if self.flow_level >= MAX_DEPTH:
-            raise ConfigError(f"{self.where}: line {self.line + 1}: nested more than {MAX_DEPTH} levels deep")
-        super().fetch_flow_collection_start(token_class)
-
-
 def parse_yaml(raw: bytes | str, where: str) -> tuple[Any, dict[str, int]]:
     """YAML text (a config file, or the config stored in a checkpoint) with the size, node and depth
     budget of config files; `where` names it in errors."""
@@ -101,8 +90,8 @@ def parse_yaml(raw: bytes | str, where: str) -> tuple[Any, dict[str, int]]:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{where}: not UTF-8 text (bad byte at offset {exc.start})") from None
     try:
-        loader = _BudgetLoader(text)
-        loader.where = where
+        loader = overrides_mod.DepthLimitedLoader(text)
+        loader.where = f"{where}: "
     except yaml.reader.ReaderError as exc:  # e.g. a NUL or other control character
         raise ConfigError(f"{where}: invalid YAML (character {exc.position + 1}): special character "
                           f"#x{exc.character:04x} is not allowed") from None
@@ -152,6 +141,7 @@ class Spec:
     cfg: Mapping[str, Any]           # every top-level key, defaults filled in, paths resolved
     layers: tuple[LayerSpec, ...]
     lines: Mapping[str, int]
+    sets: tuple[str, ...] = ()       # the --set PATH=VALUE applied to the file, in order
 
     def __getitem__(self, key: str) -> Any:
         return self.cfg[key]
@@ -170,7 +160,7 @@ class Spec:
         return out
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.resolved(), sort_keys=False)
+        return overrides_mod.record(self.sets) + yaml.safe_dump(self.resolved(), sort_keys=False)
 
 
 def _plain(v: Any) -> Any:
@@ -186,7 +176,7 @@ def located(source: str, lines: Mapping[str, int], path: str, message: str) -> s
     while probe and probe not in lines:  # a missing key: point at its parent
         probe = probe.rsplit(".", 1)[0] if "." in probe else (probe.rsplit("[", 1)[0] if "[" in probe else "")
     line = lines.get(probe)
-    at = f" (line {line})" if line else ""
+    at = f" (from {overrides_mod.OPTION})" if line == FROM_SET else (f" (line {line})" if line else "")
     return f"{source}: {path}{at}: {message}"
 
 
@@ -195,7 +185,8 @@ def _path_or_fraction(base: Path, what: str):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return number(min=0.0, max=1.0, max_open=True)(value, path)
         return _data_path(base, what)(value, path)
-    return check
+    return described(check, lambda: {"anyOf": [{"type": "number", "minimum": 0.0, "exclusiveMaximum": 1.0},
+                                                {"type": "string", "pattern": r"\.(csv|h5|hdf5|CSV|H5|HDF5)$"}]})
 
 
 def _data_path(base: Path, what: str):
@@ -211,7 +202,7 @@ def _data_path(base: Path, what: str):
         if p.suffix.lower() not in (".csv", ".h5", ".hdf5"):
             raise Invalid(path, f"expected a .csv, .h5 or .hdf5 file, got '{p.name}'")
         return str(p)
-    return check
+    return described(check, lambda: {"type": "string", "pattern": r"\.(csv|h5|hdf5|CSV|H5|HDF5)$"})
 
 
 def _columns():
@@ -242,19 +233,28 @@ def _optimizer(value, path):
     return {"type": kind, **mapping(rest, path, cls.keys, "optimizer mapping")}
 
 
+described(_optimizer, lambda: typed_schema({n: OPTIMIZERS.get(n).keys for n in OPTIMIZERS.names()}, "optimizer"))
+
+
+EARLY_STOPPING_KEYS = {
+    "monitor": Key(string(), "val_loss", "what to watch: loss, val_loss, val_<metric>, <metric>"),
+    "mode": Key(choice("auto", "min", "max"), "auto", "min for losses and errors, max for accuracy"),
+    "patience": Key(integer(min=0), 10, "epochs without improvement before stopping"),
+    "min_delta": Key(number(min=0.0), 0.0, "smallest change that counts as improvement"),
+    "restore_best": Key(boolean(), True, "model.h5 holds the best epoch"),
+}
+
+
 def _early_stopping(value, path):
-    keys = {
-        "monitor": Key(string(), "val_loss", "what to watch: loss, val_loss, val_<metric>, <metric>"),
-        "mode": Key(choice("auto", "min", "max"), "auto", "min for losses and errors, max for accuracy"),
-        "patience": Key(integer(min=0), 10, "epochs without improvement before stopping"),
-        "min_delta": Key(number(min=0.0), 0.0, "smallest change that counts as improvement"),
-        "restore_best": Key(boolean(), True, "model.h5 holds the best epoch"),
-    }
     if value is False or value is None:
         return None
     if value is True:
         value = {}
-    return mapping(value, path, keys, "mapping (or true/false)")
+    return mapping(value, path, EARLY_STOPPING_KEYS, "mapping (or true/false)")
+
+
+described(_early_stopping, lambda: {"anyOf": [{"type": ["boolean", "null"]}, mapping_schema(EARLY_STOPPING_KEYS)],
+                                    "description": "early stopping (default: on with validation data, else off)"})
 
 
 MAX_NAME = 100
@@ -269,6 +269,10 @@ def _run_name(value, path):
     return value
 
 
+described(_run_name, lambda: {"type": "string", "minLength": 1, "maxLength": MAX_NAME,
+                              "pattern": r"^[^./\\\s][^/\\\s]*$"})
+
+
 def _output_path(value, path):
     value = string()(value, path)
     try:
@@ -278,14 +282,27 @@ def _output_path(value, path):
     return value
 
 
+described(_output_path, lambda: {"type": "string", "pattern": r"\S"})
+
+
+def _layer_item(value, path):
+    return value  # each item is validated by _layer (its type's keys)
+
+
+described(_layer_item, lambda: typed_schema({n: LAYERS.get(n).keys for n in LAYERS.names()}, "layer", name_ok=False,
+                                            extra={"name": {"type": "string", "minLength": 1, "pattern": r"^[^.][^/]*$",
+                                                            "description": "layer name (default: <type>_<n>)"}}))
+
+
 def top_keys(base: Path) -> dict[str, Key]:
     return {
         "name": Key(_run_name, None, "run name (default: the config file's name)"),
         "seed": Key(integer(min=0, max=2**32 - 1), 0, "random seed"),
         "device": Key(choice("cpu", "gpu", "auto"), "auto", "where to train"),
         "backend": Key(choice("auto", "jax", "numba", "c"), "auto", "PyTensor backend"),
-        "data": Key(lambda v, p: mapping(v, p, data_keys(base)), doc="the data section"),
-        "layers": Key(list_of(lambda v, p: v, min_len=1, max_len=1000), doc="the list of layers"),
+        "data": Key(described(lambda v, p: mapping(v, p, data_keys(base)), lambda: mapping_schema(data_keys(base))),
+                    doc="the data section"),
+        "layers": Key(list_of(_layer_item, min_len=1, max_len=1000), doc="the list of layers"),
         "loss": Key(optional(name_in(LOSSES)), None, "loss (default from the last activation)"),
         "metrics": Key(optional(list_of(metrics_mod.validate_item)), None, "metrics (default accuracy or mae)"),
         "optimizer": Key(_optimizer, {"type": "adam"}, "optimizer"),
@@ -339,13 +356,31 @@ def _default_loss(layers: tuple[LayerSpec, ...]) -> str:
     return "mse"
 
 
-def load(path: str | os.PathLike, overrides: Mapping[str, Any] | None = None) -> Spec:
-    """Read and validate a config file. `overrides` replace top-level keys (CLI options)."""
+FROM_SET = "--set"  # in a Spec's lines: this key path's value came from --set, not from a line of the file
+
+
+def with_sets(data: Any, lines: Mapping[str, int], sets: tuple[str, ...] | list[str]) -> tuple[Any, dict]:
+    """The file's mapping with the --set assignments applied (nncli.overrides), and its line map
+    with each set path (and everything below it) marked FROM_SET."""
+    data, paths = overrides_mod.apply(data, list(sets))
+    lines = dict(lines)
+    for p in paths:
+        for key in [k for k in lines if k == p or k.startswith(p + ".") or k.startswith(p + "[")]:
+            del lines[key]
+        lines[p] = FROM_SET
+    return data, lines
+
+
+def load(path: str | os.PathLike, overrides: Mapping[str, Any] | None = None, sets: tuple[str, ...] = ()) -> Spec:
+    """Read and validate a config file. `sets` (--set PATH=VALUE) change the file's mapping before
+    validation; `overrides` replace top-level keys (CLI options such as --epochs)."""
     source = str(path)
     data, lines = load_yaml(path)
+    data, lines = with_sets(data, lines, sets)
     if isinstance(data, dict):
         data = {**data, **{k: v for k, v in (overrides or {}).items() if v is not None}}
-    return from_dict(data, source, lines, base=Path(path).resolve().parent)
+    spec = from_dict(data, source, lines, base=Path(path).resolve().parent)
+    return dataclasses.replace(spec, sets=tuple(sets)) if sets else spec
 
 
 def from_dict(data: Any, source: str, lines: Mapping[str, int] | None = None, base: Path | None = None) -> Spec:

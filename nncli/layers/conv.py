@@ -26,7 +26,7 @@ import pytensor.tensor as pt
 
 from nncli import initializers
 from nncli.layers.base import LAYERS, Layer, ShapeError, activation_key, initializer_key
-from nncli.schema import Key, boolean, choice, int_tuple, integer
+from nncli.schema import Key, boolean, choice, int_tuple, integer, optional
 
 
 def _image_shape(layer_type: str, input_shape) -> tuple[int, int, int]:
@@ -141,7 +141,7 @@ class _Pool2D(Layer):
     type_name = ""   # the YAML word, in messages
     keys = {
         "pool_size": Key(int_tuple(2), (2, 2), "window size: an int or [height, width]"),
-        "stride": Key(lambda v, p: None if v is None else int_tuple(2)(v, p), None,
+        "stride": Key(optional(int_tuple(2)), None,
                       "step between windows (default: pool_size, i.e. non-overlapping)"),
     }
 

@@ -32,7 +32,7 @@ import numpy as np
 
 from nncli import backend, checkpoint, data, fileio, inference, optimizers, plot, progress
 from nncli import metrics as metrics_mod, regularization, schedules
-from nncli import functions, spec as spec_mod, steps as steps_mod
+from nncli import functions, overrides as overrides_mod, spec as spec_mod, steps as steps_mod
 from nncli.errors import CheckpointError, ConfigError, Interrupted, TrainingError
 from nncli.training import lock
 from nncli.training.prepare import Prepared, prepare
@@ -456,7 +456,7 @@ class _Pending:
 
 def train(config: str | os.PathLike, *, output: str | None = None, resume: bool = False, overwrite: bool = False,
           epochs: int | None = None, seed: int | None = None, backend_name: str | None = None,
-          device: str | None = None, reporter: progress.Silent | None = None) -> Result:
+          device: str | None = None, reporter: progress.Silent | None = None, sets: tuple[str, ...] = ()) -> Result:
     """Train from a config file; the library entry point behind `nncli train`.
 
     SIGINT and SIGTERM only set a flag for the whole call (JAX would swallow a KeyboardInterrupt
@@ -466,10 +466,10 @@ def train(config: str | os.PathLike, *, output: str | None = None, resume: bool 
     flag: dict[str, Any] = {}
     with signals_to_flag(flag):
         return _train(config, output, resume, overwrite, epochs, seed, backend_name, device,
-                      reporter or progress.Silent(), flag)
+                      reporter or progress.Silent(), flag, tuple(sets))
 
 
-def _train(config, output, resume, overwrite, epochs, seed, backend_name, device, reporter, flag) -> Result:
+def _train(config, output, resume, overwrite, epochs, seed, backend_name, device, reporter, flag, sets=()) -> Result:
     if resume and overwrite:
         raise ConfigError("--resume continues the run in the output folder and --overwrite replaces it: "
                           "give one of them")
@@ -477,11 +477,11 @@ def _train(config, output, resume, overwrite, epochs, seed, backend_name, device
     overrides = {**given, "output": os.path.abspath(output) if output else None}
     command = ["nncli", "train", str(config)] + (["-o", overrides["output"]] if output else [])
     command += [f"--{k}={v}" for k, v in given.items() if v is not None]
-    spec = spec_mod.load(config, overrides)
+    spec = spec_mod.load(config, overrides, sets)
     out = Path(spec["output"])
     _check_inputs_are_not_outputs(spec, out)
     if resume:
-        spec, done = _resume_spec(config, spec, overrides, given, reporter)
+        spec, done = _resume_spec(config, spec, overrides, given, reporter, sets)
         if done is not None:
             return done
     choice = backend.choose(spec["backend"], spec["device"], [l.kind for l in spec.layers], spec["batch_size"])
@@ -542,7 +542,7 @@ def _run_differences(spec: spec_mod.Spec, stored: dict, may_change=RESUME_MAY_CH
     return [k for k in config_differences(mine, stored) if k.split(".")[0].split("[")[0] not in may_change]
 
 
-def _resume_spec(config, spec: spec_mod.Spec, overrides: dict, given: dict, reporter: progress.Silent):
+def _resume_spec(config, spec: spec_mod.Spec, overrides: dict, given: dict, reporter: progress.Silent, sets=()):
     """The spec of the run in last.h5: its own epochs, seed, backend and device unless given again
     on the command line; a config that differs in any other key is refused (nothing changed)."""
     last_path = Path(spec["output"]) / "last.h5"
@@ -550,12 +550,15 @@ def _resume_spec(config, spec: spec_mod.Spec, overrides: dict, given: dict, repo
         raise CheckpointError(f"{last_path}: nothing to resume (no last.h5 in {spec['output']})")
     ck = checkpoint.load(last_path)
     stored = _stored_config(ck, last_path)
-    restored = {k: stored[k] for k in RESTORED if given[k] is None and k in stored}
+    set_now = {overrides_mod.parse_path(s.split("=", 1)[0])[0] for s in sets}  # --set epochs=N counts as given
+    restored = {k: stored[k] for k in RESTORED if given[k] is None and k not in set_now and k in stored}
     for k, v in restored.items():
         if spec[k] != v:
             reporter.info(f"{k}: {v} as the run in {last_path} had it (the config says {spec[k]}; "
                           f"give --{k} to change it)")
-    spec = spec_mod.load(config, {**overrides, **restored})
+    # the run's own --set (recorded in its stored config), then any given again (they win)
+    spec = spec_mod.load(config, {**overrides, **restored}, tuple(overrides_mod.merge(
+        overrides_mod.recorded(ck.config_yaml), sets)))
     diff = _run_differences(spec, stored)
     if diff:
         raise ConfigError(f"{spec.source}: differs from the run in {last_path} in {', '.join(diff)}; --resume "
