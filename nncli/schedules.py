@@ -43,7 +43,7 @@ from nncli.schema import (Invalid, Key, boolean, choice, described, integer, map
 # The schedule types, in the order the docs and the "unknown schedule" error list them.
 SCHEDULES: Registry = Registry("schedule", sort=False)
 
-_COMMON = {"warmup_epochs": Key(integer(min=0, max=1_000_000), 0, "linear warm-up epochs before the schedule")}
+COMMON_KEYS = {"warmup_epochs": Key(integer(min=0, max=1_000_000), 0, "linear warm-up epochs before the schedule")}
 FACTOR = number(min=0.0, max=1.0, min_open=True)
 
 
@@ -147,7 +147,7 @@ def validate(value: Any, path: str) -> dict[str, Any] | None:
     if value is None:
         return None
     kind, rest = typed(value, path, SCHEDULES.names(), "schedule")
-    keys = {**_COMMON, **SCHEDULES.get(kind).keys}
+    keys = {**COMMON_KEYS, **SCHEDULES.get(kind).keys}
     out = {"type": kind, **mapping(rest, path, keys, "schedule mapping")}
     if kind == "cosine" and out["restart"] and out["period"] is None:
         raise Invalid(f"{path}.period", "restart: true needs the length of the first cycle (period: N epochs)")
@@ -155,7 +155,7 @@ def validate(value: Any, path: str) -> dict[str, Any] | None:
 
 
 described(validate, lambda: {"anyOf": [{"type": "null"},
-                                       typed_schema({k: {**_COMMON, **SCHEDULES.get(k).keys} for k in SCHEDULES.names()},
+                                       typed_schema({k: {**COMMON_KEYS, **SCHEDULES.get(k).keys} for k in SCHEDULES.names()},
                                                     "schedule")]})
 
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from conftest import CONFIGS, DATA, ROOT, checkpoint_arrays, nncli_executable
+from support import CONFIGS, DATA, ROOT, checkpoint_arrays, nncli_executable
 
 from nncli import configtool, overrides
 from nncli import spec as spec_mod

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from conftest import CONFIGS, ROOT
+from support import CONFIGS, ROOT
 from test_bad_inputs import BAD_CONFIGS, GOOD
 
 from nncli import spec as spec_mod
@@ -144,8 +144,8 @@ def _declared_paths() -> set[str]:
     keys("regularization.layers.*", {"l1": 0, "l2": 0})
     for name in OPTIMIZERS.names():
         keys(f"optimizer.{name}", {"type": 0, **OPTIMIZERS.get(name).keys})
-    for name in schedules.TYPES:
-        keys(f"schedule.{name}", {"type": 0, **schedules._COMMON, **schedules.KEYS[name]})
+    for name in schedules.SCHEDULES.names():
+        keys(f"schedule.{name}", {"type": 0, **schedules.COMMON_KEYS, **schedules.SCHEDULES.get(name).keys})
     for name in LAYERS.names():
         keys(f"layers[].{name}", {"type": 0, "name": 0, **LAYERS.get(name).keys})
     keys("metrics[]", {"type": 0, "k": 0})
