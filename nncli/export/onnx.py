@@ -209,7 +209,7 @@ GATE_ORDER = {"simple_rnn": [0], "lstm": [0, 3, 1, 2], "gru": [0, 1, 2]}
 RNN_OPS = {"simple_rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
 
 
-def _blocks(m: np.ndarray, order: list[int], units: int) -> np.ndarray:
+def gate_blocks(m: np.ndarray, order: list[int], units: int) -> np.ndarray:
     """Reorder the `units`-wide gate blocks of the last axis of `m`."""
     return np.concatenate([m[..., k * units:(k + 1) * units] for k in order], axis=-1)
 
@@ -244,14 +244,14 @@ def _recurrent(type_name: str):
         cfg, name, p = li.layer.config, li.layer.name, li.params
         h, order = cfg["units"], GATE_ORDER[type_name]
         suffixes = ["", "_reverse"] if cfg["bidirectional"] else [""]
-        W = np.stack([_blocks(p[f"W{s}"], order, h).T for s in suffixes])             # (dirs, G*H, F)
-        R = np.stack([_blocks(p[f"U{s}"], order, h).T for s in suffixes])             # (dirs, G*H, H)
+        W = np.stack([gate_blocks(p[f"W{s}"], order, h).T for s in suffixes])             # (dirs, G*H, F)
+        R = np.stack([gate_blocks(p[f"U{s}"], order, h).T for s in suffixes])             # (dirs, G*H, H)
         inputs = [g.node("Transpose", [x], name, perm=[1, 0, 2]),                     # (T, B, F): layout 0
                   g.const(f"{name}_W", f32(W)), g.const(f"{name}_R", f32(R))]
         if "b" in p:
             zeros = np.zeros(len(order) * h, np.float32)
-            B = np.stack([np.concatenate([_blocks(p[f"b{s}"], order, h),
-                                          _blocks(p[f"b_recurrent{s}"], order, h) if f"b_recurrent{s}" in p
+            B = np.stack([np.concatenate([gate_blocks(p[f"b{s}"], order, h),
+                                          gate_blocks(p[f"b_recurrent{s}"], order, h) if f"b_recurrent{s}" in p
                                           else zeros]) for s in suffixes])            # (dirs, 2*G*H)
             inputs.append(g.const(f"{name}_B", f32(B)))
         attrs = dict(hidden_size=h, direction="bidirectional" if cfg["bidirectional"] else "forward",

@@ -147,7 +147,7 @@ def test_lstm_gate_order_matters(ckpts, monkeypatch):
 def test_lstm_gate_reorder_blocks():
     m = np.repeat(np.arange(4.0)[None, :], 2, axis=1).reshape(1, 8)  # blocks i=0, f=1, c=2, o=3 of width 2
     m = np.array([[0, 0, 1, 1, 2, 2, 3, 3]], float)
-    assert onnx_export._blocks(m, onnx_export.GATE_ORDER["lstm"], 2).tolist() == [[0, 0, 3, 3, 1, 1, 2, 2]]
+    assert onnx_export.gate_blocks(m, onnx_export.GATE_ORDER["lstm"], 2).tolist() == [[0, 0, 3, 3, 1, 1, 2, 2]]
 
 
 def test_gru_needs_linear_before_reset(ckpts, monkeypatch):
