@@ -114,7 +114,8 @@ def _check_folder(folder: Path) -> None:
 def clear(out: Path) -> list[str]:
     """Remove the event files of a previous run in <out>/tensorboard (a fresh run replaces that run)."""
     folder = folder_of(out)
-    _check_folder(folder)
+    if not folder.is_dir() or folder.is_symlink():  # not ours (Log refuses to write there)
+        return []
     removed = []
     for path in _event_files(folder):
         try:
