@@ -159,11 +159,15 @@ def _format_metrics(metrics: dict) -> str:
               help="PyTensor backend (shorthand for --set backend=B; default: the config's, else auto).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]),
               help="Device (shorthand for --set device=D; default: the config's, else auto).")
+@click.option("--tensorboard", "tensorboard_on", is_flag=True,
+              help="Write TensorBoard event files to <output>/tensorboard (shorthand for --set tensorboard=true, "
+                   "keeping the config's histograms: setting; needs nncli[tensorboard]).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output; just the summary.")
 @click.option("--log-json", is_flag=True,
               help="One JSON object per epoch on stdout (for scripts); the summary goes to stderr.")
 @handled
-def train(config, sets, output, resume, overwrite, epochs, seed, backend_name, device, quiet, log_json):
+def train(config, sets, output, resume, overwrite, epochs, seed, backend_name, device, tensorboard_on, quiet,
+          log_json):
     """Train the network described by CONFIG (a YAML file).
 
     The config is validated first (every error is one line naming the key and its line); then one
@@ -194,7 +198,7 @@ def train(config, sets, output, resume, overwrite, epochs, seed, backend_name, d
     with trainer.signals_to_flag(flag):  # a signal after train() returns still means: exit 130/143
         result = trainer.train(config, output=output, resume=resume, overwrite=overwrite, epochs=epochs,
                                seed=seed, backend_name=backend_name, device=device, reporter=reporter,
-                               sets=tuple(sets))
+                               sets=tuple(sets), tensorboard=tensorboard_on)
         if result.already_finished:
             click.echo(result.already_finished, err=True)
         else:

@@ -27,7 +27,7 @@ from nncli.errors import ConfigError
 from nncli.layers import LAYERS
 from nncli.losses import CLASSIFICATION_LOSSES, LOSSES
 from nncli.optimizers import OPTIMIZERS, validate_clip
-from nncli import metrics as metrics_mod, regularization, schedules
+from nncli import metrics as metrics_mod, regularization, schedules, tensorboard
 from nncli.registry import did_you_mean
 from nncli.schema import (Invalid, Key, boolean, choice, described, either, integer, list_of, mapping,
                           mapping_schema, name_in, number, optional, show, string, typed, typed_schema)
@@ -322,6 +322,7 @@ def top_keys(base: Path) -> dict[str, Key]:
         "checkpoint_interval": Key(number(min=0.0), 5.0,
                                    "seconds between checkpoint writes (0: after every epoch); "
                                    "the last epoch and interrupts always write"),
+        "tensorboard": Key(tensorboard.validate, False, tensorboard.DOC),
     }
 
 

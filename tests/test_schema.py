@@ -25,7 +25,7 @@ from nncli import spec as spec_mod
 from nncli.cli import main
 from nncli.layers import LAYERS
 from nncli.optimizers import CLIP_KEYS, OPTIMIZERS
-from nncli import regularization, schedules
+from nncli import regularization, schedules, tensorboard
 
 
 @pytest.fixture(scope="module")
@@ -140,6 +140,7 @@ def _declared_paths() -> set[str]:
     keys("data", spec_mod.data_keys(Path(".")))
     keys("early_stopping", spec_mod.EARLY_STOPPING_KEYS)
     keys("clip", CLIP_KEYS)
+    keys("tensorboard", tensorboard.KEYS)
     keys("regularization", regularization.KEYS)
     keys("regularization.layers.*", {"l1": 0, "l2": 0})
     for name in OPTIMIZERS.names():

@@ -32,17 +32,17 @@ import numpy as np
 
 from nncli import backend, checkpoint, data, fileio, inference, optimizers, plot, progress
 from nncli import metrics as metrics_mod, regularization, schedules
-from nncli import functions, overrides as overrides_mod, spec as spec_mod, steps as steps_mod
+from nncli import functions, overrides as overrides_mod, spec as spec_mod, steps as steps_mod, tensorboard
 from nncli.errors import CheckpointError, ConfigError, Interrupted, TrainingError
 from nncli.training import lock
 from nncli.training.prepare import Prepared, prepare
 
 # Top-level config keys that `--resume` may change; any other difference from the config stored in
 # last.h5 is refused. They say how long, where and how fast the run goes on, not what model, data,
-# loss or metrics it has (a changed backend or device continues the run, but bit-exactness with an
+# loss or metrics it has, nor what it logs (a changed backend or device continues the run, but bit-exactness with an
 # uninterrupted run needs the same; a lower learning_rate is the usual way to go on more slowly).
 # A fresh run may replace a run of the same config (SAME_RUN: a rerun); any other needs --overwrite.
-SAME_RUN = ("epochs", "checkpoint_interval", "output", "backend", "device")
+SAME_RUN = ("epochs", "checkpoint_interval", "output", "backend", "device", "tensorboard")
 RESUME_MAY_CHANGE = (*SAME_RUN, "learning_rate")
 # The run's own settings that `--resume` takes from last.h5 unless given again on the command line.
 RESTORED = ("epochs", "seed", "backend", "device")
@@ -143,6 +143,7 @@ class Trainer:
         self.flag = flag
         self.command = command or ["nncli", "train", prep.spec.source]
         self.saver: _Saver | None = None
+        self.tb: tensorboard.Log | None = None  # the TensorBoard event stream, while training
         self.resumed = self.overwrite = False  # set by train(): for the message after an interrupt
         s = prep.spec
         self.spec = s
@@ -251,10 +252,14 @@ class Trainer:
         """Train, holding the output folder's lock (a second run on it is refused)."""
         if self.flag is None:  # used as a library object: SIGINT/SIGTERM set our own flag
             self.flag = {}
-            with signals_to_flag(self.flag), lock.hold(self.out):
-                return self._fit(resume)
+            with signals_to_flag(self.flag):
+                return self.fit(resume)
         with lock.hold(self.out):
-            return self._fit(resume)
+            try:
+                return self._fit(resume)
+            finally:
+                if self.tb is not None:
+                    self.tb.close()
 
     def _fit(self, resume: bool = False) -> Result:
         s, p, r = self.spec, self.p, self.r
@@ -298,6 +303,7 @@ class Trainer:
                 r.info(f"resuming from {last_path} at epoch {start_epoch + 1}"
                        + (f", batch {start_batch + 1}" if start_batch else ""))
 
+        self.tb = tensorboard.open_log(s["tensorboard"], self.out, self.config_yaml, start_epoch, resume)
         n = len(p.x_train)
         n_batches = -(-n // self.batch_size)
         names = ["loss", *self.metrics]
@@ -357,6 +363,8 @@ class Trainer:
             saver.stage(self._checkpoint(epoch + 1, int(self.iterations.get_value()), history, watch.best_epoch,
                                          watch.best, {"shuffle": shuffle_rng.bit_generator.state, "batch": 0,
                                                       "sums": []}, finished), improved)
+            if self.tb is not None:  # before the checkpoint is written: the events never hold less than last.h5
+                self.tb.epoch(epoch + 1, history, p.net.values)
             saver.maybe_flush(force=bool(finished) or bool(flag.get("signal")))
             if flag.get("signal"):
                 self._interrupted(flag["signal"])  # flushes again: a signal may land after the decision above
@@ -456,7 +464,8 @@ class _Pending:
 
 def train(config: str | os.PathLike, *, output: str | None = None, resume: bool = False, overwrite: bool = False,
           epochs: int | None = None, seed: int | None = None, backend_name: str | None = None,
-          device: str | None = None, reporter: progress.Silent | None = None, sets: tuple[str, ...] = ()) -> Result:
+          device: str | None = None, reporter: progress.Silent | None = None, sets: tuple[str, ...] = (),
+          tensorboard: bool = False) -> Result:
     """Train from a config file; the library entry point behind `nncli train`.
 
     SIGINT and SIGTERM only set a flag for the whole call (JAX would swallow a KeyboardInterrupt
@@ -466,18 +475,23 @@ def train(config: str | os.PathLike, *, output: str | None = None, resume: bool 
     flag: dict[str, Any] = {}
     with signals_to_flag(flag):
         return _train(config, output, resume, overwrite, epochs, seed, backend_name, device,
-                      reporter or progress.Silent(), flag, tuple(sets))
+                      reporter or progress.Silent(), flag, tuple(sets), tensorboard)
 
 
-def _train(config, output, resume, overwrite, epochs, seed, backend_name, device, reporter, flag, sets=()) -> Result:
+def _train(config, output, resume, overwrite, epochs, seed, backend_name, device, reporter, flag, sets=(),
+           tensorboard_on=False) -> Result:
     if resume and overwrite:
         raise ConfigError("--resume continues the run in the output folder and --overwrite replaces it: "
                           "give one of them")
     given = {"epochs": epochs, "seed": seed, "backend": backend_name, "device": device}
     overrides = {**given, "output": os.path.abspath(output) if output else None}
     command = ["nncli", "train", str(config)] + (["-o", overrides["output"]] if output else [])
-    command += [f"--{k}={v}" for k, v in given.items() if v is not None]
+    command += [f"--{k}={v}" for k, v in given.items() if v is not None] + ["--tensorboard"] * tensorboard_on
     spec = spec_mod.load(config, overrides, sets)
+    if tensorboard_on and not spec["tensorboard"]:  # --tensorboard: on, keeping the config's histograms if any
+        overrides["tensorboard"] = True
+        spec = spec_mod.load(config, overrides, sets)
+    tensorboard.require(spec)  # a missing tensorboardX is an error before anything is read or written
     out = Path(spec["output"])
     _check_inputs_are_not_outputs(spec, out)
     if resume:
