@@ -174,8 +174,8 @@ def train(config, sets, output, resume, overwrite, epochs, seed, backend_name, d
     training function is compiled and trained over minibatches, with progress on stderr and the
     summary on stdout. Files go to the output folder (default runs/<name> in the current folder,
     <name> being the config's name: or its file name): model.h5 (the best epoch), last.h5 (for
-    --resume), metrics.csv, curves.png (and tensorboard/ with --tensorboard). --set values are stored in the run, so --resume needs
-    none of them again. backend auto picks jax when it is installed (else c for dense nets);
+    --resume), metrics.csv, curves.png (and tensorboard/ with --tensorboard). --set values are
+    stored in the run, so --resume needs none of them again. backend auto picks jax when it is installed (else c for dense nets);
     device auto picks the GPU when JAX sees one, else the CPU.
 
     \b
