@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from nncli import backend  # noqa: E402  (sets up the compile cache before PyTensor is imported)
 
 import numpy as np  # noqa: E402
-from timing import median_epoch  # noqa: E402
+from timing import cpu_model, median_epoch  # noqa: E402
 
 WORKLOADS = {
     "mlp32": {"net": "mlp", "batch": 32},
@@ -442,7 +442,7 @@ def report(rows, starts, peak, a) -> str:
     lines = [
         "# bench/run.py results", "",
         f"`python bench/run.py {' '.join(sys.argv[1:])}`".replace("` ", "`").rstrip() + " on "
-        + f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        + f"{cpu_model()} ({platform.machine()}), {os.cpu_count()} cores, Python {platform.python_version()}, "
         + f"torch {torch_v}; {time.strftime('%Y-%m-%d %H:%M')}.", "",
         f"Median epoch time over {a.epochs - 1} epochs (after one warm-up epoch)"
         + (f", the median of {a.repeat} runs taken in turn" if a.repeat > 1 else "")

@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import platform
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
+
+
+def cpu_model() -> str:
+    """The CPU's model name (every published figure names the machine it ran on)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def median_epoch(run_epoch, epochs: int) -> tuple[float, list[float]]:
