@@ -620,6 +620,31 @@ def grad(expression, at, wrt, order, hessian, show, with_value, as_json, plot, s
         sys.exit(1)
 
 
+@main.command(short_help="Search hyperparameters: many `nncli train` runs, here or on a Dask cluster.")
+@click.argument("sweep_file", type=click.Path(dir_okay=False), shell_complete=CONFIG_FILES)
+@click.option("--output", "-o", type=click.Path(file_okay=False), help="The sweep folder (default sweeps/<name>).")
+@click.option("--samples", type=click.IntRange(min=1), help="Trials in all (default: the sweep file's).")
+@click.option("--parallel", type=click.IntRange(min=1), help="Concurrent trials (default: the sweep file's).")
+@click.option("--cluster", metavar="ADDRESS", help="Run trials on this Dask scheduler (tcp://host:8786).")
+@click.option("--scheduler-file", type=click.Path(dir_okay=False), help="Run trials on the Dask cluster of this scheduler file.")
+@click.option("--resume", is_flag=True, help="Continue the sweep in the output folder.")
+@handled
+def sweep(sweep_file, output, samples, parallel, cluster, scheduler_file, resume):
+    """Search the hyperparameters of SWEEP_FILE's base config (Optuna), each trial an `nncli train`
+    run in <output>/trial-NNN; results.csv, best.yaml and sweep.png in the sweep folder. Needs
+    nncli[sweep]. README.md, section 'Sweeps', describes the file.
+
+    \b
+    Exit codes: 0 done; 1 a runtime error; 2 bad usage or sweep file; 130 interrupted (--resume continues).
+    """
+    from nncli.sweep import study
+
+    summary = study.start(sweep_file, output, samples, parallel, cluster, scheduler_file, resume,
+                          report=lambda line: click.echo(line, err=True))
+    click.echo(f"best: trial {summary['number']} value {summary['value']} params {summary['params']}; "
+               f"{summary['folder']}/results.csv, best.yaml ({summary['seconds']:.1f}s)")
+
+
 # --- end grad ---------------------------------------------------------------
 
 
