@@ -170,11 +170,9 @@ def _dask_task(job: Job) -> Outcome:
     return run_trial(job, get_worker().address)
 
 
-def _check_folder(folder: str) -> str:
-    """On a worker: the sweep folder is reachable (a shared file system)."""
-    from distributed import get_worker
-
-    return get_worker().address if os.path.isdir(folder) and os.access(folder, os.W_OK) else ""
+def _check_folder(folder: str) -> bool:
+    """On a worker (Client.run): the sweep folder is reachable and writable (a shared file system)."""
+    return os.path.isdir(folder) and os.access(folder, os.W_OK)
 
 
 class DaskExecutor:

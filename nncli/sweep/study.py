@@ -40,7 +40,11 @@ def _optuna():
 def _sampler(optuna, sweep: Sweep):
     kind, seed = sweep.sampler["type"], sweep.sampler["seed"]
     if kind == "grid":
-        return optuna.samplers.GridSampler({p.path: list(p.values) for p in sweep.parameters}, seed=seed)
+        class Grid(optuna.samplers.GridSampler):
+            def after_trial(self, study, trial, state, values):
+                pass  # GridSampler would call study.stop(), which only works inside study.optimize
+
+        return Grid({p.path: list(p.values) for p in sweep.parameters}, seed=seed)
     if kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed)

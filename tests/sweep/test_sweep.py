@@ -1,0 +1,362 @@
+"""`nncli sweep`: local sweeps, a real Dask cluster of separate processes on 127.0.0.1, a trial
+killed mid-run and resumed, pruning, and bad sweep files. Every process a test starts is bounded
+by a timeout and stopped in a finally; references: results.csv read with the csv module, each
+trial's own metrics.csv, an uninterrupted `nncli train` of the same trial (h5py arrays), the
+Dask scheduler's own list of workers."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from support import assert_same_arrays, error_line, nncli_executable
+
+pytest.importorskip("optuna")
+pytest.importorskip("distributed")
+psutil = pytest.importorskip("psutil")
+
+NNCLI = nncli_executable()
+DASK = str(Path(sys.executable).with_name("dask"))
+
+SMALL = """
+name: small
+seed: 1
+data: {train: small.csv, validation: 0.2, normalize: standard}
+layers:
+  - {type: dense, units: 8, activation: tanh}
+  - {type: dense, units: 3, activation: softmax}
+optimizer: adam
+learning_rate: 0.05
+epochs: 3
+batch_size: 16
+checkpoint_interval: 0
+"""
+
+LONG = """
+name: long
+seed: 1
+data: {train: big.csv, validation: 0.2, normalize: standard}
+layers:
+  - {type: dense, units: 8, activation: tanh}
+  - {type: dense, units: 3, activation: softmax}
+optimizer: adam
+learning_rate: 0.01
+epochs: 16
+batch_size: 4
+checkpoint_interval: 0
+"""
+
+
+def _blobs(path: Path, per_class: int, spread: float, gap: float, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    rows = ["a,b,colour"]
+    for _ in range(per_class):
+        for name, (cx, cy) in {"red": (0, 0), "green": (gap, 0), "blue": (0, gap)}.items():
+            rows.append(f"{cx + rng.normal(0, spread):.4f},{cy + rng.normal(0, spread):.4f},{name}")
+    path.write_text("\n".join(rows) + "\n")
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("sweep")
+    _blobs(d / "small.csv", 30, 0.5, 4.0)
+    _blobs(d / "big.csv", 2000, 1.0, 3.0)
+    (d / "small.yaml").write_text(SMALL)
+    (d / "long.yaml").write_text(LONG)
+    return d
+
+
+def write_sweep(folder: Path, name: str, **keys) -> Path:
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(keys, sort_keys=False))
+    return path
+
+
+def run(args, cwd, timeout=240) -> subprocess.CompletedProcess:
+    return subprocess.run([NNCLI, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def table(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def metric_column(run_folder: Path, name: str) -> list[float]:
+    return [float(r[name]) for r in table(run_folder / "metrics.csv")]
+
+
+PARAMS = {"learning_rate": {"space": "loguniform", "lower": 1.0e-3, "upper": 0.1},
+          "layers[0].units": {"space": "int", "lower": 4, "upper": 16, "log": True},
+          "optimizer.type": {"space": "choice", "values": ["adam", "sgd"]}}
+
+
+def check_results(out: Path, n: int, metric: str, maximize: bool) -> list[dict]:
+    rows = table(out / "results.csv")
+    assert [int(r["number"]) for r in rows] == list(range(n))
+    for r in rows:
+        assert r["status"] == "complete", r
+        values = metric_column(out / f"trial-{int(r['number']):03d}", metric)
+        best = max(values) if maximize else min(values)
+        assert float(r[metric]) == pytest.approx(best, abs=1e-12)
+        assert int(r["best_epoch"]) == values.index(best) + 1 and int(r["epochs"]) == len(values)
+    return rows
+
+
+# --- local ---------------------------------------------------------------------------------------
+
+def test_local_sweep_results_and_best_yaml_trains(folder, tmp_path):
+    sweep = write_sweep(folder, "local", base="small.yaml", metric="val_accuracy", samples=4, parallel=2,
+                        sampler={"type": "tpe", "seed": 0}, parameters=PARAMS)
+    out = tmp_path / "out"
+    r = run(["sweep", str(sweep), "-o", str(out)], folder)
+    assert r.returncode == 0, r.stderr
+    rows = check_results(out, 4, "val_accuracy", maximize=True)
+    assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert {x["worker"] for x in rows} == {"local"}
+    best_row = max(rows, key=lambda x: (float(x["val_accuracy"]), -int(x["number"])))
+    best = yaml.safe_load((out / "best.yaml").read_text())
+    assert best["learning_rate"] == float(best_row["learning_rate"])
+    assert best["layers"][0]["units"] == int(best_row["layers[0].units"])
+    assert best["optimizer"]["type"] == best_row["optimizer.type"]
+    assert os.path.isabs(best["data"]["train"])
+    # best.yaml trains from another folder, and reproduces the best trial's weights
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    r = run(["train", str(out / "best.yaml"), "-o", "again", "-q"], elsewhere)
+    assert r.returncode == 0, r.stderr
+    assert_same_arrays(elsewhere / "again" / "last.h5", out / f"trial-{int(best_row['number']):03d}" / "last.h5")
+
+
+def test_parallel_one_with_a_seed_is_deterministic(folder, tmp_path):
+    sweep = write_sweep(folder, "det", base="small.yaml", samples=3, parallel=1,
+                        sampler={"type": "tpe", "seed": 7}, parameters=PARAMS)
+    runs = []
+    for name in ("a", "b"):
+        r = run(["sweep", str(sweep), "-o", str(tmp_path / name)], folder)
+        assert r.returncode == 0, r.stderr
+        rows = check_results(tmp_path / name, 3, "val_loss", maximize=False)
+        runs.append([{k: v for k, v in x.items() if k != "seconds"} for x in rows])
+    assert runs[0] == runs[1]
+    assert len({x["learning_rate"] for x in runs[0]}) == 3
+
+
+def test_median_pruner_stops_an_absurd_learning_rate(folder, tmp_path):
+    sweep = write_sweep(folder, "prune", base="long.yaml", samples=3, parallel=1,
+                        sampler={"type": "grid", "seed": 3},
+                        pruner={"type": "median", "grace_epochs": 1, "startup_trials": 1},
+                        parameters={"learning_rate": {"space": "grid", "values": [0.003, 0.01, 10.0]}})
+    out = tmp_path / "out"
+    r = run(["sweep", str(sweep), "-o", str(out)], folder, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = {float(x["learning_rate"]): x for x in table(out / "results.csv")}
+    absurd = rows[10.0]
+    assert int(absurd["number"]) > 0, "the grid put lr 10 first: no trial to compare it with (change the seed)"
+    assert absurd["status"] == "pruned"
+    epochs_run = len(metric_column(out / f"trial-{int(absurd['number']):03d}", "val_loss"))
+    assert 1 <= epochs_run < 16 and int(absurd["epochs"]) == epochs_run
+    assert (out / f"trial-{int(absurd['number']):03d}" / "last.h5").exists()  # saved by the SIGTERM path
+    first = next(x for x in rows.values() if x["number"] == "0")
+    assert first["status"] == "complete" and int(first["epochs"]) == 16
+
+
+def _children_with(pid: int, text: str) -> list:
+    try:
+        procs = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    out = []
+    for p in procs:
+        try:
+            if text in " ".join(p.cmdline()) and "train" in p.cmdline():
+                out.append(p)
+        except psutil.Error:
+            pass
+    return out
+
+
+def _epochs_logged(log: Path) -> int:
+    try:
+        lines = log.read_text().splitlines()
+    except FileNotFoundError:
+        return 0
+    return sum(1 for l in lines if l.startswith('{"epoch"'))
+
+
+def _kill_trial_mid_run(parent_pid: int, out: Path, number: int, deadline: float) -> int:
+    """Wait for 3 epochs of the trial, then SIGKILL its `nncli train`; the pid killed."""
+    log = out / "logs" / f"trial-{number:03d}.jsonl"
+    while time.monotonic() < deadline:
+        if _epochs_logged(log) >= 3:
+            procs = _children_with(parent_pid, f"trial-{number:03d}")
+            if procs:
+                procs[0].send_signal(signal.SIGKILL)
+                return procs[0].pid
+        time.sleep(0.05)
+    raise AssertionError("the trial never reached epoch 3")
+
+
+def _reference(folder: Path, tmp_path: Path, sets: list[str]) -> Path:
+    ref = tmp_path / "reference"
+    args = ["train", "long.yaml", "-o", str(ref), "-q"]
+    for s in sets:
+        args += ["--set", s]
+    r = run(args, folder)
+    assert r.returncode == 0, r.stderr
+    return ref
+
+
+def test_a_killed_trial_is_retried_and_resumes_to_the_same_weights(folder, tmp_path):
+    sweep = write_sweep(folder, "kill", base="long.yaml", samples=1, parallel=1, retries=1,
+                        sampler={"type": "random", "seed": 0},
+                        parameters={"learning_rate": {"space": "grid", "values": [0.02]}})
+    out = tmp_path / "out"
+    proc = subprocess.Popen([NNCLI, "sweep", str(sweep), "-o", str(out)], cwd=folder,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _kill_trial_mid_run(proc.pid, out, 0, time.monotonic() + 120)
+        stdout, stderr = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, stderr
+    row = table(out / "results.csv")[0]
+    assert row["status"] == "complete" and row["attempts"] == "2", row
+    attempts = [json.loads(l) for l in (out / "logs" / "trial-000.jsonl").read_text().splitlines()
+                if l.startswith('{"attempt"')]
+    assert [a["resume"] for a in attempts] == [False, True]
+    ref = _reference(folder, tmp_path, ["learning_rate=0.02"])
+    assert_same_arrays(out / "trial-000" / "last.h5", ref / "last.h5", groups=("params", "optimizer"))
+    assert_same_arrays(out / "trial-000" / "model.h5", ref / "model.h5")
+
+
+# --- a real Dask cluster: a scheduler and two workers, each its own process ---------------------
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    d = tmp_path_factory.mktemp("dask")
+    sched_file = d / "scheduler.json"
+    procs = []
+    logs = []
+
+    def start(args):
+        log = open(d / f"log-{len(procs)}.txt", "w")
+        logs.append(log)
+        procs.append(subprocess.Popen([DASK, *args], cwd=d, stdout=log, stderr=subprocess.STDOUT))
+
+    try:
+        start(["scheduler", "--scheduler-file", str(sched_file), "--host", "127.0.0.1", "--no-dashboard"])
+        deadline = time.monotonic() + 60
+        while not sched_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for i in range(2):
+            start(["worker", "--scheduler-file", str(sched_file), "--nthreads", "1", "--no-dashboard",
+                   "--host", "127.0.0.1", "--local-directory", str(d / f"w{i}"), "--name", f"w{i}"])
+        from distributed import Client
+
+        with Client(scheduler_file=str(sched_file), timeout=30) as client:
+            while len(client.scheduler_info()["workers"]) < 2:
+                assert time.monotonic() < deadline, "the 2 Dask workers did not join within 60 s"
+                time.sleep(0.2)
+        yield sched_file
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.terminate()
+        for p in reversed(procs):
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        for log in logs:
+            log.close()
+
+
+def _workers(sched_file: Path) -> dict:
+    from distributed import Client
+
+    with Client(scheduler_file=str(sched_file), timeout=30) as client:
+        return {addr: info for addr, info in client.scheduler_info()["workers"].items()}
+
+
+def test_dask_sweep_runs_trials_on_both_workers(folder, tmp_path, cluster):
+    sweep = write_sweep(folder, "dask", base="small.yaml", samples=4, parallel=2,
+                        sampler={"type": "random", "seed": 1}, parameters=PARAMS)
+    out = tmp_path / "out"
+    r = run(["sweep", str(sweep), "-o", str(out), "--scheduler-file", str(cluster)], folder)
+    assert r.returncode == 0, r.stderr
+    rows = check_results(out, 4, "val_loss", maximize=False)
+    workers = _workers(cluster)
+    used = {x["worker"] for x in rows}
+    assert used <= set(workers) and len(used) == 2, (used, set(workers))
+
+
+def test_dask_trial_process_killed_is_retried_and_resumes(folder, tmp_path, cluster):
+    sweep = write_sweep(folder, "daskkill", base="long.yaml", samples=1, parallel=1, retries=1,
+                        sampler={"type": "random", "seed": 0},
+                        parameters={"learning_rate": {"space": "grid", "values": [0.02]}})
+    out = tmp_path / "out"
+    proc = subprocess.Popen([NNCLI, "sweep", str(sweep), "-o", str(out), "--scheduler-file", str(cluster)],
+                            cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        from distributed import Client
+
+        with Client(scheduler_file=str(cluster), timeout=30) as client:
+            workers = set(client.run(os.getpid).values())  # the worker processes (children of nannies)
+        assert len(workers) == 2
+        deadline = time.monotonic() + 120
+        killed = None
+        while killed is None:
+            for pid in workers:
+                try:
+                    killed = _kill_trial_mid_run(pid, out, 0, min(deadline, time.monotonic() + 0.5))
+                    break
+                except AssertionError:
+                    continue
+            assert time.monotonic() < deadline, "no trial process reached epoch 3 on a worker"
+        stdout, stderr = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, stderr
+    row = table(out / "results.csv")[0]
+    assert row["status"] == "complete" and row["attempts"] == "2" and row["worker"] in _workers(cluster), row
+    ref = _reference(folder, tmp_path, ["learning_rate=0.02"])
+    assert_same_arrays(out / "trial-000" / "last.h5", ref / "last.h5", groups=("params", "optimizer"))
+
+
+# --- bad sweep files -------------------------------------------------------------------------------
+
+GOOD_PARAM = {"learning_rate": {"space": "loguniform", "lower": 1.0e-3, "upper": 0.1}}
+
+
+@pytest.mark.parametrize("keys, expected", [
+    ({"parameters": {"layers[9].units": {"space": "int", "lower": 4, "upper": 8}}},
+     "parameters.layers[9].units"),
+    ({"parameters": {"learning_rate": {"space": "normal", "lower": 0.1, "upper": 1}}},
+     "parameters.learning_rate.space"),
+    ({"parameters": {"learning_rate": {"space": "uniform", "lower": 0.5, "upper": 0.1}}},
+     "parameters.learning_rate.lower"),
+    ({"sampler": {"type": "bayes"}, "parameters": GOOD_PARAM}, "sampler.type"),
+    ({"parameters": {"layers[0].units": {"space": "int", "lower": 0, "upper": 8}}},
+     "parameters.layers[0].units"),
+])
+def test_bad_sweep_file_is_one_line_exit_2(folder, tmp_path, keys, expected):
+    sweep = write_sweep(folder, "bad", base="small.yaml", samples=2, **keys)
+    r = run(["sweep", str(sweep), "-o", str(tmp_path / "out")], folder, timeout=60)
+    assert r.returncode == 2, r.stderr
+    line = error_line(r.stderr)
+    assert "bad.yaml" in line and expected in line, line
+    assert not (tmp_path / "out" / "trial-000").exists()
