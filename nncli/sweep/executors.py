@@ -88,6 +88,7 @@ def run_trial(job: Job, worker: str = "local") -> Outcome:
     os.makedirs(os.path.dirname(job.log), exist_ok=True)
     start = time.perf_counter()
     attempts, error = 0, ""
+    before = _attempts_logged(job.log)  # a rerun after a lost worker continues the count
     while True:
         attempts += 1
         resume = os.path.exists(os.path.join(job.run, "last.h5"))
@@ -109,7 +110,15 @@ def run_trial(job: Job, worker: str = "local") -> Outcome:
             continue
         if killed:
             error = f"the trial process died of signal {-rc} ({attempts} attempts)"
-        return Outcome(job.number, rc, error, worker, attempts, time.perf_counter() - start, stopped)
+        return Outcome(job.number, rc, error, worker, before + attempts, time.perf_counter() - start, stopped)
+
+
+def _attempts_logged(log: str) -> int:
+    try:
+        with open(log, encoding="utf-8") as f:
+            return sum(1 for line in f if line.startswith('{"attempt"'))
+    except FileNotFoundError:
+        return 0
 
 
 def _watch(proc: subprocess.Popen, job: Job, log) -> bool:

@@ -337,6 +337,44 @@ def test_dask_trial_process_killed_is_retried_and_resumes(folder, tmp_path, clus
     assert_same_arrays(out / "trial-000" / "last.h5", ref / "last.h5", groups=("params", "optimizer"))
 
 
+def test_dask_worker_killed_mid_trial_trial_reruns_and_resumes(folder, tmp_path, cluster):
+    """SIGKILL the whole worker process running the trial: Dask reruns the task (on the other worker
+    or the nanny's restarted one), which resumes from last.h5 to the uninterrupted run's weights."""
+    sweep = write_sweep(folder, "workerkill", base="long.yaml", samples=1, parallel=1, retries=1,
+                        sampler={"type": "random", "seed": 0},
+                        parameters={"learning_rate": {"space": "grid", "values": [0.03]}})
+    out = tmp_path / "out"
+    from distributed import Client
+
+    with Client(scheduler_file=str(cluster), timeout=30) as client:
+        pids = client.run(os.getpid)  # address -> worker process id
+    proc = subprocess.Popen([NNCLI, "sweep", str(sweep), "-o", str(out), "--scheduler-file", str(cluster)],
+                            cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        log = out / "logs" / "trial-000.jsonl"
+        deadline = time.monotonic() + 120
+        victim = None
+        while victim is None:
+            assert time.monotonic() < deadline, "the trial never reached epoch 3"
+            if _epochs_logged(log) >= 3:
+                victim = next((a for a, pid in pids.items() if _children_with(pid, "trial-000")), None)
+            time.sleep(0.05)
+        os.kill(pids[victim], signal.SIGKILL)
+        stdout, stderr = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, stderr
+    row = table(out / "results.csv")[0]
+    assert row["status"] == "complete" and row["attempts"] == "2", row
+    attempts = [json.loads(l) for l in log.read_text().splitlines() if l.startswith('{"attempt"')]
+    assert attempts[0]["worker"] == victim and [a["resume"] for a in attempts] == [False, True]
+    ref = _reference(folder, tmp_path, ["learning_rate=0.03"])
+    assert_same_arrays(out / "trial-000" / "last.h5", ref / "last.h5", groups=("params", "optimizer"))
+    assert_same_arrays(out / "trial-000" / "model.h5", ref / "model.h5")
+
+
 # --- bad sweep files -------------------------------------------------------------------------------
 
 GOOD_PARAM = {"learning_rate": {"space": "loguniform", "lower": 1.0e-3, "upper": 0.1}}
