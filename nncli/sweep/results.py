@@ -71,7 +71,7 @@ def rows(sweep: Sweep, folder: Path, study, outcomes: dict[int, Outcome]) -> lis
     return out
 
 
-def write(sweep: Sweep, folder: Path, study, outcomes: dict[int, Outcome]) -> None:
+def write(sweep: Sweep, folder: Path, study, outcomes: dict[int, Outcome], picture: bool = True) -> None:
     table = rows(sweep, folder, study, outcomes)
     if table:
         buf = io.StringIO()
@@ -82,7 +82,7 @@ def write(sweep: Sweep, folder: Path, study, outcomes: dict[int, Outcome]) -> No
     b = best(study)
     if b["number"] is not None:
         fileio.write_text(folder / "best.yaml", best_yaml(sweep, b["params"], b["value"]))
-    if table and plot.available():
+    if picture and table and plot.available():
         draw(sweep, folder / "sweep.png", table)
 
 

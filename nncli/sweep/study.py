@@ -164,6 +164,7 @@ def run(sweep: Sweep, folder: Path, executor, resume: bool = False, report: Call
                     outcomes[number] = outcome
                     del running[number]
                     _finish(study, sweep, r, outcome, TrialState)
+                    results.write(sweep, folder, study, outcomes, picture=False)  # a killed driver loses no row
                     report(_line(study, sweep, number, outcomes, sweep.samples))
             time.sleep(POLL_S)
     except KeyboardInterrupt:

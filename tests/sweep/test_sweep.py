@@ -240,6 +240,38 @@ def test_a_killed_trial_is_retried_and_resumes_to_the_same_weights(folder, tmp_p
     assert_same_arrays(out / "trial-000" / "model.h5", ref / "model.h5")
 
 
+def test_driver_killed_then_resume_keeps_completed_trials(folder, tmp_path):
+    sweep = write_sweep(folder, "resume", base="long.yaml", samples=2, parallel=1, retries=0,
+                        sampler={"type": "grid", "seed": 0},
+                        parameters={"learning_rate": {"space": "grid", "values": [0.02, 0.05]}})
+    out = tmp_path / "out"
+    proc = subprocess.Popen([NNCLI, "sweep", str(sweep), "-o", str(out)], cwd=folder,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while _epochs_logged(out / "logs" / "trial-001.jsonl") < 3:
+            assert time.monotonic() < deadline and proc.poll() is None, "trial 1 never reached epoch 3"
+            time.sleep(0.05)
+        proc.kill()  # the driver: its trial process dies with it (PR_SET_PDEATHSIG)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    first = (out / "trial-000" / "last.h5").read_bytes()
+    before = table(out / "results.csv")  # written after each trial: trial 0's row survived the kill
+    assert [(x["number"], x["status"], x["worker"]) for x in before] == [("0", "complete", "local")]
+    r = run(["sweep", str(sweep), "-o", str(out)], folder)
+    assert r.returncode == 2 and "--resume" in error_line(r.stderr)
+    r = run(["sweep", str(sweep), "-o", str(out), "--resume"], folder)
+    assert r.returncode == 0, r.stderr
+    rows = check_results(out, 2, "val_loss", maximize=False)
+    assert (out / "trial-000" / "last.h5").read_bytes() == first  # the completed trial was not rerun
+    assert rows[1]["attempts"] == "2" and [x["seconds"] for x in rows][0] == before[0]["seconds"]
+    ref = _reference(folder, tmp_path, [f"learning_rate={rows[1]['learning_rate']}"])
+    assert_same_arrays(out / "trial-001" / "last.h5", ref / "last.h5", groups=("params", "optimizer"))
+
+
 # --- a real Dask cluster: a scheduler and two workers, each its own process ---------------------
 
 @pytest.fixture(scope="module")
