@@ -169,6 +169,22 @@ def test_median_pruner_stops_an_absurd_learning_rate(folder, tmp_path):
     assert first["status"] == "complete" and int(first["epochs"]) == 16
 
 
+def test_a_diverging_trial_is_failed_with_its_error_and_the_sweep_goes_on(folder, tmp_path):
+    sweep = write_sweep(folder, "nan", base="small.yaml", samples=2, parallel=1,
+                        sampler={"type": "grid", "seed": 0},
+                        parameters={"learning_rate": {"space": "grid", "values": [0.05, 1000]},
+                                    "optimizer.type": {"space": "choice", "values": ["sgd"]},
+                                    "layers[0].activation": {"space": "choice", "values": ["relu"]},
+                                    "layers[0].units": {"space": "choice", "values": [64]}})
+    out = tmp_path / "out"
+    r = run(["sweep", str(sweep), "-o", str(out)], folder)
+    assert r.returncode == 0, r.stderr
+    rows = {float(x["learning_rate"]): x for x in table(out / "results.csv")}
+    assert rows[1000.0]["status"] == "failed" and "became nan" in rows[1000.0]["error"], rows
+    assert rows[0.05]["status"] == "complete" and rows[0.05]["error"] == ""
+    assert yaml.safe_load((out / "best.yaml").read_text())["learning_rate"] == 0.05
+
+
 def _children_with(pid: int, text: str) -> list:
     try:
         procs = psutil.Process(pid).children(recursive=True)
