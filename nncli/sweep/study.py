@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from nncli import plot
 from nncli.errors import ConfigError, Interrupted, NncliError
-from nncli.sweep import results
+from nncli.sweep import executors, results, spec
 from nncli.sweep.executors import Handle, Job, Outcome
 from nncli.sweep.spec import Sweep, assignment, check_values
 
@@ -218,8 +218,6 @@ def start(sweep_file: str, output: str | None = None, samples: int | None = None
           cluster: str | None = None, scheduler_file: str | None = None, resume: bool = False,
           report: Callable[[str], None] = print) -> dict:
     """`nncli sweep`: load and check the sweep file, pick the executor, run the study."""
-    from nncli.sweep import executors, spec
-
     if cluster and scheduler_file:
         raise ConfigError("give --cluster or --scheduler-file, not both")
     sweep = spec.load(sweep_file, samples=samples, parallel=parallel)
