@@ -288,6 +288,36 @@ def test_driver_killed_then_resume_keeps_completed_trials(folder, tmp_path):
     assert_same_arrays(out / "trial-001" / "last.h5", ref / "last.h5", groups=("params", "optimizer"))
 
 
+def test_ctrl_c_stops_trials_with_their_state_and_exits_130_then_resume_finishes(folder, tmp_path):
+    sweep = write_sweep(folder, "ctrlc", base="long.yaml", samples=2, parallel=2,
+                        sampler={"type": "grid", "seed": 0},
+                        parameters={"learning_rate": {"space": "grid", "values": [0.02, 0.05]}})
+    out = tmp_path / "out"
+    proc = subprocess.Popen([NNCLI, "sweep", str(sweep), "-o", str(out)], cwd=folder,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while min(_epochs_logged(out / "logs" / f"trial-{n:03d}.jsonl") for n in (0, 1)) < 2:
+            assert time.monotonic() < deadline and proc.poll() is None, "the trials never reached epoch 2"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, stderr
+    assert "--resume" in error_line(stderr)
+    assert not _children_with(os.getpid(), "trial-00")
+    for n in (0, 1):
+        assert 2 <= len(metric_column(out / f"trial-{n:03d}", "val_loss")) < 16  # stopped, state saved
+    r = run(["sweep", str(sweep), "-o", str(out), "--resume"], folder)
+    assert r.returncode == 0, r.stderr
+    rows = check_results(out, 2, "val_loss", maximize=False)
+    ref = _reference(folder, tmp_path, [f"learning_rate={rows[0]['learning_rate']}"])
+    assert_same_arrays(out / "trial-000" / "last.h5", ref / "last.h5", groups=("params", "optimizer"))
+
+
 # --- a real Dask cluster: a scheduler and two workers, each its own process ---------------------
 
 @pytest.fixture(scope="module")
