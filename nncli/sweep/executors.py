@@ -188,7 +188,7 @@ class DaskExecutor:
     """Trials as tasks on the workers of a Dask cluster; each runs `nncli train` there."""
 
     def __init__(self, folder: str, address: str | None = None, scheduler_file: str | None = None,
-                 retries: int = 1, timeout: float = 30.0):
+                 retries: int = 1, timeout: float = 10.0):
         try:
             from distributed import Client
         except ImportError:

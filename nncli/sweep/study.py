@@ -220,6 +220,9 @@ def start(sweep_file: str, output: str | None = None, samples: int | None = None
     """`nncli sweep`: load and check the sweep file, pick the executor, run the study."""
     if cluster and scheduler_file:
         raise ConfigError("give --cluster or --scheduler-file, not both")
+    if scheduler_file and not os.path.isfile(scheduler_file):
+        raise ConfigError(f"--scheduler-file {scheduler_file}: no such file (the file `dask scheduler "
+                          f"--scheduler-file` writes)")
     sweep = spec.load(sweep_file, samples=samples, parallel=parallel)
     _optuna()
     folder = Path(output) if output else Path("sweeps") / sweep.name

@@ -476,3 +476,9 @@ def test_bad_sweep_file_is_one_line_exit_2(folder, tmp_path, keys, expected):
     line = error_line(r.stderr)
     assert "bad.yaml" in line and expected in line, line
     assert not (tmp_path / "out" / "trial-000").exists()
+
+
+def test_missing_scheduler_file_is_one_line_exit_2(folder, tmp_path):
+    sweep = write_sweep(folder, "nofile", base="small.yaml", samples=1, parameters=GOOD_PARAM)
+    r = run(["sweep", str(sweep), "--scheduler-file", str(tmp_path / "none.json")], folder, timeout=60)
+    assert r.returncode == 2 and "none.json: no such file" in error_line(r.stderr)
