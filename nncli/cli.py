@@ -637,10 +637,14 @@ def sweep(sweep_file, output, samples, parallel, cluster, scheduler_file, resume
     \b
     Exit codes: 0 done; 1 a runtime error; 2 bad usage or sweep file; 130 interrupted (--resume continues).
     """
+    from nncli import progress
     from nncli.sweep import study
 
-    summary = study.start(sweep_file, output, samples, parallel, cluster, scheduler_file, resume,
-                          report=lambda line: click.echo(line, err=True))
+    reporter = progress.for_trials(sys.stderr)
+    try:
+        summary = study.start(sweep_file, output, samples, parallel, cluster, scheduler_file, resume, report=reporter)
+    finally:
+        reporter.close()
     click.echo(f"best: trial {summary['number']} value {summary['value']} params {summary['params']}; "
                f"{summary['folder']}/results.csv, best.yaml ({summary['seconds']:.1f}s)")
 

@@ -111,6 +111,47 @@ class JsonReporter(Silent):
         print(json.dumps(record), file=self.out, flush=True)
 
 
+class TrialLines:
+    """A sweep's progress: one line per finished trial (log files, pipes)."""
+
+    def __init__(self, stream: TextIO | None = None):
+        self.stream = stream if stream is not None else sys.stderr
+
+    def trial(self, line: str, done: int, total: int, best: str) -> None:
+        print(line, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+class TrialBar(TrialLines):
+    """On a terminal: a tqdm bar over the sweep's trials, the best value so far as its postfix,
+    and each finished trial's line printed above it."""
+
+    def __init__(self, stream: TextIO | None = None):
+        super().__init__(stream)
+        self.bar = None
+
+    def trial(self, line: str, done: int, total: int, best: str) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=total, desc="trials", unit="trial", file=self.stream, dynamic_ncols=True)
+        self.bar.write(line, file=self.stream)
+        self.bar.update(done - self.bar.n)
+        self.bar.set_postfix_str(best)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def for_trials(stream: TextIO | None = None) -> TrialLines:
+    """A tqdm bar over trials when `stream` is a terminal, else one line per trial."""
+    stream = stream if stream is not None else sys.stderr
+    return TrialBar(stream) if getattr(stream, "isatty", lambda: False)() else TrialLines(stream)
+
+
 def for_stream(stream: TextIO | None = None, quiet: bool = False) -> Silent:
     stream = stream or sys.stderr
     if quiet:

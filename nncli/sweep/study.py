@@ -11,9 +11,9 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from nncli import plot
+from nncli import plot, progress
 from nncli.errors import ConfigError, Interrupted, NncliError
 from nncli.sweep import executors, results, spec
 from nncli.sweep.executors import Handle, Job, Outcome
@@ -113,10 +113,12 @@ def _read_new(run: Running) -> list[dict]:
     return out
 
 
-def run(sweep: Sweep, folder: Path, executor, resume: bool = False, report: Callable[[str], None] = print,
+def run(sweep: Sweep, folder: Path, executor, resume: bool = False, report: progress.TrialLines | None = None,
         extra: list[str] | None = None) -> dict:
-    """Run the sweep to `samples` trials; write results.csv, best.yaml, sweep.png. Returns a summary."""
+    """Run the sweep to `samples` trials; write results.csv, best.yaml, sweep.png. Returns a summary.
+    `report` hears of each finished trial (default: one line each on stderr)."""
     optuna = _optuna()
+    report = report or progress.TrialLines()
     folder.mkdir(parents=True, exist_ok=True)
     study = open_study(sweep, folder, resume)
     folder = folder.resolve()
@@ -165,7 +167,7 @@ def run(sweep: Sweep, folder: Path, executor, resume: bool = False, report: Call
                     del running[number]
                     _finish(study, sweep, r, outcome, TrialState)
                     results.write(sweep, folder, study, outcomes, picture=False)  # a killed driver loses no row
-                    report(_line(study, sweep, number, outcomes, sweep.samples))
+                    report.trial(*_line(study, sweep, number, sweep.samples))
             time.sleep(POLL_S)
     except KeyboardInterrupt:
         for r in running.values():
@@ -204,19 +206,22 @@ def _finish(study, sweep: Sweep, r: Running, outcome: Outcome, TrialState) -> No
         study.tell(r.trial, state=TrialState.FAIL)
 
 
-def _line(study, sweep: Sweep, number: int, outcomes: dict, samples: int) -> str:
+def _line(study, sweep: Sweep, number: int, samples: int) -> tuple[str, int, int, str]:
+    """(the finished trial's line, trials finished, trials in all, the best so far) for a
+    progress.TrialLines reporter."""
     t = study.trials[number]
     status = {1: "complete", 2: "pruned", 3: "failed"}.get(int(t.state), str(t.state))
     best = results.best(study)
     value = f" {sweep.metric} {t.value:.4g}" if t.value is not None else ""
-    shown = f"; best {best['value']:.4g} (trial {best['number']})" if best.get("value") is not None else ""
+    best_text = f"best {best['value']:.4g} (trial {best['number']})" if best.get("value") is not None else ""
     done = len([x for x in study.trials if x.state.is_finished()])
-    return f"trial {number} {status}{value} [{done}/{samples}]{shown}"
+    return f"trial {number} {status}{value} [{done}/{samples}]" + (f"; {best_text}" if best_text else ""), \
+        done, samples, best_text
 
 
 def start(sweep_file: str, output: str | None = None, samples: int | None = None, parallel: int | None = None,
           cluster: str | None = None, scheduler_file: str | None = None, resume: bool = False,
-          report: Callable[[str], None] = print) -> dict:
+          report: progress.TrialLines | None = None) -> dict:
     """`nncli sweep`: load and check the sweep file, pick the executor, run the study."""
     if cluster and scheduler_file:
         raise ConfigError("give --cluster or --scheduler-file, not both")
