@@ -26,6 +26,8 @@ from nncli.cli import main
 from nncli.layers import LAYERS
 from nncli.optimizers import CLIP_KEYS, OPTIMIZERS
 from nncli import regularization, schedules, tensorboard
+from nncli.schema import mapping
+from nncli.sweep import spec as sweep_spec
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +65,10 @@ def test_every_readme_yaml_example_validates(validator):
     checked = 0
     for block in blocks:
         data = yaml.safe_load(block)
-        if isinstance(data, dict) and "layers" in data and "data" in data:  # a whole config
+        if isinstance(data, dict) and "base" in data and "parameters" in data:  # a sweep file (README "Sweeps")
+            mapping(data, "", sweep_spec.top_keys(), "mapping of sweep keys")  # raises Invalid if wrong
+            checked += 1
+        elif isinstance(data, dict) and "layers" in data and "data" in data:  # a whole config
             assert _errors(validator, data) == [], block
             checked += 1
         else:  # a fragment of top-level keys: checked with a minimal config around it
