@@ -632,7 +632,15 @@ def grad(expression, at, wrt, order, hessian, show, with_value, as_json, plot, s
 def sweep(sweep_file, output, samples, parallel, cluster, scheduler_file, resume):
     """Search the hyperparameters of SWEEP_FILE's base config (Optuna), each trial an `nncli train`
     run in <output>/trial-NNN; results.csv, best.yaml and sweep.png in the sweep folder. Needs
-    nncli[sweep]. README.md, section 'Sweeps', describes the file.
+    nncli[sweep]. README.md, section 'Sweeps', describes the file. Trials run as processes on
+    this machine, or as tasks on a Dask cluster with --scheduler-file or --cluster.
+
+    \b
+    Examples:
+      nncli sweep search.yaml
+      nncli sweep search.yaml --parallel 2 --samples 40
+      nncli sweep search.yaml --scheduler-file /shared/scheduler.json
+      nncli sweep search.yaml --resume
 
     \b
     Exit codes: 0 done; 1 a runtime error; 2 bad usage or sweep file; 130 interrupted (--resume continues).
