@@ -24,8 +24,7 @@ import yaml
 from nncli import data, network
 from nncli import spec as spec_mod
 from nncli.data import hdf5
-from nncli.data.csv import generic_names
-from nncli.data.table import preview
+from nncli.data.csv import generic_names, training_columns
 from nncli.errors import DataError
 
 CSV_PEEK_ROWS = 5
@@ -130,17 +129,8 @@ def _peek_csv(path: str, header: bool) -> tuple[list[str], list[list[str]], int]
 
 def _csv_shape(path: str, x_cols: Any, y_col: str | None, header: bool) -> tuple[tuple[int, ...], str]:
     names, body, first = _peek_csv(path, header)
-    y_name = y_col if y_col is not None else names[-1]
-    if y_name not in names:
-        raise DataError(f"{path}: no column '{y_name}' for the target; columns: {preview(names)}")
-    x_cols = [x_cols] if isinstance(x_cols, str) else (x_cols or [n for n in names if n != y_name])
-    for c in x_cols:
-        if c not in names:
-            raise DataError(f"{path}: no input column '{c}'; columns: {preview(names)}")
-    if not x_cols:
-        raise DataError(f"{path}: no input columns besides the target column '{y_name}'")
-    index = {n: i for i, n in enumerate(names)}
-    data.to_float(path, np.array(body, dtype=str)[:, [index[c] for c in x_cols]], list(x_cols), row_offset=first)
+    x_cols, y_name, idx, _ = training_columns(path, names, x_cols, y_col)   # the rule training uses
+    data.to_float(path, np.array(body, dtype=str)[:, idx], x_cols, row_offset=first)
     return (len(x_cols),), (f"{path}: CSV, {len(names)} columns, inputs {len(x_cols)}, target '{y_name}' "
                             f"(header and first {len(body)} rows read)")
 

@@ -234,6 +234,25 @@ def to_float(path: str, cells: np.ndarray, names: Sequence[str], row_offset: int
     raise DataError(f"{path}: cannot read numbers")  # pragma: no cover
 
 
+def training_columns(path: str, names: Sequence[str], x_cols: Sequence[str] | str | None, y_col: str | None
+                     ) -> tuple[list[str], str, list[int], int]:
+    """The columns a training config reads (data.x, data.y): (input names, target name, input
+    indices, target index). The target defaults to the last column, the inputs to every other."""
+    position = {h: i for i, h in enumerate(names)}
+    y_name = y_col if y_col is not None else names[-1]
+    if y_name not in position:
+        raise DataError(f"{path}: no column '{y_name}' for the target; columns: {preview(names)}")
+    if isinstance(x_cols, str):
+        x_cols = [x_cols]
+    x_cols = list(x_cols) if x_cols is not None else [h for h in names if h != y_name]
+    for c in x_cols:
+        if c not in position:
+            raise DataError(f"{path}: no input column '{c}'; columns: {preview(names)}")
+    if not x_cols:
+        raise DataError(f"{path}: no input columns besides the target column '{y_name}'")
+    return x_cols, y_name, [position[c] for c in x_cols], position[y_name]
+
+
 def read_csv(path: str, x_cols: Sequence[str] | str | None, y_col: str | None, *,
              with_targets: bool = True, expect_x: Sequence[str] | None = None,
              header: bool = True, by_position: bool = False) -> Table:
@@ -254,21 +273,8 @@ def read_csv(path: str, x_cols: Sequence[str] | str | None, y_col: str | None, *
     names, cells, first = read_rows(path, bool(header))
     header_names = names
     names = names if names is not None else generic_names(cells.shape[1])
-    if isinstance(x_cols, str):
-        x_cols = [x_cols]
-    position = {h: i for i, h in enumerate(names)}
-    y_name = y_col if y_col is not None else names[-1]
-    if y_name not in position:
-        raise DataError(f"{path}: no column '{y_name}' for the target; columns: {preview(names)}")
-    if x_cols is None:
-        x_cols = [h for h in names if h != y_name]
-    for c in x_cols:
-        if c not in position:
-            raise DataError(f"{path}: no input column '{c}'; columns: {preview(names)}")
-    if not x_cols:
-        raise DataError(f"{path}: no input columns besides the target column '{y_name}'")
-    idx = [position[c] for c in x_cols]
-    y_cells = cells[:, position[y_name]]
+    x_cols, y_name, idx, y_idx = training_columns(path, names, x_cols, y_col)
+    y_cells = cells[:, y_idx]
     if header_names is not None and all(_is_number(c) for c in x_cols) and y_name in set(np.char.strip(y_cells).tolist()):
         # e.g. "5.1,3.5,1.4,0.2,setosa": numbers for input names and a target name that is also a label
         raise DataError(f"{path}: line 1 ({preview(header_names, 4)}) looks like a data row, not a header row "
