@@ -225,6 +225,10 @@ BY_POSITION_HELP = ("CSV: take the columns in order, not by name (a first row th
                     "header and is skipped):")
 
 
+DELIMITER_HELP = ("The CSV delimiter: auto (a .tsv is tab-separated, others sniffed among , ; tab |), tab, or the "
+                  "character (default: the training config's data.delimiter).")
+
+
 @main.command(short_help="Predict with a checkpoint on a CSV or HDF5 file; CSV to stdout or -o.")
 @click.argument("model", type=click.Path(dir_okay=False), shell_complete=CHECKPOINTS)
 @click.argument("input", type=click.Path(dir_okay=False), shell_complete=DATA_FILES)
@@ -235,8 +239,10 @@ BY_POSITION_HELP = ("CSV: take the columns in order, not by name (a first row th
               help="Add one probability column per class (classifiers).")
 @click.option("--by-position", is_flag=True,
               help=f"{BY_POSITION_HELP} the model's inputs, then optionally the target (ignored).")
+@click.option("--delimiter", default=None, metavar="CHAR",
+              help=DELIMITER_HELP)
 @handled
-def predict(model, input, output, proba, by_position):
+def predict(model, input, output, proba, by_position, delimiter):
     """Predict with MODEL (a checkpoint) on INPUT (.csv or .h5).
 
     A CSV's columns are matched by the names the model was trained with: every input name must be
@@ -254,7 +260,8 @@ def predict(model, input, output, proba, by_position):
     """
     from nncli import inference
 
-    count = inference.predict(model, input, output=output, proba=proba, stream=sys.stdout, by_position=by_position)
+    count = inference.predict(model, input, output=output, proba=proba, stream=sys.stdout, by_position=by_position,
+                              delimiter=delimiter)
     if output and output != "-":
         click.echo(f"wrote {count} predictions to {output}", err=True)
 
@@ -266,8 +273,9 @@ def predict(model, input, output, proba, by_position):
 @click.option("--confusion", is_flag=True,
               help="Also the confusion matrix and per-class precision, recall and F1 (classifiers).")
 @click.option("--by-position", is_flag=True, help=f"{BY_POSITION_HELP} the model's inputs, then the target.")
+@click.option("--delimiter", default=None, metavar="CHAR", help=DELIMITER_HELP)
 @handled
-def evaluate(model, data, as_json, confusion, by_position):
+def evaluate(model, data, as_json, confusion, by_position, delimiter):
     """Loss and metrics of MODEL on a labelled DATA file.
 
     DATA's columns are matched as for predict (by name; --by-position: in order, the target last).
@@ -281,7 +289,7 @@ def evaluate(model, data, as_json, confusion, by_position):
 
     from nncli import inference
 
-    result = inference.evaluate(model, data, confusion=confusion, by_position=by_position)
+    result = inference.evaluate(model, data, confusion=confusion, by_position=by_position, delimiter=delimiter)
     if as_json:
         extra = {"confusion": result.report} if result.report is not None else {}
         click.echo(json.dumps({"examples": result.examples, **result.metrics, **extra}))
