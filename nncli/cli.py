@@ -178,6 +178,10 @@ def train(config, sets, output, resume, overwrite, epochs, seed, backend_name, d
     stored in the run, so --resume needs none of them again. backend auto picks jax when it is installed (else c for dense nets);
     device auto picks the GPU when JAX sees one, else the CPU.
 
+    The loss is reported as trained: on a standardised regression target (data.normalize_target:
+    auto, the default for mse/mae) and with class weights (data.class_weight, training loss only);
+    predictions and the metrics mae, rmse and r2 are in the target's own units.
+
     \b
     Examples:
       nncli train configs/iris.yaml
@@ -223,6 +227,10 @@ def _train_summary(result, log_json: bool) -> None:
 
 BY_POSITION_HELP = ("CSV: take the columns in order, not by name (a first row that is not all numbers is a "
                     "header and is skipped):")
+
+
+def _short(values: list) -> str:
+    return ", ".join(f"{v:.6g}" for v in values[:4]) + (", ..." if len(values) > 4 else "")
 
 
 DELIMITER_HELP = ("The CSV delimiter: auto (a .tsv is tab-separated, others sniffed among , ; tab |), tab, or the "
@@ -366,6 +374,10 @@ def inspect(model, as_json):
                f"normalization {info['normalization']}")
     if info["classes"]:
         click.echo(f"classes: {', '.join(info['classes'])}")
+    if info.get("target_scaling"):
+        ts = info["target_scaling"]
+        click.echo(f"target standardised for training: mean {_short(ts['mean'])}, std {_short(ts['std'])} "
+                   f"(predictions in the target's units)")
     click.echo("")
     for line in _layer_table(info["layers"], info["total_params"]):
         click.echo(line)

@@ -318,6 +318,9 @@ def inspect(model_path: str) -> dict[str, Any]:
         "layers": [{"name": n, "type": t, "output_shape": list(s), "params": c} for n, t, s, c in rows],
         "total_params": int(sum(r[3] for r in rows)),
         "classes": ck.encoding.classes, "normalization": ck.normalizer.kind,
+        "target_scaling": None if ck.target_scaler.kind == "none" else {
+            "mean": ck.target_scaler.shift.reshape(-1).astype(float).tolist(),
+            "std": (1.0 / ck.target_scaler.scale.reshape(-1).astype(float)).tolist()},
         "best_epoch": ck.best_epoch, "best_value": ck.best_value,
         "history": ck.history, "config": ck.config_yaml,
     }
