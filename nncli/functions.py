@@ -58,7 +58,7 @@ def _sums(net: Network, ctx: Context, x, t, w, loss: str, metrics: Sequence[str]
     row_w = w
     if class_weights is not None:
         cw = np.asarray(class_weights, dtype=pytensor.config.floatX)
-        tf = t.reshape((t.shape[0], -1))
+        tf = t if t.ndim == 2 else t.reshape((t.shape[0], -1))
         row_w = w * (pt.dot(tf, cw) if len(cw) > 2 or loss == "categorical_crossentropy"
                      else tf[:, 0] * cw[1] + (1.0 - tf[:, 0]) * cw[0])
     sums = [pt.sum(row_w * per_example)]
