@@ -335,7 +335,9 @@ def sample_rows(model: inference.Loaded, n: int = CHECK_ROWS, seed: int = 0) -> 
         try:
             names = (ck.x_names if ck.x_names and len(ck.x_names) == 1 else []) if data.is_hdf5(train) \
                 else inference.input_names(ck, train)
-            table = data.read(train, None, ck.y_name, with_targets=False, expect_x=names)
+            delimiter, missing = inference.reading(model)
+            table = data.read(train, None, ck.y_name, with_targets=False, expect_x=names, delimiter=delimiter,
+                              missing=missing)
             if table.x.shape[1:] == ck.input_shape and len(table.x):
                 return table.x[:n].astype(np.float32), f"the first {min(n, len(table.x))} rows of {train}"
         except NncliError:

@@ -139,11 +139,19 @@ def semicolon_run(tmp_path_factory):
     return folder
 
 
-def test_predict_and_evaluate_read_any_dialect(semicolon_run):
+def test_predict_and_evaluate_read_any_dialect(semicolon_run, monkeypatch):
     folder = semicolon_run
     model = folder / "run" / "model.h5"
     base = invoke("predict", model, folder / "d.csv")
     assert base.exit_code == 0 and len(base.stdout.splitlines()) == 31, base.stderr
+    from nncli import inference   # the streamed path (a big file, read in chunks of rows): the same output
+    monkeypatch.setattr(inference, "PREDICT_STREAM_BYTES", 0)
+    monkeypatch.setattr(inference, "PREDICT_CHUNK_ROWS", 1)
+    monkeypatch.setattr(inference, "PREDICT_BATCH", 4)
+    assert inference.streams_csv(folder / "d.csv")
+    streamed = invoke("predict", model, folder / "d.csv")
+    monkeypatch.undo()
+    assert streamed.exit_code == 0 and streamed.stdout == base.stdout, streamed.stderr
     (folder / "d.tsv").write_text((folder / "d.csv").read_text().replace(";", "\t"))
     (folder / "pipe.csv").write_text((folder / "d.csv").read_text().replace(";", "|"))
     for path, extra in [("d.tsv", []), ("pipe.csv", []), ("pipe.csv", ["--delimiter", "|"])]:
