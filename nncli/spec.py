@@ -279,8 +279,9 @@ def data_keys(base: Path) -> dict[str, Key]:
         "missing_values": Key(list_of(_missing_token, max_len=100), ["", "NA", "N/A", "NaN", "nan", "null", "None", "?"],
                               "cells (stripped) read as missing; a missing target or number input is an error"),
         "normalize_target": Key(choice("auto", "none", "standard"), "auto",
-                                "regression targets: standardise for training (auto: for mse/mae losses); the "
-                                "loss is reported as trained, predictions and mae/rmse/r2 in the target's units"),
+                                "regression targets: standardise for training (auto: for mse/mae losses with a "
+                                "linear output); the loss is reported as trained, predictions and mae/rmse/r2 in "
+                                "the target's units"),
         "class_weight": Key(_class_weight, "none", "classification: none, balanced (n / (classes * count)) or "
                                                    "{label: weight}; weights the training loss per row"),
     }
@@ -409,6 +410,11 @@ def parse_layers(items: Any, source: str, lines: Mapping[str, int] | None = None
         raise ConfigError(located(source, lines or {}, exc.path, exc.message)) from None
 
 
+def output_activation(layers: tuple[LayerSpec, ...]) -> str:
+    """The activation of the network's output: the last layer's that declares one (linear if none)."""
+    return next((l.config.get("activation") for l in reversed(layers) if "activation" in l.config), None) or "linear"
+
+
 def _default_loss(layers: tuple[LayerSpec, ...]) -> str:
     last_act = next((l.config.get("activation") for l in reversed(layers) if "activation" in l.config), None)
     if last_act == "softmax":
@@ -474,6 +480,11 @@ def from_dict(data: Any, source: str, lines: Mapping[str, int] | None = None, ba
     if d["normalize_target"] == "standard" and classification:
         raise ConfigError(located(source, lines, "data.normalize_target", f"standard is for regression targets; "
                                                                           f"the loss {cfg['loss']} is a classification loss"))
+    if d["normalize_target"] == "standard" and output_activation(layers) != "linear":
+        raise ConfigError(located(source, lines, "data.normalize_target", f"standard needs a linear output (a "
+                                                                          f"standardised target is unbounded); the "
+                                                                          f"output activation is "
+                                                                          f"{output_activation(layers)}"))
     if d["class_weight"] != "none" and not classification:
         raise ConfigError(located(source, lines, "data.class_weight", f"class weights need a classification loss; "
                                                                       f"the loss is {cfg['loss']}"))

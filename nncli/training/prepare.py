@@ -92,8 +92,11 @@ def _split_blocks(spec: spec_mod.Spec, x_all: data.XStream, t_all: np.ndarray, v
 
 def target_scaling(spec: spec_mod.Spec, enc: data.Encoding, t_tr: np.ndarray) -> data.Normalizer:
     """data.normalize_target: the standardisation of a regression target (mean and std of the
-    training split, per output), or none (classification, or normalize_target: none)."""
-    if enc.kind != "values" or spec.task != "regression" or spec["data"]["normalize_target"] == "none":
+    training split, per output), or none (classification, normalize_target: none, or auto with a
+    bounded output activation such as a sigmoid: its targets keep their range)."""
+    mode = spec["data"]["normalize_target"]
+    if enc.kind != "values" or spec.task != "regression" or mode == "none" or (
+            mode == "auto" and spec_mod.output_activation(spec.layers) != "linear"):
         return data.Normalizer("none")
     return data.Normalizer.fit("standard", t_tr)
 

@@ -139,6 +139,25 @@ def test_damaged_target_scaling_is_refused(price_run, tmp_path, damage, words):
     assert r.exit_code == 1 and "damaged checkpoint" in error_line(r.stderr) and words in r.stderr
 
 
+def test_auto_leaves_a_bounded_output_alone(tmp_path, jax_backend):
+    from nncli import spec as spec_mod
+    from nncli.training.prepare import prepare
+
+    (tmp_path / "d.csv").write_text("a,y\n0,0\n1,1\n2,1\n")
+    def target_scaler(activation, mode="auto"):
+        cfg = {"data": {"train": "d.csv", "normalize_target": mode}, "loss": "mse",
+               "layers": [{"type": "dense", "units": 1, "activation": activation}]}
+        return prepare(spec_mod.from_dict(cfg, str(tmp_path / "c.yaml"), base=tmp_path)).target_scaler
+
+    assert target_scaler("sigmoid").kind == "none"      # 0/1 targets of a sigmoid keep their range (xor)
+    assert target_scaler("linear", "none").kind == "none"
+    ts = target_scaler("linear")
+    np.testing.assert_allclose([ts.shift[0], 1 / ts.scale[0]], [2 / 3, np.std([0, 1, 1])], rtol=1e-6)
+    with pytest.raises(Exception, match="data.normalize_target: standard needs a linear output .a standardised "
+                                        "target is unbounded.; the output activation is sigmoid"):
+        target_scaler("sigmoid", "standard")
+
+
 def test_normalize_target_config_rules(tmp_path):
     (tmp_path / "d.csv").write_text("a,y\n1,u\n2,v\n")
     config = write_config(tmp_path, "data: {train: d.csv, normalize_target: standard}\n"
