@@ -94,6 +94,26 @@ def test_one_step_weighted_loss_and_gradient_match_numpy(tmp_path, jax_backend, 
     np.testing.assert_allclose(net.params["dense_1/b"].get_value(), b0 - 0.5 * gb, rtol=1e-5, atol=1e-6)
 
 
+def test_the_trainer_reports_the_weighted_loss_it_trains(tmp_path, jax_backend):
+    """One full-batch epoch: the reported loss is the class-weighted mean at the initial weights
+    (numpy), as trained; the accuracy is not weighted."""
+    from nncli.training import trainer
+
+    x = table(tmp_path, LABELS)
+    config = write_config(tmp_path, "data: {train: d.csv, class_weight: balanced, shuffle: false}\n"
+                                    f"layers: [{SOFTMAX}]\n".replace("'", "") +
+                                    "optimizer: sgd\nbatch_size: 16\nepochs: 1\nseed: 5\n")
+    result = trainer.train(config, output=str(tmp_path / "run"))
+    prep = prepare(load(tmp_path, SOFTMAX, "balanced"))
+    params, _ = prep.net.initial_values(np.random.default_rng([5, 0]))   # the trainer's seeded initial weights
+    p = softmax(x @ params["dense_1/W"].astype(np.float64) + params["dense_1/b"])
+    y_idx = np.array([{"a": 0, "b": 1, "c": 2}[l] for l in LABELS])
+    cw = np.array([16 / 30, 16 / 12, 16 / 6])
+    np.testing.assert_allclose(result.history["loss"][0], np.mean(cw[y_idx] * -np.log(p[np.arange(16), y_idx])),
+                               rtol=1e-5)
+    np.testing.assert_allclose(result.history["accuracy"][0], np.mean(p.argmax(1) == y_idx))
+
+
 def test_class_weight_config_errors(tmp_path):
     table(tmp_path, LABELS)
     cases = [
