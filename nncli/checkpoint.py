@@ -14,6 +14,11 @@ Layout (format_version 1)::
     /history/<metric>     one value per finished epoch (loss, val_loss, accuracy, ...)
     /rng                  attr "state": JSON of the numpy generator states for an exact resume
 
+Version 2 adds optional items (a version 1 file, which has none of them, loads as before):
+    /target_normalization attr "kind" ("standard"); datasets shift, scale shaped like one example's
+                          output: the network predicts (y - shift) * scale, predictions are
+                          output / scale + shift (absent: the targets were used as they are)
+
 Writes are atomic: a temporary file in the same folder, flushed and synced,
 then ``os.replace``; a failure at any moment leaves the previous file intact.
 """
@@ -38,7 +43,8 @@ from nncli.losses import CLASSIFICATION_LOSSES, LOSSES
 from nncli.network import MAX_PARAMS
 
 FORMAT = "nncli-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1: no optional version-2 items
 FINISHED = ("", "epochs", "early_stopping")  # the root attribute "finished": why training ended
 
 
@@ -66,6 +72,7 @@ class Checkpoint:
     finished: str = ""                       # why training ended: "", "epochs" or "early_stopping"
     created: str = ""
     nncli_version: str = __version__
+    target_scaler: Normalizer = field(default_factory=lambda: Normalizer("none"))  # v2: /target_normalization
 
 
 def _str_list(values) -> np.ndarray:
@@ -135,6 +142,42 @@ def _fill(f: h5py.File, c: Checkpoint) -> None:
     for key, values in c.history.items():
         hist.create_dataset(key, data=np.asarray(values, dtype=np.float64))
     f.create_group("rng").attrs["state"] = json.dumps(c.rng)
+    _write_v2(f, c)
+
+
+# --- version 2's optional items (absent in version 1 files): written and read here ---
+
+def _write_v2(f: h5py.File, c: Checkpoint) -> None:
+    if c.target_scaler.kind != "none":
+        tn = f.create_group("target_normalization")
+        tn.attrs["kind"] = c.target_scaler.kind
+        tn.create_dataset("shift", data=np.asarray(c.target_scaler.shift, dtype=np.float32))
+        tn.create_dataset("scale", data=np.asarray(c.target_scaler.scale, dtype=np.float32))
+
+
+def _read_v2(f: h5py.File) -> dict[str, Any]:
+    """The optional items as Checkpoint fields; the target scaling's shape is checked against the
+    network by inference.load_model."""
+    out: dict[str, Any] = {}
+    if "target_normalization" in f:
+        tn = f["target_normalization"]
+        if not isinstance(tn, h5py.Group) or _attr_str(tn, "kind") != "standard":
+            raise ValueError("/target_normalization is not a group of kind standard")
+        vectors = []
+        for name in ("shift", "scale"):
+            if name not in tn:
+                raise ValueError(f"missing /target_normalization/{name}")
+            ds = _declared(tn[name], MAX_INPUT_VALUES, f"/target_normalization/{name}")
+            if ds.dtype.kind not in "iuf":
+                raise ValueError(f"/target_normalization/{name} holds {ds.dtype}, expected numbers")
+            value = np.asarray(ds[()], dtype=np.float32)
+            if not np.isfinite(value).all():
+                raise ValueError(f"/target_normalization/{name} has non-finite values")
+            vectors.append(value)
+        if vectors[0].shape != vectors[1].shape or not (vectors[1] > 0).all():
+            raise ValueError("/target_normalization: shift and scale differ in shape, or a scale is not positive")
+        out["target_scaler"] = Normalizer("standard", *vectors)
+    return out
 
 
 # --- reading defensively: every size is checked before it is read, every value before use ---
@@ -343,9 +386,9 @@ def load(path: str | os.PathLike) -> Checkpoint:
             if f.attrs.get("format") != FORMAT:
                 raise CheckpointError(f"{where}: an HDF5 file, but not an nncli checkpoint (no format tag '{FORMAT}')")
             version = f.attrs.get("format_version")
-            if not isinstance(version, (int, np.integer)) or int(version) != FORMAT_VERSION:
+            if not isinstance(version, (int, np.integer)) or int(version) not in READABLE_VERSIONS:
                 raise CheckpointError(f"{where}: checkpoint format version {version} is not supported "
-                                      f"(this nncli reads version {FORMAT_VERSION})")
+                                      f"(this nncli reads versions {', '.join(map(str, READABLE_VERSIONS))})")
             for group in ("config", "model", "params", "optimizer", "normalization", "labels", "history", "rng"):
                 if group not in f:
                     raise CheckpointError(f"{where}: damaged checkpoint: missing /{group}")
@@ -372,6 +415,7 @@ def load(path: str | os.PathLike) -> Checkpoint:
                 best_value=float(f.attrs.get("best_value", np.nan)),
                 finished=_finished(f),
                 created=str(f.attrs.get("created", "")), nncli_version=str(f.attrs.get("nncli_version", "")),
+                **(_read_v2(f) if int(version) >= 2 else {}),
             )
             _check_loaded(ck)
             return ck

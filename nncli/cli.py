@@ -178,6 +178,10 @@ def train(config, sets, output, resume, overwrite, epochs, seed, backend_name, d
     stored in the run, so --resume needs none of them again. backend auto picks jax when it is installed (else c for dense nets);
     device auto picks the GPU when JAX sees one, else the CPU.
 
+    The loss is reported as trained: on a standardised regression target (data.normalize_target:
+    auto, the default for mse/mae) and with class weights (data.class_weight, training loss only);
+    predictions and the metrics mae, rmse and r2 are in the target's own units.
+
     \b
     Examples:
       nncli train configs/iris.yaml
@@ -225,6 +229,14 @@ BY_POSITION_HELP = ("CSV: take the columns in order, not by name (a first row th
                     "header and is skipped):")
 
 
+def _short(values: list) -> str:
+    return ", ".join(f"{v:.6g}" for v in values[:4]) + (", ..." if len(values) > 4 else "")
+
+
+DELIMITER_HELP = ("The CSV delimiter: auto (a .tsv is tab-separated, others sniffed among , ; tab |), tab, or the "
+                  "character (default: the training config's data.delimiter).")
+
+
 @main.command(short_help="Predict with a checkpoint on a CSV or HDF5 file; CSV to stdout or -o.")
 @click.argument("model", type=click.Path(dir_okay=False), shell_complete=CHECKPOINTS)
 @click.argument("input", type=click.Path(dir_okay=False), shell_complete=DATA_FILES)
@@ -235,8 +247,10 @@ BY_POSITION_HELP = ("CSV: take the columns in order, not by name (a first row th
               help="Add one probability column per class (classifiers).")
 @click.option("--by-position", is_flag=True,
               help=f"{BY_POSITION_HELP} the model's inputs, then optionally the target (ignored).")
+@click.option("--delimiter", default=None, metavar="CHAR",
+              help=DELIMITER_HELP)
 @handled
-def predict(model, input, output, proba, by_position):
+def predict(model, input, output, proba, by_position, delimiter):
     """Predict with MODEL (a checkpoint) on INPUT (.csv or .h5).
 
     A CSV's columns are matched by the names the model was trained with: every input name must be
@@ -254,7 +268,8 @@ def predict(model, input, output, proba, by_position):
     """
     from nncli import inference
 
-    count = inference.predict(model, input, output=output, proba=proba, stream=sys.stdout, by_position=by_position)
+    count = inference.predict(model, input, output=output, proba=proba, stream=sys.stdout, by_position=by_position,
+                              delimiter=delimiter)
     if output and output != "-":
         click.echo(f"wrote {count} predictions to {output}", err=True)
 
@@ -266,8 +281,9 @@ def predict(model, input, output, proba, by_position):
 @click.option("--confusion", is_flag=True,
               help="Also the confusion matrix and per-class precision, recall and F1 (classifiers).")
 @click.option("--by-position", is_flag=True, help=f"{BY_POSITION_HELP} the model's inputs, then the target.")
+@click.option("--delimiter", default=None, metavar="CHAR", help=DELIMITER_HELP)
 @handled
-def evaluate(model, data, as_json, confusion, by_position):
+def evaluate(model, data, as_json, confusion, by_position, delimiter):
     """Loss and metrics of MODEL on a labelled DATA file.
 
     DATA's columns are matched as for predict (by name; --by-position: in order, the target last).
@@ -281,7 +297,7 @@ def evaluate(model, data, as_json, confusion, by_position):
 
     from nncli import inference
 
-    result = inference.evaluate(model, data, confusion=confusion, by_position=by_position)
+    result = inference.evaluate(model, data, confusion=confusion, by_position=by_position, delimiter=delimiter)
     if as_json:
         extra = {"confusion": result.report} if result.report is not None else {}
         click.echo(json.dumps({"examples": result.examples, **result.metrics, **extra}))
@@ -358,6 +374,10 @@ def inspect(model, as_json):
                f"normalization {info['normalization']}")
     if info["classes"]:
         click.echo(f"classes: {', '.join(info['classes'])}")
+    if info.get("target_scaling"):
+        ts = info["target_scaling"]
+        click.echo(f"target standardised for training: mean {_short(ts['mean'])}, std {_short(ts['std'])} "
+                   f"(predictions in the target's units)")
     click.echo("")
     for line in _layer_table(info["layers"], info["total_params"]):
         click.echo(line)

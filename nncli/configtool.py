@@ -116,10 +116,11 @@ class Check:
     files: list[str]               # what was checked in each data file, one line each
 
 
-def _peek_csv(path: str, header: bool) -> tuple[list[str], list[list[str]], int]:
+def _peek_csv(path: str, header: bool, delimiter: str = "auto",
+              missing=data.MISSING_VALUES) -> tuple[list[str], list[list[str]], int]:
     """(column names, the first CSV_PEEK_ROWS data rows, the line of the first): the one CSV
     reader's first chunk, so every error is the one training would give; the rest is not parsed."""
-    names, width, chunks = data.read_chunks(path, CSV_PEEK_ROWS, header=header)
+    names, width, chunks = data.read_chunks(path, CSV_PEEK_ROWS, header=header, delimiter=delimiter, missing=missing)
     try:
         first, cells = next(chunks)
     finally:
@@ -127,10 +128,11 @@ def _peek_csv(path: str, header: bool) -> tuple[list[str], list[list[str]], int]
     return names or generic_names(width), cells.tolist(), first
 
 
-def _csv_shape(path: str, x_cols: Any, y_col: str | None, header: bool) -> tuple[tuple[int, ...], str]:
-    names, body, first = _peek_csv(path, header)
+def _csv_shape(path: str, x_cols: Any, y_col: str | None, header: bool, delimiter: str = "auto",
+               missing=data.MISSING_VALUES) -> tuple[tuple[int, ...], str]:
+    names, body, first = _peek_csv(path, header, delimiter, missing)
     x_cols, y_name, idx, _ = training_columns(path, names, x_cols, y_col)   # the rule training uses
-    data.to_float(path, np.array(body, dtype=str)[:, idx], x_cols, row_offset=first)
+    data.to_float(path, np.array(body, dtype=str)[:, idx], x_cols, row_offset=first, missing=missing)
     return (len(x_cols),), (f"{path}: CSV, {len(names)} columns, inputs {len(x_cols)}, target '{y_name}' "
                             f"(header and first {len(body)} rows read)")
 
@@ -153,7 +155,7 @@ def _file_shape(spec: spec_mod.Spec, path: str, key: str) -> tuple[tuple[int, ..
     try:
         if data.is_hdf5(path):
             return _h5_shape(path, d["x"], d["y"])
-        return _csv_shape(path, d["x"], d["y"], d["header"])
+        return _csv_shape(path, d["x"], d["y"], d["header"], d["delimiter"], d["missing_values"])
     except DataError as exc:
         raise DataError(f"{exc.message} (from {spec.source}: data.{key})") from None
 

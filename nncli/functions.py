@@ -44,11 +44,29 @@ def _inputs(net: Network, batch_size: int):
     return x, t, w
 
 
-def _sums(net: Network, ctx: Context, x, t, w, loss: str, metrics: Sequence[str]):
-    """Weighted sums over the batch: the loss and each metric (divide by the weight total)."""
+def _sums(net: Network, ctx: Context, x, t, w, loss: str, metrics: Sequence[str],
+          target_scaler: data.Normalizer | None = None, class_weights: np.ndarray | None = None):
+    """Weighted sums over the batch: the loss and each metric (divide by the weight total).
+
+    target_scaler (data.normalize_target): the targets t and outputs are standardised; the loss
+    is on them as trained, the metrics in the target's own units (t / scale + shift).
+    class_weights (data.class_weight, training only): one weight per class; each row's loss is
+    multiplied by its class's weight (the row's one-hot target . class_weights; binary: w1 for
+    1, w0 for 0), a per-row sample weight next to w (0 for padding rows); the metrics are not."""
     out, logits, act = net.forward(x, ctx)
     per_example = losses.per_example_loss(loss, t, out, logits, act)
-    sums = [pt.sum(w * per_example)]
+    row_w = w
+    if class_weights is not None:
+        cw = np.asarray(class_weights, dtype=pytensor.config.floatX)
+        tf = t if t.ndim == 2 else t.reshape((t.shape[0], -1))
+        row_w = w * (pt.dot(tf, cw) if len(cw) > 2 or loss == "categorical_crossentropy"
+                     else tf[:, 0] * cw[1] + (1.0 - tf[:, 0]) * cw[0])
+    sums = [pt.sum(row_w * per_example)]
+    if target_scaler is not None and target_scaler.kind != "none":
+        floatx = pytensor.config.floatX
+        shift = pt.constant(np.asarray(target_scaler.shift, dtype=floatx))
+        scale = pt.constant(np.asarray(target_scaler.scale, dtype=floatx))
+        t, out = t / scale + shift, out / scale + shift
     for m in metrics:
         sums.append(pt.sum(w * metrics_mod.per_example(m, t, out, loss)))
     return sums
@@ -66,10 +84,13 @@ class TrainGraph:
 
 def train_graph(net: Network, loss: str, metrics: Sequence[str], opt: optimizers.Optimizer,
                 learning_rate, batch_size: int, iterations, seed: int = 0,
-                penalty: Callable[[Network], Any] | None = None) -> tuple[TrainGraph, optimizers.OptimizerState]:
+                penalty: Callable[[Network], Any] | None = None, target_scaler: data.Normalizer | None = None,
+                class_weights: np.ndarray | None = None) -> tuple[TrainGraph, optimizers.OptimizerState]:
+    """The objective is the sum of the (class-weighted) per-row losses over the real rows of the
+    batch, divided by their count (Keras' class_weight rule), plus the penalty; see _sums."""
     x, t, w = _inputs(net, batch_size)
     ctx = Context(training=True, sample_weight=w, state={"iterations": iterations}, seed=seed)
-    sums = _sums(net, ctx, x, t, w, loss, metrics)
+    sums = _sums(net, ctx, x, t, w, loss, metrics, target_scaler, class_weights)
     objective = sums[0] / pt.maximum(pt.sum(w), 1.0)
     if penalty is not None:
         objective = objective + penalty(net)
@@ -93,10 +114,13 @@ def compile_step(graph: TrainGraph) -> Compiled:
     return Compiled(fn, int(graph.inputs[0].type.shape[0]), graph.outputs)
 
 
-def compile_eval(net: Network, loss: str, metrics: Sequence[str], batch_size: int) -> Compiled:
+def compile_eval(net: Network, loss: str, metrics: Sequence[str], batch_size: int,
+                 target_scaler: data.Normalizer | None = None) -> Compiled:
+    """Loss (on standardised targets with a target_scaler, unweighted) and metrics (in the target's units)."""
     x, t, w = _inputs(net, batch_size)
     ctx = Context(training=False, sample_weight=w)
-    fn = pytensor.function([x, t, w], pt.stack(_sums(net, ctx, x, t, w, loss, metrics)), name="evaluate")
+    fn = pytensor.function([x, t, w], pt.stack(_sums(net, ctx, x, t, w, loss, metrics, target_scaler)),
+                           name="evaluate")
     return Compiled(fn, batch_size, ["loss", *metrics])
 
 

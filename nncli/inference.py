@@ -94,6 +94,29 @@ def _check_outputs(ck: checkpoint.Checkpoint, net: network.Network, where: str) 
     if needed is not None and out != needed:
         raise CheckpointError(f"{where}: damaged checkpoint: /labels/classes holds {len(enc.classes or [])} "
                               f"class names, the network outputs shape {out}")
+    ts = ck.target_scaler
+    if ts.kind != "none" and (enc.kind != "values" or ck.task != "regression" or tuple(ts.shift.shape) != out):
+        raise CheckpointError(f"{where}: damaged checkpoint: /target_normalization has shape {tuple(ts.shift.shape)} "
+                              f"for a {ck.task} model with outputs of shape {out}")
+
+
+def reading(model: Loaded, delimiter: str | None = None) -> tuple[str, list[str]]:
+    """(delimiter, missing tokens) for reading a CSV with this model: `delimiter` when given
+    (--delimiter), else the training config's data.delimiter (auto when it has none); the
+    training config's data.missing_values (the default list when it has none). Checked as a
+    config file's are (a checkpoint may come from anyone)."""
+    d = model.config.get("data")
+    d = d if isinstance(d, dict) else {}
+    try:
+        delim = spec_mod._delimiter(delimiter if delimiter is not None else d.get("delimiter", "auto"), "data.delimiter")
+        missing = list_of(spec_mod._missing_token, max_len=100)(d.get("missing_values", list(data.MISSING_VALUES)),
+                                                                 "data.missing_values")
+    except Invalid as exc:
+        if delimiter is not None and exc.path == "data.delimiter":
+            raise ConfigError(f"--delimiter: {exc.message}") from None
+        raise CheckpointError(f"{model.path}: damaged checkpoint: the stored config's {exc.path}: "
+                              f"{exc.message}") from None
+    return delim, missing
 
 
 def input_names(ck: checkpoint.Checkpoint, path: str) -> list[str]:
@@ -108,9 +131,10 @@ def input_names(ck: checkpoint.Checkpoint, path: str) -> list[str]:
 
 
 def read_inputs(model: Loaded, path: str, with_targets: bool, by_position: bool = False,
-                header: bool = True) -> data.Table:
+                header: bool = True, delimiter: str | None = None) -> data.Table:
     """The rows of `path` as `model` reads them (columns matched as README's predict says),
-    normalised with the stored statistics; `with_targets`: the target column too."""
+    normalised with the stored statistics; `with_targets`: the target column too (as read: class
+    names or numbers in the target's units); `delimiter`: see reading()."""
     ck = model.ck
     if data.is_hdf5(path):
         if by_position:
@@ -119,8 +143,9 @@ def read_inputs(model: Loaded, path: str, with_targets: bool, by_position: bool 
         names = ck.x_names if ck.x_names and len(ck.x_names) == 1 else []
     else:
         names = input_names(ck, path)
+    delim, missing = reading(model, delimiter)
     table = data.read(path, None, ck.y_name, with_targets=with_targets, expect_x=names, header=header,
-                      by_position=by_position)
+                      by_position=by_position, delimiter=delim, missing=missing)
     if table.x.shape[1:] != ck.input_shape:
         raise DataError(f"{path}: inputs of shape {table.x.shape[1:]} per example, the model expects {ck.input_shape}")
     table.x = ck.normalizer.apply(table.x)
@@ -166,7 +191,7 @@ def format_predictions(model: Loaded, out: np.ndarray, proba: bool, header: bool
             probs = out.reshape(n, -1)
         fmt = "%s," + ",".join(["%.9g"] * probs.shape[1]) + "\n"
         return head + "".join([fmt % (lab, *row) for lab, row in zip(labels, probs.astype(np.float64).tolist())])
-    flat = out.reshape(n, -1).astype(np.float64)
+    flat = model.ck.target_scaler.invert(out).reshape(n, -1).astype(np.float64)  # in the target's units
     fmt = ",".join(["%.9g"] * flat.shape[1]) + "\n"
     return head + "".join([fmt % tuple(row) for row in flat.tolist()])
 
@@ -180,7 +205,7 @@ def streams_csv(path: str | os.PathLike) -> bool:
         return False
 
 
-def _csv_chunks(model: Loaded, path: str, by_position: bool) -> Iterator[np.ndarray]:
+def _csv_chunks(model: Loaded, path: str, by_position: bool, delimiter: str | None = None) -> Iterator[np.ndarray]:
     """The normalised inputs of a big CSV in chunks of rows: the header and the columns are
     checked here (data.model_columns, as for a small file), each chunk's cells when it is read.
     Whole batches per chunk, so the same batches as for a small file."""
@@ -189,22 +214,25 @@ def _csv_chunks(model: Loaded, path: str, by_position: bool) -> Iterator[np.ndar
     ck = model.ck
     names = input_names(ck, path)
     chunk_rows = max(1, PREDICT_CHUNK_ROWS // PREDICT_BATCH) * PREDICT_BATCH
+    delim, missing = reading(model, delimiter)
     header, width, chunks = data.read_chunks(path, chunk_rows, header="position" if by_position else True,
-                                             hint=data.PREDICT_NO_HEADER_HINT, n_inputs=len(names))
+                                             hint=data.PREDICT_NO_HEADER_HINT, n_inputs=len(names),
+                                             delimiter=delim, missing=missing)
     idx, _, shown = data.model_columns(path, header, width, names, ck.y_name, False, by_position)
     if (len(idx),) != tuple(ck.input_shape):
         raise DataError(f"{path}: inputs of shape {(len(idx),)} per example, the model expects {ck.input_shape}")
     col_names = [shown[i] for i in idx]
-    return (ck.normalizer.apply(data.to_float(path, cells[:, idx], col_names, row_offset=first))
+    return (ck.normalizer.apply(data.to_float(path, cells[:, idx], col_names, row_offset=first, missing=missing))
             for first, cells in chunks)
 
 
-def input_chunks(model: Loaded, path: str, by_position: bool = False) -> Iterator[np.ndarray]:
+def input_chunks(model: Loaded, path: str, by_position: bool = False, delimiter: str | None = None
+                 ) -> Iterator[np.ndarray]:
     """The normalised inputs of `path` for `model`, in chunks of rows: one chunk for a file read
     whole, many for a big CSV. What can be checked before the first row is checked here."""
     if streams_csv(path):
-        return _csv_chunks(model, path, by_position)
-    return iter([read_inputs(model, path, with_targets=False, by_position=by_position).x])
+        return _csv_chunks(model, path, by_position, delimiter)
+    return iter([read_inputs(model, path, with_targets=False, by_position=by_position, delimiter=delimiter).x])
 
 
 def write_predictions(model: Loaded, chunks: Iterator[np.ndarray], proba: bool, fh: TextIO | None) -> int:
@@ -224,7 +252,7 @@ def write_predictions(model: Loaded, chunks: Iterator[np.ndarray], proba: bool, 
 
 
 def predict(model_path: str, input_path: str, output: str | None = None, proba: bool = True,
-            stream: TextIO | None = None, by_position: bool = False) -> int:
+            stream: TextIO | None = None, by_position: bool = False, delimiter: str | None = None) -> int:
     """Write predictions as CSV to `output` (atomically; "-" is `stream`) or to `stream`; return the
     row count. The output is checked before anything is read: never one of the inputs.
     `by_position`: take a CSV's columns in order rather than by name (see data.model_columns)."""
@@ -232,7 +260,7 @@ def predict(model_path: str, input_path: str, output: str | None = None, proba: 
     if target is not None and target.kind == "stdout":
         target = None
     model = load_model(model_path)
-    chunks = input_chunks(model, str(input_path), by_position)
+    chunks = input_chunks(model, str(input_path), by_position, delimiter)
     if target is None:
         return write_predictions(model, chunks, proba, stream)
     try:
@@ -251,7 +279,7 @@ class Evaluation:
 
 
 def evaluate(model_path: str | os.PathLike, data_path: str, confusion: bool = False, by_position: bool = False,
-             header: bool = True) -> Evaluation:
+             header: bool = True, delimiter: str | None = None) -> Evaluation:
     """Loss and metrics of a checkpoint on a labelled file (f1, r2, ... from all predictions).
     `by_position`: a CSV's columns in order, the target last; `header` false: a CSV without a
     header row, its columns named col1 .. colN (a run's test file with data.header false)."""
@@ -259,15 +287,17 @@ def evaluate(model_path: str | os.PathLike, data_path: str, confusion: bool = Fa
     if confusion and model.ck.task != "classification":
         raise ConfigError(f"--confusion needs a classifier; {model_path} is a {model.ck.task} model "
                           f"(loss {model.ck.loss})")
-    table = read_inputs(model, data_path, with_targets=True, by_position=by_position, header=header)
+    table = read_inputs(model, data_path, with_targets=True, by_position=by_position, header=header,
+                        delimiter=delimiter)
     t = data.encode_targets(table, model.ck.encoding, model.net.output_shape)
     names = list(model.config.get("metrics") or [])
     batch = max(1, min(PREDICT_BATCH, len(table.x)))
-    fn = functions.compile_eval(model.net, model.ck.loss, metrics_mod.in_graph(names), batch)
-    result = functions.run_sums(fn, data.batches(table.x, t, batch))
+    ts = model.ck.target_scaler  # the loss as trained (standardised targets), the metrics in the target's units
+    fn = functions.compile_eval(model.net, model.ck.loss, metrics_mod.in_graph(names), batch, ts)
+    result = functions.run_sums(fn, data.batches(table.x, ts.apply(t), batch))
     report = None
     if metrics_mod.epoch_level(names) or confusion:
-        out = outputs(model, table.x)
+        out = ts.invert(outputs(model, table.x))
         result.update(metrics_mod.compute(names, t, out, model.ck.loss))
         result = {k: result[k] for k in ["loss", *names] if k in result}
         if confusion:
@@ -288,6 +318,9 @@ def inspect(model_path: str) -> dict[str, Any]:
         "layers": [{"name": n, "type": t, "output_shape": list(s), "params": c} for n, t, s, c in rows],
         "total_params": int(sum(r[3] for r in rows)),
         "classes": ck.encoding.classes, "normalization": ck.normalizer.kind,
+        "target_scaling": None if ck.target_scaler.kind == "none" else {
+            "mean": ck.target_scaler.shift.reshape(-1).astype(float).tolist(),
+            "std": (1.0 / ck.target_scaler.scale.reshape(-1).astype(float)).tolist()},
         "best_epoch": ck.best_epoch, "best_value": ck.best_value,
         "history": ck.history, "config": ck.config_yaml,
     }

@@ -180,13 +180,17 @@ def located(source: str, lines: Mapping[str, int], path: str, message: str) -> s
     return f"{source}: {path}{at}: {message}"
 
 
+DATA_SUFFIXES = (".csv", ".tsv", ".txt", ".jsonl", ".ndjson", ".h5", ".hdf5")
+_DATA_PATTERN = r"(?i)\.(csv|tsv|txt|jsonl|ndjson|h5|hdf5)$"
+
+
 def _path_or_fraction(base: Path, what: str):
     def check(value, path):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return number(min=0.0, max=1.0, max_open=True)(value, path)
         return _data_path(base, what)(value, path)
     return described(check, lambda: {"anyOf": [{"type": "number", "minimum": 0.0, "exclusiveMaximum": 1.0},
-                                                {"type": "string", "pattern": r"\.(csv|h5|hdf5|CSV|H5|HDF5)$"}]})
+                                                {"type": "string", "pattern": _DATA_PATTERN}]})
 
 
 def _data_path(base: Path, what: str):
@@ -199,14 +203,62 @@ def _data_path(base: Path, what: str):
             raise Invalid(path, f"{what} file not found: {p}") from None
         except OSError as exc:
             raise Invalid(path, f"cannot read the {what} file {p}: {exc.strerror or type(exc).__name__}") from None
-        if p.suffix.lower() not in (".csv", ".h5", ".hdf5"):
-            raise Invalid(path, f"expected a .csv, .h5 or .hdf5 file, got '{p.name}'")
+        if p.suffix.lower() not in DATA_SUFFIXES:
+            raise Invalid(path, f"expected a .csv, .tsv, .txt, .jsonl, .h5 or .hdf5 file, got '{p.name}'")
         return str(p)
-    return described(check, lambda: {"type": "string", "pattern": r"\.(csv|h5|hdf5|CSV|H5|HDF5)$"})
+    return described(check, lambda: {"type": "string", "pattern": _DATA_PATTERN})
 
 
 def _columns():
     return either(string(), list_of(string(), min_len=1), expected="a column/dataset name or a list of column names")
+
+
+# --- reading your own files (delimiter, missing_values, normalize_target, class_weight) ---
+
+def _delimiter(value, path):
+    """auto, tab, or one character (not a quote, a line break or a letter/digit)."""
+    value = string()(value, path)
+    if value == "tab":
+        return "\t"
+    if value != "auto" and (len(value) != 1 or value in "\"\r\n" or value.isalnum()):
+        raise Invalid(path, f"expected auto (sniffed: , ; tab |), tab, or one delimiter character, got {show(value)}")
+    return value
+
+
+described(_delimiter, lambda: {"type": "string", "anyOf": [{"enum": ["auto", "tab"]}, {"minLength": 1, "maxLength": 1}]})
+
+
+def _missing_token(value, path):
+    """A missing-value token: text; an unquoted YAML null is the text null, an integer its digits."""
+    if value is None:
+        return "null"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str) or len(value) > 100:
+        raise Invalid(path, f"expected the text of a missing cell (quote it), got {show(value)}")
+    return value.strip()
+
+
+described(_missing_token, lambda: {"type": ["string", "integer", "null"]})
+
+
+def _class_weight(value, path):
+    """none | balanced | {label: weight > 0} (labels as text, as the target column holds them)."""
+    if value in ("none", "balanced", None):
+        return value or "none"
+    if not isinstance(value, dict) or not value:
+        raise Invalid(path, f"expected none, balanced or a mapping {{label: weight}}, got {show(value)}")
+    out = {}
+    for k, w in value.items():
+        if isinstance(k, bool) or not isinstance(k, (str, int)):
+            raise Invalid(f"{path}.{k}", f"a class label is text or an integer, got {show(k)}")
+        out[str(k)] = number(min=0.0, min_open=True, max=1e6)(w, f"{path}.{k}")
+    return out
+
+
+described(_class_weight, lambda: {"anyOf": [{"enum": ["none", "balanced"]},
+                                             {"type": "object", "additionalProperties": {"type": "number",
+                                                                                          "exclusiveMinimum": 0}}]})
 
 
 def data_keys(base: Path) -> dict[str, Key]:
@@ -222,6 +274,16 @@ def data_keys(base: Path) -> dict[str, Key]:
         "memory_budget_mb": Key(number(min=0.0), 512.0, "HDF5 inputs larger than this are streamed from disk"),
         "header": Key(boolean(), True, "CSV files start with a header row of column names (false: no header "
                                        "row; the columns are col1, col2, ...)"),
+        "delimiter": Key(_delimiter, "auto", "CSV delimiter: auto (a .tsv is tab-separated, any other file is "
+                                             "sniffed among , ; tab |; refused when ambiguous), tab, or the character"),
+        "missing_values": Key(list_of(_missing_token, max_len=100), ["", "NA", "N/A", "NaN", "nan", "null", "None", "?"],
+                              "cells (stripped) read as missing; a missing target or number input is an error"),
+        "normalize_target": Key(choice("auto", "none", "standard"), "auto",
+                                "regression targets: standardise for training (auto: for mse/mae losses with a "
+                                "linear output); the loss is reported as trained, predictions and mae/rmse/r2 in "
+                                "the target's units"),
+        "class_weight": Key(_class_weight, "none", "classification: none, balanced (n / (classes * count)) or "
+                                                   "{label: weight}; weights the training loss per row"),
     }
 
 
@@ -348,6 +410,11 @@ def parse_layers(items: Any, source: str, lines: Mapping[str, int] | None = None
         raise ConfigError(located(source, lines or {}, exc.path, exc.message)) from None
 
 
+def output_activation(layers: tuple[LayerSpec, ...]) -> str:
+    """The activation of the network's output: the last layer's that declares one (linear if none)."""
+    return next((l.config.get("activation") for l in reversed(layers) if "activation" in l.config), None) or "linear"
+
+
 def _default_loss(layers: tuple[LayerSpec, ...]) -> str:
     last_act = next((l.config.get("activation") for l in reversed(layers) if "activation" in l.config), None)
     if last_act == "softmax":
@@ -409,6 +476,18 @@ def from_dict(data: Any, source: str, lines: Mapping[str, int] | None = None, ba
         raise ConfigError(located(source, lines, exc.path, exc.message)) from None
     if cfg["learning_rate"] is None:
         cfg["learning_rate"] = OPTIMIZERS.get(cfg["optimizer"]["type"]).default_learning_rate
+    d = cfg["data"]
+    if d["normalize_target"] == "standard" and classification:
+        raise ConfigError(located(source, lines, "data.normalize_target", f"standard is for regression targets; "
+                                                                          f"the loss {cfg['loss']} is a classification loss"))
+    if d["normalize_target"] == "standard" and output_activation(layers) != "linear":
+        raise ConfigError(located(source, lines, "data.normalize_target", f"standard needs a linear output (a "
+                                                                          f"standardised target is unbounded); the "
+                                                                          f"output activation is "
+                                                                          f"{output_activation(layers)}"))
+    if d["class_weight"] != "none" and not classification:
+        raise ConfigError(located(source, lines, "data.class_weight", f"class weights need a classification loss; "
+                                                                      f"the loss is {cfg['loss']}"))
     has_validation = cfg["data"]["validation"] not in (None, 0.0)
     if cfg["early_stopping"] == "default":
         cfg["early_stopping"] = _early_stopping({}, "early_stopping") if has_validation else None

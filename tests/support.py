@@ -91,3 +91,12 @@ epochs: 6
 batch_size: 16
 checkpoint_interval: 0
 """
+
+
+def invoke(*args):
+    """`nncli ARGS` in this process (click's CliRunner): the result has exit_code, stdout, stderr."""
+    from click.testing import CliRunner
+
+    from nncli.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args])

@@ -6,7 +6,9 @@ goes into the checkpoint) and turned into one-hot rows. Every problem with a fil
 DataError naming the file and, where there is one, the row and column.
 
     table.py      Table (what a file gives), is_hdf5, preview
-    csv.py        the one chunked CSV reader; header rules; the columns a model reads
+    csv.py        the one chunked CSV reader; dialects (delimiter), missing cells; header rules;
+                  the columns a model reads
+    jsonl.py      JSON-lines files, read into the same Chunks as a CSV
     hdf5.py       HDF5 datasets read whole, checked; XStream (training inputs read in blocks)
     files.py      read(): a file of either kind
     targets.py    Encoding, fit_encoding, encode_targets, decode
@@ -18,14 +20,15 @@ exports (`data.read`, `data.Normalizer`, ...); the parts import each other direc
 """
 
 from nncli.data.batches import Rows, Source, batches, source, split
-from nncli.data.csv import PREDICT_NO_HEADER_HINT, model_columns, read_chunks, to_float
+from nncli.data.csv import (DELIMITERS, MISSING_VALUES, PREDICT_NO_HEADER_HINT, is_missing, model_columns,
+                            read_chunks, to_float)
 from nncli.data.files import read
 from nncli.data.hdf5 import XStream, block_ranges, budget_bytes, open_targets, should_stream, stored_completely
 from nncli.data.normalize import Moments, Normalizer
 from nncli.data.table import Table, is_hdf5
 from nncli.data.targets import MAX_CLASSES, Encoding, UnitsMismatch, decode, encode_targets, fit_encoding
 
-__all__ = ["MAX_CLASSES", "PREDICT_NO_HEADER_HINT", "Encoding", "Moments", "Normalizer", "Rows", "Source", "Table",
+__all__ = ["DELIMITERS", "MISSING_VALUES", "is_missing", "MAX_CLASSES", "PREDICT_NO_HEADER_HINT", "Encoding", "Moments", "Normalizer", "Rows", "Source", "Table",
            "UnitsMismatch", "XStream", "batches", "block_ranges", "budget_bytes", "decode", "encode_targets",
            "fit_encoding", "is_hdf5", "model_columns", "open_targets", "read", "read_chunks", "should_stream",
            "source", "split", "stored_completely", "to_float"]

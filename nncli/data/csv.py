@@ -5,18 +5,30 @@ predictions); reading a whole file is the same reader with one chunk (:func:`rea
 Before any row is parsed, one pass of bounded memory checks that the file is UTF-8 text
 without NUL bytes, so such a problem anywhere in the file is named before a problem with
 its rows.
+
+Dialects: the delimiter is one of DELIMITERS, given (data.delimiter, --delimiter) or "auto":
+a .tsv file is tab-separated, any other file is sniffed from its first lines
+(:func:`resolve_delimiter`; two candidates that both fit are refused, never guessed).
+Quoted fields (embedded delimiters, quotes doubled, line breaks) and a UTF-8 BOM are read as
+Python's csv module reads them. A JSON-lines file (.jsonl) goes through the same interface
+(nncli.data.jsonl): every caller gets the same Chunks of string cells.
+
+Missing cells: a cell whose stripped text is one of the missing tokens (data.missing_values,
+default MISSING_VALUES) is missing; :func:`is_missing` gives the mask of a chunk's cells.
 """
 
 from __future__ import annotations
 
 import codecs
 import csv
+import io
 import itertools
-from typing import Iterator, NamedTuple, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
-from nncli.data.table import FLOAT32_MAX, Table, preview
+from nncli.data import jsonl
+from nncli.data.table import FLOAT32_MAX, Chunks, Table, preview
 from nncli.errors import DataError
 
 # The first row of a CSV names the columns. A first row whose cells are all numbers is
@@ -103,9 +115,75 @@ def _check_text(path: str) -> None:
         raise DataError(f"{path}: contains NUL bytes; expected a CSV text file")
 
 
-def _parsed(path: str, fh) -> Iterator[list[str]]:
+# --- dialects and missing cells -------------------------------------------------------------
+
+DELIMITERS = (",", ";", "\t", "|")
+MISSING_VALUES = ("", "NA", "N/A", "NaN", "nan", "null", "None", "?")
+SNIFF_BYTES = 64 << 10   # the start of the file the delimiter is sniffed from
+SNIFF_ROWS = 50          # at most this many rows of it
+
+
+def show_delimiter(d: str) -> str:
+    return "tab" if d == "\t" else repr(d)
+
+
+def is_missing(cells: np.ndarray, tokens: Sequence[str] = MISSING_VALUES) -> np.ndarray:
+    """A boolean mask, shaped as `cells` (an array of strings, e.g. a chunk of read_chunks):
+    True where a cell's stripped text is one of the missing `tokens` (data.missing_values)."""
+    cells = np.asarray(cells, dtype=str)
+    if not len(tokens) or cells.size == 0:
+        return np.zeros(cells.shape, dtype=bool)
+    return np.isin(np.char.strip(cells), np.asarray(list(tokens), dtype=str))
+
+
+def _split_widths(sample: str, delimiter: str, whole: bool) -> list[int]:
+    """Fields per row of the sample (blank rows left out; a last row cut by the sample's end too)."""
+    try:
+        rows = list(itertools.islice(csv.reader(io.StringIO(sample), delimiter=delimiter), SNIFF_ROWS + 1))
+    except csv.Error:
+        return []
+    if not whole and len(rows) > 1 and len(rows) <= SNIFF_ROWS:
+        rows = rows[:-1]
+    return [len(r) for r in rows[:SNIFF_ROWS] if not _blank(r)]
+
+
+def sniff_delimiter(path: str, sample: str, whole: bool) -> str:
+    """The delimiter of a CSV from its first lines (`sample`; `whole`: it is the whole file).
+
+    A candidate fits when every sampled row splits into the same number (> 1) of fields. One fit:
+    that one. Several: refused (DataError naming them). None fits: the one candidate that splits
+    the first row at all (the reader then names the row that differs), else ',' (one column)."""
+    widths = {d: _split_widths(sample, d, whole) for d in DELIMITERS}
+    fits = [d for d, w in widths.items() if w and w[0] > 1 and len(set(w)) == 1]
+    if not fits:
+        fits = [d for d, w in widths.items() if w and w[0] > 1]
+    if len(fits) == 1:
+        return fits[0]
+    if len(fits) > 1:
+        options = " and ".join(f"{show_delimiter(d)} ({widths[d][0]} columns)" for d in fits)
+        raise DataError(f"{path}: cannot tell the delimiter from the first lines: they split evenly on "
+                        f"{options}; set data.delimiter (predict/evaluate: --delimiter)")
+    return ","
+
+
+def resolve_delimiter(path: str, delimiter: str = "auto") -> str:
+    """The delimiter to read `path` with: the one given, tab for a .tsv file, else sniffed."""
+    if delimiter != "auto":
+        return delimiter
+    if str(path).lower().endswith(".tsv"):
+        return "\t"
+    try:
+        with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
+            sample = fh.read(SNIFF_BYTES)
+            whole = fh.read(1) == ""
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc.strerror}") from None
+    return sniff_delimiter(path, sample, whole)
+
+
+def _parsed(path: str, fh, delimiter: str = ",") -> Iterator[list[str]]:
     """The rows of an open CSV file (\\r-only line ends too), problems as DataErrors."""
-    reader = csv.reader(fh, strict=True)
+    reader = csv.reader(fh, strict=True, delimiter=delimiter)
     try:
         yield from reader
     except UnicodeDecodeError:  # the file changed since _check_text
@@ -120,32 +198,28 @@ def _blank(row: list[str]) -> bool:
     return not any(c.strip() for c in row)
 
 
-class Chunks(NamedTuple):
-    """What read_chunks gives: the column names (None without a header row), the number of
-    columns, and the chunks: (line number of the chunk's first row, cells as a string array)."""
-
-    names: list[str] | None
-    width: int
-    chunks: Iterator[tuple[int, np.ndarray]]
-
-
 def read_chunks(path: str, chunk_rows: int | None = None, header: bool | str = True, hint: str = NO_HEADER_HINT,
-                n_inputs: int = 0) -> Chunks:
+                n_inputs: int = 0, delimiter: str = "auto", missing: Sequence[str] = MISSING_VALUES) -> Chunks:
     """Read a CSV in chunks of `chunk_rows` rows (None: the whole file as one chunk).
 
     header: True (the first row names the columns), False (no header row: names are None),
     or "position" (a header row is skipped when there is one, see header_in_position_mode).
     The header is read and checked here; the rows when the chunks are iterated. Line numbers
     count rows: data row i is line i + 2 (i + 1 without a header). Blank rows at the end are
-    ignored; a blank row before data is a row like any other (of its own width)."""
+    ignored; a blank row before data is a row like any other (of its own width).
+    delimiter: "auto" (see resolve_delimiter) or one character. A .jsonl file is read by
+    nncli.data.jsonl (names from its keys; `missing`: what a null or absent key reads as)."""
+    if jsonl.is_jsonl(path):
+        return jsonl.read_chunks(path, chunk_rows, missing)
     _check_text(path)
+    delimiter = resolve_delimiter(path, delimiter)
     try:
         fh = open(path, newline="", encoding="utf-8-sig")
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read: {exc.strerror}") from None
-    rows = _parsed(path, fh)
+    rows = _parsed(path, fh, delimiter)
     try:
         first_row = next(rows, None)
         ahead: list[list[str]] = []  # after a blank first row: the rows up to the first non-blank one
@@ -158,6 +232,12 @@ def read_chunks(path: str, chunk_rows: int | None = None, header: bool | str = T
                 first_row = None  # only blank rows
         if first_row is None:
             raise DataError(f"{path}: the file is empty; expected a header row and data rows")
+        if len(first_row) == 1 and header:  # e.g. a ';' file read with delimiter ',': say so, not "no column 'y'"
+            other = [d for d in DELIMITERS if d != delimiter and len(next(csv.reader([first_row[0]], delimiter=d))) > 1]
+            if other:
+                raise DataError(f"{path}: line 1 is one column when split on {show_delimiter(delimiter)}, but it "
+                                f"splits on {show_delimiter(other[0])}; set data.delimiter (predict/evaluate: "
+                                f"--delimiter) to {show_delimiter(other[0])}, or auto")
         if header == "position":  # a header row's names are not used, so not checked
             header = header_in_position_mode(first_row, n_inputs)
             names = [h.strip() for h in first_row] if header else None
@@ -201,17 +281,20 @@ def read_chunks(path: str, chunk_rows: int | None = None, header: bool | str = T
     return Chunks(names, width, chunks())
 
 
-def read_rows(path: str, header: bool | str = True, hint: str = NO_HEADER_HINT, n_inputs: int = 0
+def read_rows(path: str, header: bool | str = True, hint: str = NO_HEADER_HINT, n_inputs: int = 0,
+              delimiter: str = "auto", missing: Sequence[str] = MISSING_VALUES
               ) -> tuple[list[str] | None, np.ndarray, int]:
     """(column names, the cells of every data row, line number of the first data row): the whole
     file, as the one chunk of read_chunks."""
-    names, _, chunks = read_chunks(path, None, header, hint, n_inputs)
+    names, _, chunks = read_chunks(path, None, header, hint, n_inputs, delimiter, missing)
     (first, cells), = list(chunks)
     return names, cells, first
 
 
-def to_float(path: str, cells: np.ndarray, names: Sequence[str], row_offset: int = 2) -> np.ndarray:
-    """Convert a (rows, cols) array of strings to float32, naming the first bad cell."""
+def to_float(path: str, cells: np.ndarray, names: Sequence[str], row_offset: int = 2,
+             missing: Sequence[str] = MISSING_VALUES) -> np.ndarray:
+    """Convert a (rows, cols) array of strings to float32, naming the first bad cell (a missing
+    one, see is_missing, as missing: the columns read here are numbers without imputation)."""
     try:
         out = np.char.strip(cells).astype(np.float64)
     except ValueError:
@@ -220,6 +303,10 @@ def to_float(path: str, cells: np.ndarray, names: Sequence[str], row_offset: int
         return out.astype(np.float32)
     for r, row in enumerate(cells):
         for c, cell in enumerate(row):
+            if cell.strip() in missing:
+                raise DataError(f"{path}: line {r + row_offset}, column '{names[c]}': missing value "
+                                f"{cell.strip()[:40]!r} (one of data.missing_values) in a number column; fill it "
+                                f"in or drop the row")
             try:
                 v = float(cell)
             except ValueError:
@@ -255,7 +342,8 @@ def training_columns(path: str, names: Sequence[str], x_cols: Sequence[str] | st
 
 def read_csv(path: str, x_cols: Sequence[str] | str | None, y_col: str | None, *,
              with_targets: bool = True, expect_x: Sequence[str] | None = None,
-             header: bool = True, by_position: bool = False) -> Table:
+             header: bool = True, by_position: bool = False, delimiter: str = "auto",
+             missing: Sequence[str] = MISSING_VALUES) -> Table:
     """Read a CSV.
 
     Training (`with_targets`): the target is `y_col` (default: the last column);
@@ -266,11 +354,11 @@ def read_csv(path: str, x_cols: Sequence[str] | str | None, y_col: str | None, *
     """
     if expect_x is not None:
         mode = "position" if by_position else bool(header)
-        names, cells, first = read_rows(path, mode, PREDICT_NO_HEADER_HINT, len(expect_x))
+        names, cells, first = read_rows(path, mode, PREDICT_NO_HEADER_HINT, len(expect_x), delimiter, missing)
         if names is None and not by_position:
             names = generic_names(cells.shape[1])
-        return _csv_for_model(path, names, cells, first, expect_x, y_col, with_targets, by_position)
-    names, cells, first = read_rows(path, bool(header))
+        return _csv_for_model(path, names, cells, first, expect_x, y_col, with_targets, by_position, missing)
+    names, cells, first = read_rows(path, bool(header), delimiter=delimiter, missing=missing)
     header_names = names
     names = names if names is not None else generic_names(cells.shape[1])
     x_cols, y_name, idx, y_idx = training_columns(path, names, x_cols, y_col)
@@ -279,8 +367,8 @@ def read_csv(path: str, x_cols: Sequence[str] | str | None, y_col: str | None, *
         # e.g. "5.1,3.5,1.4,0.2,setosa": numbers for input names and a target name that is also a label
         raise DataError(f"{path}: line 1 ({preview(header_names, 4)}) looks like a data row, not a header row "
                         f"of column names; {NO_HEADER_HINT}")
-    x = to_float(path, cells[:, idx], list(x_cols), row_offset=first)
-    y = _targets(path, y_cells, y_name, row_offset=first) if with_targets else None
+    x = to_float(path, cells[:, idx], list(x_cols), row_offset=first, missing=missing)
+    y = _targets(path, y_cells, y_name, row_offset=first, missing=missing) if with_targets else None
     return Table(x, y, path, list(x_cols), y_name)
 
 
@@ -316,20 +404,29 @@ def model_columns(path: str, names: list[str] | None, width: int, expect_x: Sequ
 
 
 def _csv_for_model(path: str, names: list[str] | None, cells: np.ndarray, first: int, expect_x: Sequence[str],
-                   y_col: str | None, with_targets: bool, by_position: bool) -> Table:
+                   y_col: str | None, with_targets: bool, by_position: bool,
+                   missing: Sequence[str] = MISSING_VALUES) -> Table:
     """Inputs (and, with_targets, the targets) for a trained model: see model_columns."""
     idx, y_idx, shown = model_columns(path, names, cells.shape[1], expect_x, y_col, with_targets, by_position)
     x_names = [shown[i] for i in idx]
-    x = to_float(path, cells[:, idx], x_names, row_offset=first)
-    y = _targets(path, cells[:, y_idx], shown[y_idx], row_offset=first) if with_targets else None
+    x = to_float(path, cells[:, idx], x_names, row_offset=first, missing=missing)
+    y = _targets(path, cells[:, y_idx], shown[y_idx], row_offset=first, missing=missing) if with_targets else None
     return Table(x, y, path, x_names, shown[y_idx] if y_idx is not None else y_col)
 
 
-def _targets(path: str, column: np.ndarray, name: str, row_offset: int = 2) -> np.ndarray:
-    """A CSV target column: numbers when every cell is one, else the (stripped) strings."""
+def _targets(path: str, column: np.ndarray, name: str, row_offset: int = 2,
+             missing: Sequence[str] = MISSING_VALUES) -> np.ndarray:
+    """A CSV target column: numbers when every cell is one, else the (stripped) strings. A missing
+    cell (an empty one, or one of the missing tokens) is an error saying how many and where."""
     y = np.char.strip(column)
-    if (y == "").any():
-        raise DataError(f"{path}: line {int(np.argmax(y == '')) + row_offset}, column '{name}': empty target")
+    gone = is_missing(y, missing) | (y == "")
+    if gone.any():
+        lines = (np.flatnonzero(gone)[:5] + row_offset).tolist()
+        n = int(gone.sum())
+        more = ", ..." if n > len(lines) else ""
+        raise DataError(f"{path}: line {lines[0]}, column '{name}': {n} missing target value{'s' * (n > 1)} "
+                        f"(line{'s' * (n > 1)} {', '.join(map(str, lines))}{more}); every row needs a target: "
+                        f"drop those rows")
     try:
         values = y.astype(np.float64)
     except ValueError:

@@ -89,3 +89,9 @@ class Normalizer:
         if self.kind == "none":
             return x
         return ((x - self.shift) * self.scale).astype(np.float32)
+
+    def invert(self, z: np.ndarray) -> np.ndarray:
+        """The inverse of apply: z / scale + shift (a standardised target back in its own units)."""
+        if self.kind == "none":
+            return z
+        return (np.asarray(z, dtype=np.float64) / self.scale + self.shift).astype(np.float32)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 
@@ -32,3 +32,13 @@ def preview(names: Sequence[str], n: int = 6) -> str:
     """The first `n` names, comma-separated, with the count when there are more (for messages)."""
     names = list(names)
     return ", ".join(names[:n]) + (f", ... ({len(names)} in all)" if len(names) > n else "")
+
+
+class Chunks(NamedTuple):
+    """What a reader's read_chunks gives (the CSV reader, nncli.data.csv, and the JSON-lines one,
+    nncli.data.jsonl): the column names (None without a header row), the number of columns, and
+    the chunks: (line number of the chunk's first row, cells as a (rows, width) string array)."""
+
+    names: list[str] | None
+    width: int
+    chunks: Iterator[tuple[int, np.ndarray]]

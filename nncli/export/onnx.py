@@ -298,6 +298,10 @@ def build(model: inference.Loaded, opset: int = DEFAULT_OPSET):
     if enc.kind == "binary":   # one sigmoid column -> (1 - p, p), the two columns predict prints
         one = g.const("one", f32(1.0))
         x = g.node("Concat", [g.node("Sub", [one, x], "binary"), x], "binary", axis=1)
+    ts = ck.target_scaler  # a standardised regression target: back in its own units, inside the graph
+    if ts.kind != "none":
+        x = g.node("Div", [x, g.const("target_scale", f32(ts.scale))], "target_units")
+        x = g.node("Add", [x, g.const("target_shift", f32(ts.shift))], "target_units")
     out_name, out_shape = ("probabilities", [len(enc.classes)]) if enc.kind != "values" else ("values", list(shape))
     g.nodes.append(helper.make_node("Identity", [x], [out_name], name="output"))
     graph = helper.make_graph(
@@ -331,7 +335,9 @@ def sample_rows(model: inference.Loaded, n: int = CHECK_ROWS, seed: int = 0) -> 
         try:
             names = (ck.x_names if ck.x_names and len(ck.x_names) == 1 else []) if data.is_hdf5(train) \
                 else inference.input_names(ck, train)
-            table = data.read(train, None, ck.y_name, with_targets=False, expect_x=names)
+            delimiter, missing = inference.reading(model)
+            table = data.read(train, None, ck.y_name, with_targets=False, expect_x=names, delimiter=delimiter,
+                              missing=missing)
             if table.x.shape[1:] == ck.input_shape and len(table.x):
                 return table.x[:n].astype(np.float32), f"the first {min(n, len(table.x))} rows of {train}"
         except NncliError:
@@ -350,7 +356,7 @@ def sample_rows(model: inference.Loaded, n: int = CHECK_ROWS, seed: int = 0) -> 
 
 def reference(model: inference.Loaded, raw: np.ndarray) -> np.ndarray:
     """nncli's own outputs for raw rows, shaped as the ONNX model's output."""
-    out = inference.outputs(model, model.ck.normalizer.apply(raw))
+    out = model.ck.target_scaler.invert(inference.outputs(model, model.ck.normalizer.apply(raw)))
     if model.ck.encoding.kind == "binary":
         p = out.reshape(len(out)).astype(np.float64)
         return np.stack([1.0 - p, p], axis=1)
@@ -385,7 +391,9 @@ def check(model: inference.Loaded, onnx_model, tolerance: float = TOLERANCE) -> 
     if got.shape != want.shape:
         raise ExportError(f"{model.path}: the ONNX model outputs shape {got.shape[1:]} per example, nncli "
                           f"{want.shape[1:]}; nothing was written")
-    diff = float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64)))) if got.size else 0.0
+    ts = model.ck.target_scaler  # a target in its own units (prices ~1e5): compared in the units trained on
+    per_unit = np.asarray(ts.scale, dtype=np.float64) if ts.kind != "none" else 1.0
+    diff = float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64)) * per_unit)) if got.size else 0.0
     if not diff <= tolerance:
         raise ExportError(f"{model.path}: the ONNX model differs from nncli's predictions by {diff:.3g} on {where} "
                           f"(more than {tolerance:g}); nothing was written")

@@ -9,13 +9,14 @@ the training part (the one accumulator: one update, or one per block) and read a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from nncli import data, network
 from nncli import spec as spec_mod
 from nncli.errors import DataError
+from nncli.registry import did_you_mean
 
 
 @dataclass
@@ -33,13 +34,16 @@ class Prepared:
     t_val: np.ndarray | None
     x_names: list[str]
     y_name: str | None
+    target_scaler: data.Normalizer = field(default_factory=lambda: data.Normalizer("none"))
+    class_weights: np.ndarray | None = None   # one per class (data.class_weight), None: unweighted
 
 
 def read_table(spec: spec_mod.Spec, path: str, key: str) -> data.Table:
     """A data file of the config, read whole; errors name the config key (data.train, ...)."""
     d = spec["data"]
     try:
-        return data.read(path, d["x"], d["y"], header=d["header"])
+        return data.read(path, d["x"], d["y"], header=d["header"], delimiter=d["delimiter"],
+                         missing=d["missing_values"])
     except DataError as exc:
         raise DataError(f"{exc.message} (from {spec.source}: data.{key})") from None
 
@@ -86,6 +90,41 @@ def _split_blocks(spec: spec_mod.Spec, x_all: data.XStream, t_all: np.ndarray, v
     return x_tr, np.ascontiguousarray(x_tr.targets_of(t_all)), x_va, np.ascontiguousarray(x_va.targets_of(t_all))
 
 
+def target_scaling(spec: spec_mod.Spec, enc: data.Encoding, t_tr: np.ndarray) -> data.Normalizer:
+    """data.normalize_target: the standardisation of a regression target (mean and std of the
+    training split, per output), or none (classification, normalize_target: none, or auto with a
+    bounded output activation such as a sigmoid: its targets keep their range)."""
+    mode = spec["data"]["normalize_target"]
+    if enc.kind != "values" or spec.task != "regression" or mode == "none" or (
+            mode == "auto" and spec_mod.output_activation(spec.layers) != "linear"):
+        return data.Normalizer("none")
+    return data.Normalizer.fit("standard", t_tr)
+
+
+def class_weights(spec: spec_mod.Spec, enc: data.Encoding, t_tr: np.ndarray) -> np.ndarray | None:
+    """data.class_weight as one weight per class (enc.classes' order), or None (none).
+    balanced: n_samples / (n_classes * count_c) over the training split, as scikit-learn's
+    compute_class_weight (a class absent from the split counts 1); a mapping: the weights it
+    names, 1 for the classes it does not."""
+    cw = spec["data"]["class_weight"]
+    if cw == "none":
+        return None
+    if enc.kind not in ("categorical", "binary"):
+        raise spec.error("data.class_weight", "class weights need one class label per row (a softmax or a "
+                                              "single sigmoid output), not multi-label targets")
+    classes = list(enc.classes)
+    if cw == "balanced":
+        flat = t_tr.reshape(len(t_tr), -1).astype(np.float64)
+        counts = flat.sum(axis=0) if enc.kind == "categorical" else np.array([len(flat) - flat.sum(), flat.sum()])
+        return (len(flat) / (len(classes) * np.maximum(counts, 1.0))).astype(np.float32)
+    unknown = [k for k in cw if k not in classes]
+    if unknown:
+        raise spec.error(f"data.class_weight.{unknown[0]}", f"no class '{unknown[0]}' in the targets"
+                                                            f"{did_you_mean(unknown[0], classes)}; the classes: "
+                                                            f"{', '.join(classes[:8])}{' ...' if len(classes) > 8 else ''}")
+    return np.array([cw.get(c, 1.0) for c in classes], dtype=np.float32)
+
+
 def prepare(spec: spec_mod.Spec) -> Prepared:
     d = spec["data"]
     streamed = data.should_stream(spec)  # inputs bigger than data.memory_budget_mb: read from disk in blocks
@@ -128,6 +167,10 @@ def prepare(spec: spec_mod.Spec) -> Prepared:
         if vt.x.shape[1:] != input_shape:
             raise DataError(f"{val}: inputs of shape {vt.x.shape[1:]} but the training data has {input_shape}")
         x_va, t_va = vt.x, data.encode_targets(vt, enc, net.output_shape)
+    target_scaler = target_scaling(spec, enc, t_tr)  # fitted on the training split only
+    weights = class_weights(spec, enc, t_tr)
+    t_tr = target_scaler.apply(t_tr)
+    t_va = target_scaler.apply(t_va) if t_va is not None else None
     if streamed:
         x_tr = x_tr.normalized(normalizer)
         if isinstance(x_va, data.XStream):
@@ -140,4 +183,4 @@ def prepare(spec: spec_mod.Spec) -> Prepared:
         x_tr = np.ascontiguousarray(normalizer.apply(x_tr))
         x_va = normalizer.apply(x_va) if x_va is not None else None
         t_tr = np.ascontiguousarray(t_tr)
-    return Prepared(spec, net, enc, normalizer, x_tr, t_tr, x_va, t_va, x_names, y_name)
+    return Prepared(spec, net, enc, normalizer, x_tr, t_tr, x_va, t_va, x_names, y_name, target_scaler, weights)

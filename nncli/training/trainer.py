@@ -177,13 +177,14 @@ class Trainer:
         t0 = time.perf_counter()
         graph, self.opt_state = functions.train_graph(
             net, s["loss"], self.metrics, self.opt, self.lr, self.batch_size, self.iterations, seed=s["seed"],
-            penalty=regularization.penalty(s["regularization"]))
+            penalty=regularization.penalty(s["regularization"]), target_scaler=self.p.target_scaler,
+            class_weights=self.p.class_weights)
         self.steps = steps_mod.for_data(s["steps_per_execution"], self.choice.backend, self.batch_size,
                                         len(self.p.x_train), net.input_shape, net.output_shape)
         self.train_fn = steps_mod.compile_several(graph, self.steps, self.choice.backend)
         n_eval = max(len(self.p.x_val) if self.p.x_val is not None else 0, 1)
         self.eval_batch = min(max(self.batch_size, 256), n_eval) if self.p.x_val is not None else self.batch_size
-        self.eval_fn = functions.compile_eval(net, s["loss"], self.metrics, self.eval_batch) \
+        self.eval_fn = functions.compile_eval(net, s["loss"], self.metrics, self.eval_batch, self.p.target_scaler) \
             if self.p.x_val is not None else None
         self.predict_fn = functions.compile_predict(net, self.eval_batch) if self.epoch_metrics else None
         self.compile_seconds = time.perf_counter() - t0
@@ -200,6 +201,7 @@ class Trainer:
             config_yaml=self.config_yaml, input_shape=net.input_shape, task=self.spec.task,
             loss=self.spec["loss"], params=values, trainable=list(net.params),
             normalizer=self.p.normalizer, encoding=self.p.encoding, x_names=self.p.x_names,
+            target_scaler=self.p.target_scaler,
             y_name=self.p.y_name, epoch=epoch, step=step, backend=self.choice.backend,
             optimizer_type=self.spec["optimizer"]["type"],
             optimizer=optimizer, history={k: list(v) for k, v in history.items()}, rng=rng_state,
@@ -344,8 +346,9 @@ class Trainer:
                 val = functions.run_sums(self.eval_fn, self.val_data.batches(p.t_val, self.eval_batch))
                 logs.update({f"val_{k}": v for k, v in val.items()})
             if self.predict_fn is not None:  # epoch-level metrics, from the outputs for every example of each set
-                sets = [(t, functions.predict_array(self.predict_fn, x)) if x is not None else (None, None)
-                        for x, t in ((p.x_train, p.t_train), (p.x_val, p.t_val))]
+                units = p.target_scaler.invert  # rmse, r2 in the target's own units
+                sets = [(units(t), units(functions.predict_array(self.predict_fn, x))) if x is not None
+                        else (None, None) for x, t in ((p.x_train, p.t_train), (p.x_val, p.t_val))]
                 logs = metrics_mod.with_epoch_metrics(logs, s["metrics"], s["loss"], *sets)
             seconds = time.perf_counter() - t0
             for k, v in logs.items():

@@ -40,7 +40,7 @@ def test_blank_rows_at_the_end_are_ignored_and_before_data_are_rows(tmp_path):
     for n in (None, 1):
         assert message(chunked, src, n).endswith("line 3: expected 2 columns as in the header, got 0")
     src.write_text("a,y\n1,2\n , \n3,4\n")  # a blank row as wide as the header is a row of empty cells
-    assert message(read_csv, str(src), None, None).endswith("line 3, column 'a': expected a number, got ''")
+    assert message(read_csv, str(src), None, None).endswith("line 3, column 'a': missing value '' (one of data.missing_values) in a number column; fill it in or drop the row")
     src.write_text("\n\n \n")
     assert message(read_rows, str(src)).endswith("the file is empty; expected a header row and data rows")
     src.write_text("a,y\n\n")
