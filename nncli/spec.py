@@ -184,7 +184,8 @@ def _plain(v: Any) -> Any:
 def located(source: str, lines: Mapping[str, int], path: str, message: str) -> str:
     probe = path
     while probe and probe not in lines:  # a missing key: point at its parent
-        probe = probe.rsplit(".", 1)[0] if "." in probe else (probe.rsplit("[", 1)[0] if "[" in probe else "")
+        probe = (probe.rsplit("[", 1)[0] if probe.endswith("]")   # layers[2].inputs[1] -> layers[2].inputs
+                 else probe.rsplit(".", 1)[0] if "." in probe else "")
     line = lines.get(probe)
     at = f" (from {overrides_mod.OPTION})" if line == FROM_SET else (f" (line {line})" if line else "")
     return f"{source}: {path}{at}: {message}"

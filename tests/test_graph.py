@@ -179,6 +179,28 @@ def test_inspect_shows_each_layers_inputs(graph_run):
     assert rows["res"].endswith("  h1, h2") and rows["cat"].endswith("  res, b_relu") and rows["bn"].endswith("  b")
 
 
+def test_config_check_shows_the_inputs(graph_run):
+    _, config, _, _ = graph_run
+    r = run("config", config, "--check")
+    assert r.exit_code == 0, r.stderr
+    rows = {line.split()[0]: line for line in r.stdout.splitlines() if line.strip()}
+    assert rows["layer"].endswith("  inputs") and rows["prod"].endswith("  res, b_relu")
+    assert rows["h1"].endswith("  input") and rows["logits"].endswith("  cat")
+
+
+def test_onnx_export_of_the_graph_matches_numpy(graph_run, blobs_csv, tmp_path):
+    """`nncli export`, run by onnxruntime, against the numpy forward pass of the checkpoint."""
+    ort = pytest.importorskip("onnxruntime")
+    _, _, whole, _ = graph_run
+    r = run("export", whole / "model.h5", "-o", tmp_path / "graph.onnx")
+    assert r.exit_code == 0, r.stderr
+    raw = np.loadtxt(blobs_csv, delimiter=",", skiprows=1, usecols=(0, 1))
+    session = ort.InferenceSession(str(tmp_path / "graph.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(["probabilities"], {"x": raw.astype(np.float32)})[0]
+    probs, _ = numpy_forward(whole / "model.h5", raw)
+    np.testing.assert_allclose(got, probs, atol=1e-5)
+
+
 def test_checkpoint_stores_the_resolved_graph(graph_run):
     """Every layer of a graph is stored with its inputs (the first layer's default too)."""
     _, _, whole, _ = graph_run
