@@ -69,11 +69,6 @@ class Network:
         shapes = [self.input_shape if j < 0 else self.shapes[j] for j in self.sources[i]]
         return shapes if self.layers[i].multi_input() else shapes[0]
 
-    @property
-    def is_chain(self) -> bool:
-        """Each layer takes the previous layer's output (a plain stack)."""
-        return all(src == (i - 1,) for i, src in enumerate(self.sources))
-
     def _check_budget(self) -> None:
         """At most MAX_PARAMS values in all, counted before any weight is allocated."""
         total = 0

@@ -21,7 +21,12 @@ import yaml
 from click.testing import CliRunner
 
 from support import InterruptAt, assert_same_arrays, error_line, write_config
-from nncli import checkpoint, network, spec
+import pytensor
+import pytensor.tensor as pt
+
+from nncli import checkpoint, errors, initializers, network, spec
+from nncli.layers import LAYERS, Context, Layer
+from nncli.schema import Key, integer
 from nncli.cli import main
 from nncli.errors import Interrupted
 from nncli.training import trainer
@@ -246,6 +251,78 @@ def test_default_loss_follows_the_output_chain(blobs_csv):
   - {type: add, inputs: [a, b]}
 """), "d.yaml")
     assert s["loss"] == "mse" and network.build(s, (2,)).last_activation is None
+
+
+# --- the multi-input interface (what attention's inputs: [q, kv] uses) ----------------------
+
+class FakeQueryKeyValue(Layer):
+    """Registered only in this test: 1 or 2 inputs, like attention (q alone, or [q, kv]); one
+    weight per input; y = q W_q + mean over kv's steps of (kv W_kv), per step of q."""
+
+    n_inputs = (1, 2)
+    keys = {"units": Key(integer(min=1), 3)}
+    seen: list = []
+
+    def output_shape(self, shapes):
+        FakeQueryKeyValue.seen.append(("output_shape", [tuple(s) for s in shapes]))
+        return (*shapes[0][:-1], self.config["units"])
+
+    def init_params(self, shapes, rng):
+        FakeQueryKeyValue.seen.append(("init_params", [tuple(s) for s in shapes]))
+        return {f"W{i}": initializers.make("glorot_uniform", (s[-1], self.config["units"]), rng)
+                for i, s in enumerate(shapes)}
+
+    def linear(self, xs, params, ctx):
+        assert isinstance(xs, list)
+        q, kv = xs[0], xs[-1]
+        return pt.dot(q, params["W0"]) + pt.dot(kv, params[f"W{len(xs) - 1}"]).mean(axis=1, keepdims=True)
+
+
+@pytest.fixture
+def fake_layer():
+    LAYERS.add("fake_qkv", FakeQueryKeyValue)
+    FakeQueryKeyValue.seen = []
+    try:
+        yield FakeQueryKeyValue
+    finally:
+        LAYERS._items.pop("fake_qkv", None)
+
+
+def _forward(net, x, seed=0):
+    params, state = net.initial_values(np.random.default_rng(seed))
+    net.create_shared(params, state)
+    xs = pt.tensor("x", dtype=pytensor.config.floatX, shape=(None, *net.input_shape))
+    out, _, _ = net.forward(xs, Context(training=False))
+    return params, pytensor.function([xs], out)(x.astype(pytensor.config.floatX))
+
+
+def test_a_multi_input_layer_gets_lists_in_the_order_of_its_inputs(fake_layer):
+    specs = spec.parse_layers([{"type": "dense", "units": 4, "name": "kv"},            # (5, 2) -> (5, 4)
+                               {"type": "dense", "units": 2, "name": "q", "inputs": "input"},
+                               {"type": "fake_qkv", "inputs": ["q", "kv"]}], "test")
+    net = network.Network(specs, (5, 2))
+    assert fake_layer.seen[0] == ("output_shape", [(5, 2), (5, 4)])   # then init_params (the parameter count)
+    assert all(shapes == [(5, 2), (5, 4)] for _, shapes in fake_layer.seen)
+    assert net.shapes == [(5, 4), (5, 2), (5, 3)] and network.trainable_counts(net) == [12, 6, 2 * 3 + 4 * 3]
+    x = np.random.default_rng(1).normal(size=(3, 5, 2))
+    params, got = _forward(net, x)
+    assert fake_layer.seen[-1] == ("init_params", [(5, 2), (5, 4)])
+    kv = x @ params["kv/W"] + params["kv/b"]
+    q = x @ params["q/W"] + params["q/b"]
+    want = q @ params["fake_qkv_3/W0"] + (kv @ params["fake_qkv_3/W1"]).mean(axis=1, keepdims=True)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_a_multi_input_layer_with_one_input_gets_a_list_of_one(fake_layer):
+    net = network.Network(spec.parse_layers([{"type": "fake_qkv"}], "test"), (4, 2))
+    assert fake_layer.seen[0] == ("output_shape", [(4, 2)]) and net.shapes == [(4, 3)]
+    x = np.random.default_rng(2).normal(size=(2, 4, 2))
+    params, got = _forward(net, x)
+    want = x @ params["fake_qkv_1/W0"] + (x @ params["fake_qkv_1/W0"]).mean(axis=1, keepdims=True)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(errors.ConfigError, match=r"layers\[1\]\.inputs: fake_qkv takes 1 or 2 inputs, got 3"):
+        spec.parse_layers([{"type": "dense", "units": 2, "name": "a"},
+                           {"type": "fake_qkv", "inputs": ["a", "a", "input"]}], "test")
 
 
 # --- validation: one Error: line naming the layer and key path, exit 2 -----------------
