@@ -73,7 +73,9 @@ def run(*args):
 
 @pytest.fixture(scope="module")
 def graph_run(tmp_path_factory, blobs_csv):
-    """(config, the uninterrupted run's folder, the interrupted-then-resumed run's folder)."""
+    """(config, the uninterrupted run's folder, the interrupted-then-resumed run's folder).
+    Three trainings of 4 short epochs (each compiles its step: most of this module's time), shared
+    by every test here."""
     name = "graph"
     folder = tmp_path_factory.mktemp(name)
     config = write_config(folder, HEAD.format(name=name, train=blobs_csv) + GRAPH)
@@ -257,7 +259,7 @@ def test_default_loss_follows_the_output_chain(blobs_csv):
 
 class FakeQueryKeyValue(Layer):
     """Registered only in this test: 1 or 2 inputs, like attention (q alone, or [q, kv]); one
-    weight per input; y = q W_q + mean over kv's steps of (kv W_kv), per step of q."""
+    weight per input; y = q W_q + the sum over kv's steps of (kv W_kv), per step of q."""
 
     n_inputs = (1, 2)
     keys = {"units": Key(integer(min=1), 3)}
@@ -275,7 +277,8 @@ class FakeQueryKeyValue(Layer):
     def linear(self, xs, params, ctx):
         assert isinstance(xs, list)
         q, kv = xs[0], xs[-1]
-        return pt.dot(q, params["W0"]) + pt.dot(kv, params[f"W{len(xs) - 1}"]).mean(axis=1, keepdims=True)
+        kv = pt.dot(kv, params[f"W{len(xs) - 1}"])
+        return pt.dot(q, params["W0"]) + pt.sum(kv, axis=1, keepdims=True, acc_dtype=kv.dtype)   # float32 under JAX
 
 
 @pytest.fixture
@@ -309,7 +312,7 @@ def test_a_multi_input_layer_gets_lists_in_the_order_of_its_inputs(fake_layer):
     assert fake_layer.seen[-1] == ("init_params", [(5, 2), (5, 4)])
     kv = x @ params["kv/W"] + params["kv/b"]
     q = x @ params["q/W"] + params["q/b"]
-    want = q @ params["fake_qkv_3/W0"] + (kv @ params["fake_qkv_3/W1"]).mean(axis=1, keepdims=True)
+    want = q @ params["fake_qkv_3/W0"] + (kv @ params["fake_qkv_3/W1"]).sum(axis=1, keepdims=True)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
@@ -318,7 +321,7 @@ def test_a_multi_input_layer_with_one_input_gets_a_list_of_one(fake_layer):
     assert fake_layer.seen[0] == ("output_shape", [(4, 2)]) and net.shapes == [(4, 3)]
     x = np.random.default_rng(2).normal(size=(2, 4, 2))
     params, got = _forward(net, x)
-    want = x @ params["fake_qkv_1/W0"] + (x @ params["fake_qkv_1/W0"]).mean(axis=1, keepdims=True)
+    want = x @ params["fake_qkv_1/W0"] + (x @ params["fake_qkv_1/W0"]).sum(axis=1, keepdims=True)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     with pytest.raises(errors.ConfigError, match=r"layers\[1\]\.inputs: fake_qkv takes 1 or 2 inputs, got 3"):
         spec.parse_layers([{"type": "dense", "units": 2, "name": "a"},
