@@ -174,7 +174,7 @@ def check(spec: spec_mod.Spec) -> Check:
             files.append(note)
     net = network.build(spec, shape)
     counts = network.trainable_counts(net)
-    rows = [{"name": s.name, "type": s.type, "output_shape": list(out), "params": int(c)}
+    rows = [{"name": s.name, "type": s.type, "inputs": list(s.inputs), "output_shape": list(out), "params": int(c)}
             for s, out, c in zip(spec.layers, net.shapes, counts)]
     return Check(shape, rows, int(np.sum(counts, dtype=np.int64)) if counts else 0, files)
 

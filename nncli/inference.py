@@ -315,7 +315,8 @@ def inspect(model_path: str) -> dict[str, Any]:
         "path": model.path, "epoch": ck.epoch, "step": ck.step, "created": ck.created,
         "nncli_version": ck.nncli_version, "backend": ck.backend, "task": ck.task, "loss": ck.loss,
         "input_shape": list(ck.input_shape),
-        "layers": [{"name": n, "type": t, "output_shape": list(s), "params": c} for n, t, s, c in rows],
+        "layers": [{"name": n, "type": t, "inputs": list(spec.inputs), "output_shape": list(s), "params": c}
+                   for (n, t, s, c), spec in zip(rows, model.net.specs)],
         "total_params": int(sum(r[3] for r in rows)),
         "classes": ck.encoding.classes, "normalization": ck.normalizer.kind,
         "target_scaling": None if ck.target_scaler.kind == "none" else {

@@ -4,18 +4,30 @@ A :class:`Network` knows its layers, the shape after each (checked at
 validation time, before anything is compiled), its parameters as shared
 variables named ``<layer>/<param>``, and builds the forward graph for
 training (dropout on, batch statistics) or inference from the same spec.
+
+The layers form a directed acyclic graph: each layer takes the outputs of the
+earlier layers its spec's ``inputs`` names (resolved by nncli.spec.check_graph:
+by default the previous layer, so a stack is the common case), and the last
+layer is the network's output. The config order is a topological order, so
+shapes, initial values (drawn in layer order: a stack draws exactly what it
+always drew) and the forward pass all go through the layers once, in order.
+A multi-input layer (``Layer.n_inputs``) receives lists; every other layer
+one shape and one tensor.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, Sequence
 
 import numpy as np
 import pytensor
+import pytensor.tensor as pt
 
 from nncli import activations, initializers
 from nncli.layers import LAYERS, Context, Layer, ShapeError
-from nncli.spec import LayerSpec, Spec
+from nncli.spec import INPUT, LayerSpec, Spec, check_graph
+from nncli.schema import Invalid
 
 #: the most parameters (and state values) a network may have: 400 MB as float32, before the
 #: optimizer's slots; checked before any weight is allocated
@@ -24,30 +36,47 @@ MAX_PARAMS = 100_000_000
 
 class Network:
     def __init__(self, layer_specs: Sequence[LayerSpec], input_shape: tuple[int, ...]):
-        self.specs = tuple(layer_specs)
+        specs = tuple(layer_specs)
+        if any(not s.inputs for s in specs):   # not yet resolved (built from LayerSpecs directly)
+            try:
+                specs = check_graph(specs)
+            except Invalid as exc:
+                at = re.match(r"layers\[(\d+)\]", exc.path)
+                raise LayerShapeError(specs[int(at.group(1)) if at else 0], exc.message, exc.path) from None
+        self.specs = specs
         self.input_shape = tuple(int(d) for d in input_shape)
         self.layers: list[Layer] = [LAYERS.get(s.type)(s.name, dict(s.config)) for s in self.specs]
+        index = {INPUT: -1, **{s.name: i for i, s in enumerate(self.specs)}}
+        #: per layer, the indices of its inputs (-1: the network's input), in the order of its `inputs:`
+        self.sources: list[tuple[int, ...]] = [tuple(index[n] for n in s.inputs) for s in self.specs]
         self.shapes: list[tuple[int, ...]] = []
-        shape = self.input_shape
         for spec, layer in zip(self.specs, self.layers):
+            shapes = self.input_shapes(len(self.shapes))
             try:
-                shape = tuple(int(d) for d in layer.output_shape(shape))
+                shape = tuple(int(d) for d in layer.output_shape(shapes))
             except ShapeError as exc:
+                if layer.multi_input():
+                    named = ", ".join(f"{n} {tuple(s)}" for n, s in zip(spec.inputs, shapes))
+                    raise LayerShapeError(spec, f"{exc} (inputs: {named})", f"{spec.path}.inputs") from None
                 raise LayerShapeError(spec, str(exc)) from None
             self.shapes.append(shape)
         self._check_budget()
         self.params: dict[str, Any] = {}   # "<layer>/<param>" -> shared (trainable)
         self.state: dict[str, Any] = {}    # "<layer>/<name>" -> shared (non-trainable)
 
+    def input_shapes(self, i: int):
+        """What layer i's methods take as input shape: one shape, or a list for a multi-input layer."""
+        shapes = [self.input_shape if j < 0 else self.shapes[j] for j in self.sources[i]]
+        return shapes if self.layers[i].multi_input() else shapes[0]
+
     def _check_budget(self) -> None:
         """At most MAX_PARAMS values in all, counted before any weight is allocated."""
-        total, shape = 0, self.input_shape
-        for spec, layer, out_shape in zip(self.specs, self.layers, self.shapes):
-            total += _count_params(layer, shape, MAX_PARAMS - total)
+        total = 0
+        for i, (spec, layer) in enumerate(zip(self.specs, self.layers)):
+            total += _count_params(layer, self.input_shapes(i), MAX_PARAMS - total)
             if total > MAX_PARAMS:
                 raise LayerShapeError(spec, f"the network would have more than {MAX_PARAMS:,} parameters "
                                             f"with this layer (nncli's parameter budget); use fewer units")
-            shape = out_shape
 
     @property
     def output_shape(self) -> tuple[int, ...]:
@@ -55,21 +84,25 @@ class Network:
 
     @property
     def last_activation(self) -> str | None:
-        for layer in reversed(self.layers):
+        """The activation the output passes through last: the output layer's, or, through layers
+        without keys that take one input (flatten), the one before; anything else ends the search."""
+        i = len(self.layers) - 1
+        while i >= 0:
+            layer = self.layers[i]
             if layer.activation is not None:
                 return layer.activation
-            if layer.keys:  # a layer with its own output (e.g. a recurrent layer) ends the search
+            if layer.keys or layer.multi_input():  # a layer with its own output (e.g. recurrent, add)
                 return None
+            i = self.sources[i][0]
         return None
 
     def initial_values(self, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Initial (trainable parameters, non-trainable state), drawn from `rng` in layer order."""
         params, state = {}, {}
-        shape = self.input_shape
-        for layer, out_shape in zip(self.layers, self.shapes):
+        for i, layer in enumerate(self.layers):
+            shape = self.input_shapes(i)
             params.update({f"{layer.name}/{n}": v for n, v in layer.init_params(shape, rng).items()})
             state.update({f"{layer.name}/{n}": v for n, v in layer.init_state(shape).items()})
-            shape = out_shape
         return params, state
 
     def create_shared(self, params: dict[str, np.ndarray], state: dict[str, np.ndarray]) -> None:
@@ -91,14 +124,19 @@ class Network:
 
     def forward(self, x, ctx: Context):
         """Return (output, pre-activation of the last layer, last activation name)."""
-        z, act = x, None
-        for layer in self.layers:
-            params = {k.split("/", 1)[1]: v for k, v in {**self.params, **self.state}.items()
-                      if k.split("/", 1)[0] == layer.name}
-            z = layer.linear(x, params, ctx)
+        z, act, outs = x, None, []
+        every = {**self.params, **self.state}
+        for layer, src in zip(self.layers, self.sources):
+            params = {k.split("/", 1)[1]: v for k, v in every.items() if k.split("/", 1)[0] == layer.name}
+            xs = [x if j < 0 else outs[j] for j in src]
+            if layer.multi_input():   # static per-example shapes: e.g. concatenate's gradient (a Split)
+                # then splits at constant sizes, which JAX needs (a shared weight has no static shape)
+                xs = [pt.specify_shape(v, (None, *(self.input_shape if j < 0 else self.shapes[j])))
+                      for v, j in zip(xs, src)]
+            z = layer.linear(xs if layer.multi_input() else xs[0], params, ctx)
             act = layer.activation
-            x = activations.apply(act, z) if act else z
-        return x, z, act
+            outs.append(activations.apply(act, z) if act else z)
+        return (outs[-1] if outs else x), z, act
 
     def summary(self, params: dict[str, np.ndarray]) -> list[tuple[str, str, tuple[int, ...], int]]:
         """(name, type, output shape, trainable parameter count) per layer."""
@@ -113,11 +151,10 @@ class _OverBudget(Exception):
 
 def trainable_counts(net: Network) -> list[int]:
     """Trainable parameters per layer (what `inspect` shows), counted without allocating weights."""
-    shapes = [net.input_shape, *net.shapes[:-1]]
-    return [_count_params(layer, shape, MAX_PARAMS, state=False) for layer, shape in zip(net.layers, shapes)]
+    return [_count_params(layer, net.input_shapes(i), MAX_PARAMS, state=False) for i, layer in enumerate(net.layers)]
 
 
-def _count_params(layer: Layer, input_shape: tuple[int, ...], budget: int, state: bool = True) -> int:
+def _count_params(layer: Layer, input_shape, budget: int, state: bool = True) -> int:
     """How many values `layer` creates (parameters and state) on inputs of `input_shape`.
 
     Its own init_params/init_state run with every weight initializer replaced by a view of
@@ -144,9 +181,9 @@ def _count_params(layer: Layer, input_shape: tuple[int, ...], budget: int, state
 
 
 class LayerShapeError(Exception):
-    def __init__(self, spec: LayerSpec, message: str):
+    def __init__(self, spec: LayerSpec, message: str, path: str | None = None):
         super().__init__(message)
-        self.spec, self.message = spec, message
+        self.spec, self.message, self.path = spec, message, path or spec.path
 
 
 def build(spec: Spec, input_shape: tuple[int, ...]) -> Network:
@@ -154,4 +191,4 @@ def build(spec: Spec, input_shape: tuple[int, ...]) -> Network:
     try:
         return Network(spec.layers, input_shape)
     except LayerShapeError as exc:
-        raise spec.error(exc.spec.path, f"{exc.spec.type} '{exc.spec.name}': {exc.message}") from None
+        raise spec.error(exc.path, f"{exc.spec.type} '{exc.spec.name}': {exc.message}") from None

@@ -118,12 +118,20 @@ def parse_yaml(raw: bytes | str, where: str) -> tuple[Any, dict[str, int]]:
 
 # --- the spec -----------------------------------------------------------------
 
+#: the name `inputs:` uses for the network's input (no layer may take it)
+INPUT = "input"
+
+
 @dataclass(frozen=True)
 class LayerSpec:
     index: int
     type: str
     name: str
     config: Mapping[str, Any]
+    #: the names of the layer's inputs, resolved (by check_graph): earlier layers' names or INPUT;
+    #: () until resolved, then the previous layer (INPUT for the first) when `inputs:` is absent
+    inputs: tuple[str, ...] = ()
+    given_inputs: Any = None   # `inputs:` as written: None (absent), a name, or a list of names
 
     @property
     def path(self) -> str:
@@ -156,7 +164,9 @@ class Spec:
     def resolved(self) -> dict[str, Any]:
         """The full config as plain data (what the checkpoint stores)."""
         out = {k: _plain(v) for k, v in self.cfg.items()}
-        out["layers"] = [{"type": l.type, "name": l.name, **_plain(l.config)} for l in self.layers]
+        graph = not is_chain(self.layers)   # a stack is stored as it always was; a graph with every inputs:
+        out["layers"] = [{"type": l.type, "name": l.name, **({"inputs": list(l.inputs)} if graph else {}),
+                          **_plain(l.config)} for l in self.layers]
         return out
 
     def to_yaml(self) -> str:
@@ -174,7 +184,8 @@ def _plain(v: Any) -> Any:
 def located(source: str, lines: Mapping[str, int], path: str, message: str) -> str:
     probe = path
     while probe and probe not in lines:  # a missing key: point at its parent
-        probe = probe.rsplit(".", 1)[0] if "." in probe else (probe.rsplit("[", 1)[0] if "[" in probe else "")
+        probe = (probe.rsplit("[", 1)[0] if probe.endswith("]")   # layers[2].inputs[1] -> layers[2].inputs
+                 else probe.rsplit(".", 1)[0] if "." in probe else "")
     line = lines.get(probe)
     at = f" (from {overrides_mod.OPTION})" if line == FROM_SET else (f" (line {line})" if line else "")
     return f"{source}: {path}{at}: {message}"
@@ -353,7 +364,12 @@ def _layer_item(value, path):
 
 described(_layer_item, lambda: typed_schema({n: LAYERS.get(n).keys for n in LAYERS.names()}, "layer", name_ok=False,
                                             extra={"name": {"type": "string", "minLength": 1, "pattern": r"^[^.][^/]*$",
-                                                            "description": "layer name (default: <type>_<n>)"}}))
+                                                            "not": {"const": INPUT},
+                                                            "description": "layer name (default: <type>_<n>)"},
+                                                   "inputs": {"anyOf": [{"type": "string", "minLength": 1},
+                                                                        {"type": "array", "minItems": 1,
+                                                                         "items": {"type": "string", "minLength": 1}}],
+                                                              "description": INPUTS_DOC}}))
 
 
 def top_keys(base: Path) -> dict[str, Key]:
@@ -388,35 +404,112 @@ def top_keys(base: Path) -> dict[str, Key]:
     }
 
 
+INPUTS_DOC = ("the layer's input: the name of an earlier layer, or a list of names for a layer with several "
+              "inputs (a merge layer); 'input' is the network's input (default: the previous layer)")
+
+
 def _layer(item: Any, path: str, index: int) -> LayerSpec:
     kind, rest = typed(item, path, LAYERS.names(), "layer type", name_ok=False,
                        example=" (e.g. {type: dense, units: 10})")
     cls = LAYERS.get(kind)
     rest.pop("name", None)
+    given = rest.pop("inputs", None)
+    if "inputs" in item:
+        given = either(string(), list_of(string(), min_len=1, max_len=1000),
+                       expected="a layer name or a list of layer names")(given, f"{path}.inputs")
     config = mapping(rest, path, cls.keys, "layer mapping")
     name = item.get("name", f"{kind}_{index + 1}")
     name = string()(name, f"{path}.name")
     if "/" in name or name.startswith("."):
         raise Invalid(f"{path}.name", f"layer names may not contain '/' or start with '.', got {show(name)}")
-    return LayerSpec(index, kind, name, MappingProxyType(config))
+    if name == INPUT:
+        raise Invalid(f"{path}.name", f"'{INPUT}' names the network's input in inputs:; choose another layer name")
+    return LayerSpec(index, kind, name, MappingProxyType(config),
+                     given_inputs=tuple(given) if isinstance(given, list) else given)
+
+
+def check_graph(layers: tuple[LayerSpec, ...]) -> tuple[LayerSpec, ...]:
+    """Resolve each layer's inputs (default: the previous layer; the first: the network's input)
+    and check the graph: unique names, inputs that name earlier layers (or 'input'), as many
+    inputs as each layer takes, and every layer's output used by a later one (but the last's).
+    Raises Invalid at the offending key path."""
+    where = {}
+    for l in layers:
+        if l.name in where:
+            raise Invalid(f"{l.path}.name", f"duplicate layer name '{l.name}' ({where[l.name].path} has it too)")
+        where[l.name] = l
+    out, used = [], set()
+    for i, l in enumerate(layers):
+        given = l.given_inputs
+        if given is None:
+            names, paths = (layers[i - 1].name if i else INPUT,), (f"{l.path}.inputs",)
+        elif isinstance(given, str):
+            names, paths = (given,), (f"{l.path}.inputs",)
+        else:
+            names, paths = tuple(given), tuple(f"{l.path}.inputs[{j}]" for j in range(len(given)))
+        earlier = [INPUT, *(m.name for m in layers[:i])]
+        for name, path in zip(names, paths):
+            if name == l.name:
+                raise Invalid(path, f"a layer cannot take its own output as its input; inputs name earlier "
+                                    f"layers (or '{INPUT}', the network's input)")
+            if name in where and name not in earlier:
+                raise Invalid(path, f"'{name}' is {where[name].path}, after this layer; inputs name earlier "
+                                    f"layers (or '{INPUT}', the network's input)")
+            if name not in earlier:
+                raise Invalid(path, f"unknown layer '{name}'{did_you_mean(name, earlier)}; inputs name earlier "
+                                    f"layers ({', '.join(earlier)})")
+        lo, hi = LAYERS.get(l.type).n_inputs
+        if len(names) < lo or (hi is not None and len(names) > hi):
+            takes = ("one input" if (lo, hi) == (1, 1) else f"exactly {lo} inputs" if lo == hi
+                     else f"{lo} or {hi} inputs" if hi == lo + 1 else
+                     f"{lo} to {hi} inputs" if hi is not None else f"at least {lo} inputs")
+            hint = (f" (default: the previous layer); name them, e.g. inputs: [{', '.join(earlier[-lo:])}]"
+                    if given is None else "")
+            raise Invalid(f"{l.path}.inputs", f"{l.type} takes {takes}, got {len(names)}{hint}")
+        used.update(names)
+        out.append(dataclasses.replace(l, inputs=names))
+    for l in layers[:-1]:
+        if l.name not in used:
+            raise Invalid(l.path, f"the output of {l.type} '{l.name}' is not used by any later layer (only the "
+                                  f"last layer, the network's output, may go unused); name '{l.name}' in a "
+                                  f"later layer's inputs, or remove it")
+    return tuple(out)
+
+
+def is_chain(layers: tuple[LayerSpec, ...]) -> bool:
+    """Whether each layer takes just the previous layer's output (the first: the network's input)."""
+    return all(l.inputs == ((layers[i - 1].name if i else INPUT),) for i, l in enumerate(layers))
 
 
 def parse_layers(items: Any, source: str, lines: Mapping[str, int] | None = None) -> tuple[LayerSpec, ...]:
     """Validate just the layers list (used when rebuilding a network from a checkpoint)."""
     try:
         layers = list_of(lambda v, p: v, min_len=1)(items, "layers")
-        return tuple(_layer(item, f"layers[{i}]", i) for i, item in enumerate(layers))
+        return check_graph(tuple(_layer(item, f"layers[{i}]", i) for i, item in enumerate(layers)))
     except Invalid as exc:
         raise ConfigError(located(source, lines or {}, exc.path, exc.message)) from None
 
 
+def output_chain(layers: tuple[LayerSpec, ...]) -> list[LayerSpec]:
+    """The output layer, then its input, its input's input, ... while each takes one input (for a
+    stack: the layers in reverse order); a layer with several inputs ends it."""
+    by_name, chain = {l.name: l for l in layers}, []
+    layer = layers[-1] if layers else None
+    while layer is not None:
+        chain.append(layer)
+        layer = by_name.get(layer.inputs[0]) if len(layer.inputs) == 1 else None
+    return chain
+
+
 def output_activation(layers: tuple[LayerSpec, ...]) -> str:
-    """The activation of the network's output: the last layer's that declares one (linear if none)."""
-    return next((l.config.get("activation") for l in reversed(layers) if "activation" in l.config), None) or "linear"
+    """The activation of the network's output: the first one declared along `output_chain`
+    (linear if none, e.g. when the output is a merge layer)."""
+    return next((l.config.get("activation") for l in output_chain(layers) if "activation" in l.config),
+                None) or "linear"
 
 
 def _default_loss(layers: tuple[LayerSpec, ...]) -> str:
-    last_act = next((l.config.get("activation") for l in reversed(layers) if "activation" in l.config), None)
+    last_act = output_activation(layers)
     if last_act == "softmax":
         return "categorical_crossentropy"
     if last_act == "sigmoid":
@@ -456,11 +549,7 @@ def from_dict(data: Any, source: str, lines: Mapping[str, int] | None = None, ba
     base = base or Path.cwd()
     try:
         cfg = mapping(data, "", top_keys(base), "mapping of config keys")
-        layers = tuple(_layer(item, f"layers[{i}]", i) for i, item in enumerate(cfg.pop("layers")))
-        names = [l.name for l in layers]
-        for l in layers:
-            if names.count(l.name) > 1:
-                raise Invalid(f"{l.path}.name", f"duplicate layer name '{l.name}'")
+        layers = check_graph(tuple(_layer(item, f"layers[{i}]", i) for i, item in enumerate(cfg.pop("layers"))))
     except Invalid as exc:
         raise ConfigError(located(source, lines, exc.path, exc.message)) from None
     if cfg["name"] is None:

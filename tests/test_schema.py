@@ -153,7 +153,7 @@ def _declared_paths() -> set[str]:
     for name in schedules.SCHEDULES.names():
         keys(f"schedule.{name}", {"type": 0, **schedules.COMMON_KEYS, **schedules.SCHEDULES.get(name).keys})
     for name in LAYERS.names():
-        keys(f"layers[].{name}", {"type": 0, "name": 0, **LAYERS.get(name).keys})
+        keys(f"layers[].{name}", {"type": 0, "name": 0, "inputs": 0, **LAYERS.get(name).keys})
     keys("metrics[]", {"type": 0, "k": 0})
     return out
 

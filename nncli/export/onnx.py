@@ -19,6 +19,9 @@ Mappings that are easy to get wrong (each has a test in tests/export/):
   into [0, input_dim - 1] and only then cast and gathered.
 - ``same`` padding becomes explicit pads, the extra row/column after.
 - dropout is the identity; batch_norm uses its running statistics.
+- a network that is not a stack is wired as nncli wires it: each layer reads the output
+  names of the layers its ``inputs`` names; merge layers map to Sum, Sub, Mul, Mean, Max and
+  Concat (the axis shifted by one for the batch axis).
 
 A layer (or an activation inside a recurrent layer) with no mapping is an
 :class:`ExportError` naming it, and nothing is written.
@@ -84,7 +87,7 @@ class LayerInput:
 
     layer: Any
     params: dict[str, np.ndarray]
-    input_shape: tuple[int, ...]      # per example (no batch axis)
+    input_shape: Any                  # per example (no batch axis); a multi-input layer: a list of shapes
     output_shape: tuple[int, ...]
 
 
@@ -172,6 +175,42 @@ def conv2d(g: Graph, li: LayerInput, x: str) -> str:
     if "b" in li.params:
         inputs.append(g.const(f"{name}_b", f32(li.params["b"])))
     return g.node("Conv", inputs, name, kernel_shape=[kh, kw], strides=[sh, sw], pads=[top, left, bottom, right])
+
+
+@EXPORTERS.register("activation")
+def activation_layer(g: Graph, li: LayerInput, x: str) -> str:
+    return x   # the activation itself is applied after every layer that has one
+
+
+def _variadic(op: str):
+    """add -> Sum, average -> Mean, maximum -> Max: one node over every input."""
+    def mapping(g: Graph, li: LayerInput, xs: list[str]) -> str:
+        return g.node(op, list(xs), li.layer.name)
+    return mapping
+
+
+EXPORTERS.add("add", _variadic("Sum"))
+EXPORTERS.add("average", _variadic("Mean"))
+EXPORTERS.add("maximum", _variadic("Max"))
+
+
+@EXPORTERS.register("subtract")
+def subtract(g: Graph, li: LayerInput, xs: list[str]) -> str:
+    return g.node("Sub", [xs[0], xs[1]], li.layer.name)
+
+
+@EXPORTERS.register("multiply")
+def multiply(g: Graph, li: LayerInput, xs: list[str]) -> str:
+    out = xs[0]
+    for x in xs[1:]:   # Mul is binary; left to right, as nncli multiplies
+        out = g.node("Mul", [out, x], li.layer.name)
+    return out
+
+
+@EXPORTERS.register("concatenate")
+def concatenate(g: Graph, li: LayerInput, xs: list[str]) -> str:
+    rank = len(li.input_shape[0])
+    return g.node("Concat", list(xs), li.layer.name, axis=li.layer.config["axis"] % rank + 1)   # +1: the batch axis
 
 
 def _pool(op: str):
@@ -284,16 +323,20 @@ def build(model: inference.Loaded, opset: int = DEFAULT_OPSET):
     if ck.normalizer.kind != "none":
         x = g.node("Sub", [x, g.const("norm_shift", f32(ck.normalizer.shift))], "normalize")
         x = g.node("Mul", [x, g.const("norm_scale", f32(ck.normalizer.scale))], "normalize")
-    shape = tuple(ck.input_shape)
-    for spec, layer, out_shape in zip(net.specs, net.layers, net.shapes):
+    shape, outs = tuple(ck.input_shape), []   # outs: each layer's output tensor name (the graph's wiring)
+    for i, (spec, layer, out_shape) in enumerate(zip(net.specs, net.layers, net.shapes)):
         if spec.type not in EXPORTERS:
             raise ExportError(f"{model.path}: layer '{layer.name}' (type {spec.type}) cannot be exported to ONNX "
                               f"(no mapping; exportable: {', '.join(EXPORTERS.names())}); nothing was written")
         params = {k.split("/", 1)[1]: np.asarray(v) for k, v in ck.params.items() if k.split("/", 1)[0] == layer.name}
-        x = EXPORTERS.get(spec.type)(g, LayerInput(layer, params, shape, out_shape), x)
+        xs = [x if j < 0 else outs[j] for j in net.sources[i]]
+        y = EXPORTERS.get(spec.type)(g, LayerInput(layer, params, net.input_shapes(i), out_shape),
+                                     xs if layer.multi_input() else xs[0])
         if layer.activation:
-            x = activation(g, layer.activation, x, layer.name)
+            y = activation(g, layer.activation, y, layer.name)
+        outs.append(y)
         shape = out_shape
+    x = outs[-1]
     enc = ck.encoding
     if enc.kind == "binary":   # one sigmoid column -> (1 - p, p), the two columns predict prints
         one = g.const("one", f32(1.0))

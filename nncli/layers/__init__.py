@@ -1,7 +1,8 @@
 """Layers, by YAML name: one registry (``LAYERS``), one module per family.
 
 - base: ``LAYERS``, :class:`Layer` (with its ``kind``), :class:`Context`, :class:`ShapeError`
-- core: dense, flatten, reshape, embedding
+- core: dense, flatten, reshape, embedding, activation
+- merge: add, subtract, multiply, average, maximum, concatenate (multi-input layers)
 - conv: conv2d, max_pool2d, avg_pool2d
 - recurrent: simple_rnn, lstm, gru (their time loop: recurrence)
 - dropout: dropout; normalization: batch_norm
@@ -13,7 +14,7 @@ To add a layer: a :class:`Layer` subclass with its ``keys`` and ``kind``,
 registered with ``@LAYERS.register("word")`` in its family's module.
 """
 
-from nncli.layers import conv, core, dropout, normalization, recurrent  # noqa: F401  (they register)
+from nncli.layers import conv, core, dropout, merge, normalization, recurrent  # noqa: F401  (they register)
 from nncli.layers.base import KINDS, LAYERS, Context, Layer, Shape, ShapeError
 
 __all__ = ["KINDS", "LAYERS", "Context", "Layer", "Shape", "ShapeError"]

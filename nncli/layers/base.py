@@ -54,7 +54,19 @@ class Context:
 
 
 class Layer:
+    """One layer. A layer takes one input unless it declares ``n_inputs``.
+
+    Multi-input layers (merge layers, attention with ``inputs: [q, kv]``) set ``n_inputs`` to
+    (fewest, most) inputs (most None: no limit). Every method of such a layer receives LISTS,
+    one entry per input in the order of the layer's ``inputs:``, even when it is given one:
+    ``output_shape(shapes)``, ``init_params(shapes, rng)``, ``init_state(shapes)`` and
+    ``linear(xs, params, ctx)``. Single-input layers (the default ``n_inputs = (1, 1)``) receive
+    one shape and one tensor, as they always have.
+    """
+
     keys: dict[str, Key] = {}
+    #: (fewest, most) inputs; anything but (1, 1) makes the layer a multi-input layer (see above)
+    n_inputs: tuple[int, int | None] = (1, 1)
     #: name of the key holding the activation, if this layer has one applied after `linear`
     has_activation: bool = False
     #: what the layer computes, for the backend choice: one of KINDS
@@ -63,6 +75,11 @@ class Layer:
     def __init__(self, name: str, config: dict[str, Any]):
         self.name = name
         self.config = config
+
+    @classmethod
+    def multi_input(cls) -> bool:
+        """Whether the layer's methods receive lists (one entry per input)."""
+        return tuple(cls.n_inputs) != (1, 1)
 
     @property
     def activation(self) -> str | None:

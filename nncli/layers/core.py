@@ -1,4 +1,4 @@
-"""The core layers: dense, flatten, reshape and embedding.
+"""The core layers: dense, flatten, reshape, embedding and activation.
 
 ``embedding`` maps integer token ids to vectors: input per example (time,)
 (any shape works; the output appends output_dim). nncli's data layer reads
@@ -17,7 +17,8 @@ import pytensor.tensor as pt
 
 from nncli import initializers
 from nncli.layers.base import LAYERS, Layer, Shape, ShapeError, activation_key, initializer_key
-from nncli.schema import Key, boolean, integer, list_of
+from nncli.activations import ACTIVATIONS
+from nncli.schema import Key, boolean, integer, list_of, name_in
 
 
 def _rank_error(layer_type: str, wanted: str, shape: Shape, hint: str = "") -> ShapeError:
@@ -114,3 +115,11 @@ class Embedding(Layer):
         shape = tuple(x.type.shape)
         shape = shape if all(d is not None for d in shape) else tuple(x.shape[i] for i in range(x.ndim))
         return params["W"][ids.flatten()].reshape((*shape, self.config["output_dim"]))
+
+
+@LAYERS.register("activation")
+class Activation(Layer):
+    """An activation function on its own: {type: activation, activation: relu} (any shape)."""
+
+    keys = {"activation": Key(name_in(ACTIVATIONS), doc="activation function")}
+    has_activation = True

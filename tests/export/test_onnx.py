@@ -47,7 +47,9 @@ def make_checkpoint(path: Path, layers: list[dict], input_shape, seed: int = 0, 
     for k in state:
         state[k] = (rng.uniform(0.5, 2.0, state[k].shape) if k.endswith("running_var")
                     else rng.normal(0, 0.5, state[k].shape)).astype(np.float32)
-    config = {"layers": [{"type": s.type, "name": s.name, **dict(s.config)} for s in specs]}
+    graph = not spec.is_chain(specs)   # as Spec.resolved stores a graph: every layer with its inputs
+    config = {"layers": [{"type": s.type, "name": s.name, **({"inputs": list(s.inputs)} if graph else {}),
+                          **dict(s.config)} for s in specs]}
     config["layers"] = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in l.items()} for l in config["layers"]]
     ck = checkpoint.Checkpoint(
         config_yaml=yaml.safe_dump(config), input_shape=tuple(input_shape),
@@ -97,6 +99,20 @@ CASES = {
     "lstm_no_bias": ([{"type": "lstm", "units": 3, "use_bias": False}], (4, 2)),
     "gru": ([{"type": "gru", "units": 5}], (7, 3)),
     "gru_bi": ([{"type": "gru", "units": 4, "bidirectional": True}], (6, 3)),
+    # a graph: every merge layer, a layer used by several, the input used twice, the activation layer
+    "merge_graph": ([{"type": "dense", "units": 5, "activation": "tanh", "name": "a"},
+                     {"type": "dense", "units": 5, "name": "b", "inputs": "input"},
+                     {"type": "add", "inputs": ["a", "b", "a"], "name": "s"},
+                     {"type": "subtract", "inputs": ["s", "b"], "name": "d"},
+                     {"type": "multiply", "inputs": ["d", "b", "a"], "name": "m"},
+                     {"type": "average", "inputs": ["m", "a"], "name": "v"},
+                     {"type": "maximum", "inputs": ["v", "b"], "name": "x"},
+                     {"type": "concatenate", "inputs": ["x", "a"], "name": "c"},
+                     {"type": "activation", "activation": "sigmoid"}], (4,)),
+    "concatenate_axes": ([{"type": "dense", "units": 2, "name": "d"},
+                          {"type": "concatenate", "inputs": ["input", "d"], "name": "c"},
+                          {"type": "concatenate", "axis": 0, "inputs": ["c", "c"], "name": "c0"},
+                          {"type": "concatenate", "axis": -2, "inputs": ["c0", "c"]}], (3, 4)),
     "gru_seq_stacked": ([{"type": "gru", "units": 4, "return_sequences": True},
                          {"type": "gru", "units": 3, "return_sequences": True}], (5, 2)),
 }
