@@ -32,6 +32,7 @@ import pytensor.tensor as pt
 
 from nncli import initializers
 from nncli.layers.base import LAYERS, Layer, ShapeError, initializer_key
+from nncli.layers.conv1d import example_shape
 from nncli.layers.dropout import dropout_keep_mask
 from nncli.schema import Key, boolean, integer, number, optional
 
@@ -83,8 +84,8 @@ class MultiHeadAttention(Layer):
         return q, q
 
     def output_shape(self, input_shape):
-        (tq, fq), _ = self.shapes(input_shape)
-        return (tq, fq)
+        self.seen_shapes = self.shapes(input_shape)
+        return self.seen_shapes[0]
 
     def init_params(self, input_shape, rng):
         (_, fq), (_, fv) = self.shapes(input_shape)
@@ -103,12 +104,10 @@ class MultiHeadAttention(Layer):
 
     def attend(self, query, value, params, ctx):
         """The attention of symbolic `query` (B, Tq, Fq) over `value` (B, Tv, Fv): (B, Tq, Fq)."""
-        for what, t in (("query", query), ("value", value)):
-            if t.ndim != 3 or any(d is None for d in t.type.shape[1:]):
-                raise ShapeError(f"{self.name}: multi_head_attention needs a 3-D {what} with known (time, features), "
-                                 f"got static shape {t.type.shape}")
+        seen = getattr(self, "seen_shapes", (None, None))
+        tq, _ = example_shape(self, query, seen[0], "query")
+        tv, _ = example_shape(self, value, seen[1], "value")
         h, dk, dv = self.config["num_heads"], self.config["key_dim"], self.value_dim
-        tq, tv = query.type.shape[1], value.type.shape[1]
         batch = query.shape[0]
 
         def project(t, name, length, size):

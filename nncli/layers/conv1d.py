@@ -49,6 +49,18 @@ def sequence_shape(layer_type: str, input_shape) -> tuple[int, int]:
     return shape
 
 
+def example_shape(layer, x, seen: tuple | None, what: str = "input", rank: int = 2) -> tuple[int, ...]:
+    """The per-example shape of symbolic `x`: its static type where known, else `seen` (the shape
+    validation gave output_shape; a shared weight upstream can leave the type's sizes unknown)."""
+    shape = tuple(x.type.shape[1:])
+    if x.ndim == rank + 1 and all(d is not None for d in shape):
+        return tuple(int(d) for d in shape)
+    if x.ndim == rank + 1 and seen is not None and all(d in (None, s) for d, s in zip(shape, seen)):
+        return tuple(seen)
+    raise ShapeError(f"{layer.name}: needs a {rank + 1}-D {what} of known per-example shape, "
+                     f"got static shape {x.type.shape}")
+
+
 def pads_1d(size: int, k_eff: int, stride: int, padding) -> tuple[int, int]:
     """(left, right) zeros for `padding` (see the module docstring)."""
     if padding == "valid":
@@ -109,8 +121,8 @@ class Conv1D(Layer):
         return t, c, left, right, (t + left + right - k_eff) // s + 1
 
     def output_shape(self, input_shape):
-        self.input_geometry = self.geometry(input_shape)
-        return (self.input_geometry[-1], self.config["filters"])
+        self.seen_shape = tuple(int(d) for d in input_shape)
+        return (self.geometry(input_shape)[-1], self.config["filters"])
 
     def init_params(self, input_shape, rng):
         f, c, k = self.config["filters"], int(input_shape[-1]), self.config["kernel_size"]
@@ -120,10 +132,7 @@ class Conv1D(Layer):
         return params
 
     def linear(self, x, params, ctx):
-        if x.ndim != 3 or any(d is None for d in x.type.shape[1:]):
-            raise ShapeError(f"{self.name}: conv1d needs a 3-D input with known (time, channels), "
-                             f"got static shape {x.type.shape}")
-        t, c, left, right, out = self.geometry(x.type.shape[1:])
+        t, c, left, right, out = self.geometry(example_shape(self, x, getattr(self, "seen_shape", None)))
         k, s, d, f = self.config["kernel_size"], self.config["stride"], self.config["dilation"], self.config["filters"]
         x = pad_time(x, left, right, t, c)
         W = params["W"]

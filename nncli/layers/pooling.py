@@ -22,7 +22,7 @@ import numpy as np
 import pytensor.tensor as pt
 
 from nncli.layers.base import LAYERS, Layer, ShapeError
-from nncli.layers.conv1d import pad_time, pads_1d, sequence_shape, time_slices
+from nncli.layers.conv1d import example_shape, pad_time, pads_1d, sequence_shape, time_slices
 from nncli.schema import Key, choice, integer, optional
 
 
@@ -49,14 +49,12 @@ class _Pool1D(Layer):
         return t, c, p, s, left, right, (t + left + right - p) // s + 1
 
     def output_shape(self, input_shape):
+        self.seen_shape = tuple(int(d) for d in input_shape)
         g = self.geometry(input_shape)
         return (g[-1], g[1])
 
     def _geometry_of(self, x):
-        if x.ndim != 3 or any(d is None for d in x.type.shape[1:]):
-            raise ShapeError(f"{self.name}: {self.type_name} needs a 3-D input with known (time, channels), "
-                             f"got static shape {x.type.shape}")
-        return self.geometry(x.type.shape[1:])
+        return self.geometry(example_shape(self, x, getattr(self, "seen_shape", None)))
 
 
 @LAYERS.register("max_pool1d")
