@@ -40,7 +40,7 @@ def make_checkpoint(path: Path, layers: list[dict], input_shape, seed: int = 0, 
     rng = np.random.default_rng(seed)
     params, state = net.initial_values(rng)
     for k in params:
-        if k.endswith(("/b", "/b_reverse", "/b_recurrent", "/b_recurrent_reverse", "/beta")):
+        if k.endswith(("/b", "/b_reverse", "/b_recurrent", "/b_recurrent_reverse", "/beta", "/bq", "/bk", "/bv", "/bo")):
             params[k] = rng.normal(0, 0.5, params[k].shape).astype(np.float32)
         if k.endswith("/gamma"):
             params[k] = rng.uniform(0.5, 1.5, params[k].shape).astype(np.float32)
@@ -99,6 +99,27 @@ CASES = {
     "gru_bi": ([{"type": "gru", "units": 4, "bidirectional": True}], (6, 3)),
     "gru_seq_stacked": ([{"type": "gru", "units": 4, "return_sequences": True},
                          {"type": "gru", "units": 3, "return_sequences": True}], (5, 2)),
+    "conv1d_causal_dilated": ([{"type": "conv1d", "filters": 4, "kernel_size": 3, "dilation": 2, "padding": "causal",
+                                "activation": "relu"}], (9, 3)),
+    "conv1d_same_even_stride": ([{"type": "conv1d", "filters": 3, "kernel_size": 4, "stride": 2, "padding": "same"}],
+                                (9, 2)),
+    "conv1d_explicit_pads": ([{"type": "conv1d", "filters": 3, "kernel_size": 5, "stride": 2, "padding": 1,
+                               "use_bias": False},
+                              {"type": "conv1d", "filters": 2, "kernel_size": 2, "stride": 3, "padding": [2, 1]}],
+                             (10, 2)),
+    "pool1d_same": ([{"type": "max_pool1d", "pool_size": 3, "stride": 2, "padding": "same"},
+                     {"type": "avg_pool1d", "pool_size": 4, "stride": 1, "padding": "same"}], (9, 3)),
+    "pool1d_valid": ([{"type": "avg_pool1d"}, {"type": "max_pool1d", "pool_size": 2, "stride": 1}], (9, 3)),
+    "global_pool1d": ([{"type": "conv1d", "filters": 4, "kernel_size": 2}, {"type": "global_max_pool1d"}], (7, 3)),
+    "global_avg_pool1d": ([{"type": "global_avg_pool1d"}], (7, 3)),
+    "global_pool2d": ([{"type": "global_avg_pool2d"}], (3, 4, 5)),
+    "global_max_pool2d": ([{"type": "global_max_pool2d"}], (3, 4, 5)),
+    "layer_norm": ([{"type": "layer_norm"}], (6, 4)),
+    "layer_norm_vector": ([{"type": "layer_norm", "center": False, "epsilon": 0.1}], (5,)),
+    "attention_block": ([{"type": "dense", "units": 8}, {"type": "position_embedding"},
+                         {"type": "multi_head_attention", "num_heads": 2, "key_dim": 3, "value_dim": 2,
+                          "causal": True, "dropout": 0.5}, {"type": "layer_norm"}], (6, 3)),
+    "attention_no_bias": ([{"type": "multi_head_attention", "num_heads": 3, "key_dim": 2, "use_bias": False}], (5, 4)),
 }
 
 
@@ -131,6 +152,10 @@ def test_other_opsets(ckpts, opset):
     assert compare(ckpts["lstm"], x, opset) <= TIGHT
     img = np.random.default_rng(2).normal(size=(4, 3, 4, 4)).astype(np.float32)
     assert compare(ckpts["batch_norm_image"], img, opset) <= TIGHT
+    seq = np.random.default_rng(2).normal(size=(4, 7, 3)).astype(np.float32)   # ReduceMean/Max: axes move at 18
+    assert compare(ckpts["global_pool1d"], seq, opset) <= TIGHT
+    assert compare(ckpts["global_avg_pool1d"], seq, opset) <= TIGHT
+    assert compare(ckpts["layer_norm"], seq[:, :6, :].repeat(2, axis=2)[:, :, :4], opset) <= TIGHT
 
 
 # --- the pitfalls ---------------------------------------------------------------

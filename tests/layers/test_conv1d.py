@@ -172,3 +172,39 @@ def test_bad_conv1d_keys_are_config_errors(bad, words):
         _build([bad], (15, 3))
     for word in words:
         assert word in str(info.value), str(info.value)
+
+
+def test_conv1d_and_pooling_after_a_dense_layer_in_a_network():
+    """A per-step dense (whose shared W leaves the feature size out of the static type) feeding
+    conv1d and max_pool1d: the shapes come from validation; the output against numpy."""
+    import pytensor
+    import pytensor.tensor as pt
+
+    from nncli.layers import Context
+
+    net = _build([{"type": "dense", "units": 4, "activation": "tanh"},
+                  {"type": "conv1d", "filters": 3, "kernel_size": 2, "padding": "same"},
+                  {"type": "max_pool1d", "pool_size": 2, "stride": 2, "padding": "same"}], (5, 3))
+    assert net.shapes == [(5, 4), (5, 3), (3, 3)]
+    params, state = net.initial_values(np.random.default_rng(0))
+    net.create_shared(params, state)
+    x = pt.tensor("x", dtype="float32", shape=(2, 5, 3))
+    out, _, _ = net.forward(x, Context(training=False))
+    xv = np.random.default_rng(1).normal(size=(2, 5, 3)).astype("float32")
+    got = pytensor.function([x], out)(xv)
+    h = np.tanh(xv.astype(np.float64) @ params["dense_1/W"] + params["dense_1/b"])
+    c = np_conv1d(h, params["conv1d_2/W"].astype(np.float64), params["conv1d_2/b"], 1, 1, "same")
+    c = np.concatenate([c, np.full((2, 1, 3), -np.inf)], axis=1)        # same: 5 -> 3 windows, the last short
+    want = c.reshape(2, 3, 2, 3).max(axis=2)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.accuracy
+def test_majority_tcn_reaches_098_test_accuracy(tmp_path):
+    from nncli import inference
+    from nncli.training import trainer
+
+    # seeds 0-2 gave 1.000 on an AMD EPYC (python bench/seeds.py configs/majority-tcn.yaml --seeds 0 1 2)
+    trainer.train(ROOT / "configs" / "majority-tcn.yaml", output=str(tmp_path / "run"), backend_name="jax")
+    evaluation = inference.evaluate(tmp_path / "run" / "model.h5", str(ROOT / "data" / "majority-test.h5"))
+    assert evaluation.metrics["accuracy"] >= 0.98, evaluation.metrics
