@@ -40,7 +40,8 @@ def make_checkpoint(path: Path, layers: list[dict], input_shape, seed: int = 0, 
     rng = np.random.default_rng(seed)
     params, state = net.initial_values(rng)
     for k in params:
-        if k.endswith(("/b", "/b_reverse", "/b_recurrent", "/b_recurrent_reverse", "/beta", "/bq", "/bk", "/bv", "/bo")):
+        if k.endswith(("/b", "/b_reverse", "/b_recurrent", "/b_recurrent_reverse", "/beta",
+                       "/bq", "/bk", "/bv", "/bo")):
             params[k] = rng.normal(0, 0.5, params[k].shape).astype(np.float32)
         if k.endswith("/gamma"):
             params[k] = rng.uniform(0.5, 1.5, params[k].shape).astype(np.float32)

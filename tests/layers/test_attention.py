@@ -81,7 +81,8 @@ def test_self_attention_forward_matches_numpy(case, mode, dtype, tol):
     assert layer.output_shape((t, f)) == (t, f)
     rng = np.random.default_rng(t * 100 + h)
     p = random_params(layer, (t, f), rng)
-    assert p["Wq"].shape == (f, h * dk) and p["Wv"].shape == (f, h * (dv or dk)) and p["Wo"].shape == (h * (dv or dk), f)
+    hv = h * (dv or dk)
+    assert p["Wq"].shape == (f, h * dk) and p["Wv"].shape == (f, hv) and p["Wo"].shape == (hv, f)
     assert ("bq" in p) == bias
     x = rng.normal(size=(3, t, f))
     fn = compile_layer(layer, x.shape, {k: v.shape for k, v in p.items()}, mode=mode, dtype=dtype)
