@@ -273,31 +273,33 @@ def position_embedding(g: Graph, li: LayerInput, x: str) -> str:
 
 
 @EXPORTERS.register("multi_head_attention")
-def multi_head_attention(g: Graph, li: LayerInput, x: str) -> str:
-    """Self-attention as MatMul / Softmax nodes (the Attention operator needs opset 23):
-    heads split by Reshape (0, T, H, d) + Transpose, causal scores replaced by -inf with Where."""
+def multi_head_attention(g: Graph, li: LayerInput, x) -> str:
+    """Attention as MatMul / Softmax nodes (the Attention operator needs opset 23): heads split by
+    Reshape (0, T, H, d) + Transpose, causal scores replaced by -inf with Where. `x` is one name
+    (self-attention, li.input_shape one shape) or [query, value] (li.input_shape a list of two)."""
     layer, name, p = li.layer, li.layer.name, li.params
     h, dk, dv = layer.config["num_heads"], layer.config["key_dim"], layer.value_dim
-    t = li.input_shape[0]
+    (tq, _), (tv, _) = layer.shapes(li.input_shape)
+    query, value = x if isinstance(x, (list, tuple)) else (x, x)
 
-    def project(which: str, size: int, perm: list[int]) -> str:
-        y = g.node("MatMul", [x, g.const(f"{name}_W{which}", f32(p[f"W{which}"]))], name)
+    def project(src: str, which: str, t: int, size: int, perm: list[int]) -> str:
+        y = g.node("MatMul", [src, g.const(f"{name}_W{which}", f32(p[f"W{which}"]))], name)
         if f"b{which}" in p:
             y = g.node("Add", [y, g.const(f"{name}_b{which}", f32(p[f"b{which}"]))], name)
         y = g.node("Reshape", [y, g.const(f"{name}_heads", i64([0, t, h, size]))], name)
         return g.node("Transpose", [y], name, perm=perm)
 
-    q = project("q", dk, [0, 2, 1, 3])                                                     # (N, H, T, dk)
-    k = project("k", dk, [0, 2, 3, 1])                                                     # (N, H, dk, T)
-    v = project("v", dv, [0, 2, 1, 3])                                                     # (N, H, T, dv)
+    q = project(query, "q", tq, dk, [0, 2, 1, 3])                                          # (N, H, Tq, dk)
+    k = project(value, "k", tv, dk, [0, 2, 3, 1])                                          # (N, H, dk, Tv)
+    v = project(value, "v", tv, dv, [0, 2, 1, 3])                                          # (N, H, Tv, dv)
     q = g.node("Mul", [q, g.const(f"{name}_scale", f32(1.0 / np.sqrt(dk)))], name)
-    scores = g.node("MatMul", [q, k], name)                                                # (N, H, T, T)
+    scores = g.node("MatMul", [q, k], name)                                                # (N, H, Tq, Tv)
     if layer.config["causal"]:
-        allowed = g.const(f"{name}_causal", np.tril(np.ones((t, t), dtype=bool)))
+        allowed = g.const(f"{name}_causal", np.tril(np.ones((tq, tv), dtype=bool)))
         scores = g.node("Where", [allowed, scores, g.const(f"{name}_neg_inf", f32(-np.inf))], name)
     weights = g.node("Softmax", [scores], name, axis=-1)
     out = g.node("Transpose", [g.node("MatMul", [weights, v], name)], name, perm=[0, 2, 1, 3])
-    out = g.node("Reshape", [out, g.const(f"{name}_merge", i64([0, t, h * dv]))], name)
+    out = g.node("Reshape", [out, g.const(f"{name}_merge", i64([0, tq, h * dv]))], name)
     out = g.node("MatMul", [out, g.const(f"{name}_Wo", f32(p["Wo"]))], name)
     if "bo" in p:
         out = g.node("Add", [out, g.const(f"{name}_bo", f32(p["bo"]))], name)

@@ -370,3 +370,42 @@ def test_example_matches_nncli_predict(trained, name, tmp_path):
     else:
         want = np.array([[float(v) for v in row] for row in body])
     assert np.max(np.abs(got.reshape(len(got), -1) - want)) <= TIGHT
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_two_input_attention_mapping(causal):
+    """The multi_head_attention mapping given [query, value] (the form a multi-input network passes):
+    onnxruntime against a numpy Keras-style attention written here."""
+    from onnx import TensorProto, helper
+
+    layer_cls = LAYERS.get("multi_head_attention")
+    layer = layer_cls("attn", spec.parse_layers([{"type": "multi_head_attention", "num_heads": 2, "key_dim": 3,
+                                                  "value_dim": 2, "causal": causal}], "t")[0].config)
+    shapes = [(4, 5), (6, 3)]
+    assert layer.output_shape(shapes) == (4, 5)
+    rng = np.random.default_rng(3)
+    p = {k: rng.normal(0, 0.5, size=v.shape).astype(np.float32) for k, v in layer.init_params(shapes, rng).items()}
+    g = onnx_export.Graph(17)
+    out = onnx_export.EXPORTERS.get("multi_head_attention")(
+        g, onnx_export.LayerInput(layer, p, shapes, (4, 5)), ["q", "v"])
+    g.nodes.append(helper.make_node("Identity", [out], ["y"]))
+    graph = helper.make_graph(g.nodes, "attn", [helper.make_tensor_value_info("q", TensorProto.FLOAT, ["N", 4, 5]),
+                                                helper.make_tensor_value_info("v", TensorProto.FLOAT, ["N", 6, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 5])], g.initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = min(model.ir_version, 10)
+    onnx.checker.check_model(model, full_check=True)
+    q, v = rng.normal(size=(3, 4, 5)).astype(np.float32), rng.normal(size=(3, 6, 3)).astype(np.float32)
+    got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"q": q, "v": v})[0]
+    P = {k: a.astype(np.float64) for k, a in p.items()}
+    Q, K, V = q @ P["Wq"] + P["bq"], v @ P["Wk"] + P["bk"], v @ P["Wv"] + P["bv"]
+    heads = []
+    for h in range(2):
+        s = Q[..., 3 * h:3 * h + 3] @ K[..., 3 * h:3 * h + 3].transpose(0, 2, 1) / np.sqrt(3)
+        if causal:
+            s = np.where(np.tril(np.ones((4, 6), bool)), s, -np.inf)
+        a = np.exp(s - s.max(-1, keepdims=True))
+        heads.append(a / a.sum(-1, keepdims=True) @ V[..., 2 * h:2 * h + 2])
+    want = np.concatenate(heads, -1) @ P["Wo"] + P["bo"]
+    np.testing.assert_allclose(got, want, rtol=TIGHT, atol=TIGHT)
