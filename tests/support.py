@@ -111,6 +111,25 @@ def compile_layer(layer, in_shape, param_shapes, mode=None, dtype="float32", ctx
         return pytensor.function([x, *sym.values()], y, mode=mode)
 
 
+def compile_layers(items, mode=None, dtype="float32"):
+    """One compiled function for several layers: items are (layer, in_shape, param_shapes); it takes
+    [x, *params] of every item in order and returns every layer's output (one compile for many cases,
+    which is what a test pays for under JAX)."""
+    import pytensor
+    import pytensor.tensor as pt
+
+    from nncli.layers import Context
+
+    inputs, outputs = [], []
+    with pytensor.config.change_flags(floatX=dtype):
+        for i, (layer, in_shape, param_shapes) in enumerate(items):
+            x = pt.tensor(f"x{i}", dtype=dtype, shape=tuple(in_shape))
+            sym = {k: pt.tensor(f"{k}{i}", dtype=dtype, shape=tuple(v)) for k, v in param_shapes.items()}
+            inputs += [x, *sym.values()]
+            outputs.append(layer.linear(x, sym, Context(training=False)))
+        return pytensor.function(inputs, outputs, mode=mode)
+
+
 def central_fd(f, arrays, which, eps=1e-6, count=12, rng=None):
     """Central differences of scalar f(*arrays) w.r.t. `count` random entries of arrays[which]."""
     rng = rng or np.random.default_rng(0)

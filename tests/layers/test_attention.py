@@ -18,7 +18,7 @@ from nncli import network, spec
 from nncli.errors import ConfigError
 from nncli.layers import LAYERS, Context
 from nncli.schema import mapping
-from support import check_layer_gradients, compile_layer, np_keep_mask
+from support import check_layer_gradients, compile_layer, compile_layers, np_keep_mask
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.filterwarnings("ignore:Explicitly requested dtype"), pytest.mark.usefixtures("jax_backend")]
@@ -73,23 +73,27 @@ ATTENTION = [
 
 
 @pytest.mark.parametrize("mode,dtype,tol", MODES, ids=[m for m, _, _ in MODES])
-@pytest.mark.parametrize("case", ATTENTION, ids=[f"T{c[0]}-h{c[2]}-k{c[3]}-v{c[4]}-{'causal' if c[5] else 'full'}"
-                                                 f"{'' if c[6] else '-nobias'}" for c in ATTENTION])
-def test_self_attention_forward_matches_numpy(case, mode, dtype, tol):
-    t, f, h, dk, dv, causal, bias = case
-    layer = make_layer("multi_head_attention", num_heads=h, key_dim=dk, value_dim=dv, causal=causal, use_bias=bias)
-    assert layer.output_shape((t, f)) == (t, f)
-    rng = np.random.default_rng(t * 100 + h)
-    p = random_params(layer, (t, f), rng)
-    hv = h * (dv or dk)
-    assert p["Wq"].shape == (f, h * dk) and p["Wv"].shape == (f, hv) and p["Wo"].shape == (hv, f)
-    assert ("bq" in p) == bias
-    x = rng.normal(size=(3, t, f))
-    fn = compile_layer(layer, x.shape, {k: v.shape for k, v in p.items()}, mode=mode, dtype=dtype)
-    got = np.asarray(fn(x.astype(dtype), *[v.astype(dtype) for v in p.values()]))
-    want = np_mha(x, x, p, h, dk, dv or dk, causal)
-    assert got.shape == want.shape == (3, t, f)
-    np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+def test_self_attention_forward_matches_numpy(mode, dtype, tol):
+    """Every case of ATTENTION in one compiled function per backend."""
+    items, arrays, wants = [], [], []
+    for case in ATTENTION:
+        t, f, h, dk, dv, causal, bias = case
+        layer = make_layer("multi_head_attention", num_heads=h, key_dim=dk, value_dim=dv, causal=causal,
+                           use_bias=bias)
+        assert layer.output_shape((t, f)) == (t, f)
+        rng = np.random.default_rng(t * 100 + h)
+        p = random_params(layer, (t, f), rng)
+        hv = h * (dv or dk)
+        assert p["Wq"].shape == (f, h * dk) and p["Wv"].shape == (f, hv) and p["Wo"].shape == (hv, f)
+        assert ("bq" in p) == bias
+        x = rng.normal(size=(3, t, f))
+        items.append((layer, x.shape, {k: v.shape for k, v in p.items()}))
+        arrays += [x, *p.values()]
+        wants.append(np_mha(x, x, p, h, dk, dv or dk, causal))
+    got = compile_layers(items, mode=mode, dtype=dtype)(*[a.astype(dtype) for a in arrays])
+    for case, g, want in zip(ATTENTION, got, wants):
+        assert np.shape(g) == want.shape, case
+        np.testing.assert_allclose(np.asarray(g), want, rtol=tol, atol=tol, err_msg=str(case))
 
 
 def _two_input_fn(layer, q_shape, v_shape, p, mode, dtype, ctx=None):
@@ -208,23 +212,35 @@ def np_layer_norm(x, gamma, beta, eps):
     return (x - mu) / np.sqrt(var + eps) * gamma + beta
 
 
+LAYER_NORM = [((5, 6), {}), ((7,), {"epsilon": 0.1}), ((2, 3, 4), {"center": False}), ((4, 1), {"scale": False})]
+
+
 @pytest.mark.parametrize("mode,dtype,tol", MODES, ids=[m for m, _, _ in MODES])
-@pytest.mark.parametrize("shape,cfg", [((5, 6), {}), ((7,), {"epsilon": 0.1}), ((2, 3, 4), {"center": False}),
-                                       ((4, 1), {"scale": False})])
-def test_layer_norm_matches_numpy(shape, cfg, mode, dtype, tol):
+def test_layer_norm_matches_numpy(mode, dtype, tol):
+    items, arrays, wants = [], [], []
+    for shape, cfg in LAYER_NORM:
+        layer = make_layer("layer_norm", **cfg)
+        assert layer.output_shape(shape) == shape
+        names = [n for n in ("gamma", "beta") if cfg.get({"gamma": "scale", "beta": "center"}[n], True)]
+        assert sorted(layer.init_params(shape, None)) == sorted(names)
+        rng = np.random.default_rng(len(shape))
+        p = {n: rng.uniform(0.5, 1.5, size=shape[-1]) for n in names}
+        x = rng.normal(2.0, 3.0, size=(3, *shape))
+        items.append((layer, x.shape, {k: v.shape for k, v in p.items()}))
+        arrays += [x, *p.values()]
+        wants.append(np_layer_norm(x, p.get("gamma", 1.0), p.get("beta", 0.0), cfg.get("epsilon", 1e-3)))
+    got = compile_layers(items, mode=mode, dtype=dtype)(*[a.astype(dtype) for a in arrays])
+    for case, g, want in zip(LAYER_NORM, got, wants):
+        np.testing.assert_allclose(np.asarray(g), want, rtol=tol, atol=tol, err_msg=str(case))
+
+
+@pytest.mark.parametrize("shape,cfg", LAYER_NORM[::2])
+def test_layer_norm_gradients_match_finite_differences(shape, cfg):
     layer = make_layer("layer_norm", **cfg)
-    assert layer.output_shape(shape) == shape
-    names = [n for n in ("gamma", "beta") if cfg.get({"gamma": "scale", "beta": "center"}[n], True)]
-    assert sorted(layer.init_params(shape, None)) == sorted(names)
-    rng = np.random.default_rng(len(shape))
-    p = {n: rng.uniform(0.5, 1.5, size=shape[-1]) for n in names}
-    x = rng.normal(2.0, 3.0, size=(3, *shape))
-    got = np.asarray(compile_layer(layer, x.shape, {k: v.shape for k, v in p.items()}, mode=mode, dtype=dtype)(
-        x.astype(dtype), *[v.astype(dtype) for v in p.values()]))
-    want = np_layer_norm(x, p.get("gamma", 1.0), p.get("beta", 0.0), cfg.get("epsilon", 1e-3))
-    np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
-    if mode == "FAST_COMPILE":
-        check_layer_gradients(layer, x.shape, p, rng)
+    rng = np.random.default_rng(12)
+    p = {n: rng.uniform(0.5, 1.5, size=shape[-1]) for n in ("gamma", "beta")
+         if cfg.get({"gamma": "scale", "beta": "center"}[n], True)}
+    check_layer_gradients(layer, (3, *shape), p, rng)
 
 
 # --- validation ---------------------------------------------------------------------------

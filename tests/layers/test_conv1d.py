@@ -16,7 +16,7 @@ from nncli import network, spec
 from nncli.errors import ConfigError
 from nncli.layers import LAYERS
 from nncli.schema import mapping
-from support import check_layer_gradients, compile_layer
+from support import check_layer_gradients, compile_layer, compile_layers
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.filterwarnings("ignore:Explicitly requested dtype"), pytest.mark.usefixtures("jax_backend")]
@@ -80,9 +80,7 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("mode,dtype,tol", MODES, ids=[m for m, _, _ in MODES])
-@pytest.mark.parametrize("case", CASES, ids=[f"T{c[0]}-k{c[3]}-s{c[4]}-d{c[5]}-{c[6]}" for c in CASES])
-def test_conv1d_forward_matches_numpy_loops(case, mode, dtype, tol):
+def _conv1d_case(case):
     t, c, f, k, s, d, pad = case
     layer = make_layer("conv1d", filters=f, kernel_size=k, stride=s, dilation=d, padding=pad)
     out_shape = layer.output_shape((t, c))
@@ -90,11 +88,20 @@ def test_conv1d_forward_matches_numpy_loops(case, mode, dtype, tol):
     assert params["W"].shape == (f, c, k) and params["b"].shape == (f,) and params["W"].dtype == np.float32
     rng = np.random.default_rng(zlib.crc32(repr(case).encode()))
     x, W, b = rng.normal(size=(3, t, c)), rng.normal(size=(f, c, k)), rng.normal(size=f)
-    fn = compile_layer(layer, x.shape, {"W": W.shape, "b": b.shape}, mode=mode, dtype=dtype)
-    got = np.asarray(fn(x.astype(dtype), W.astype(dtype), b.astype(dtype)))
     want = np_conv1d(x, W, b, s, d, pad)
-    assert got.shape == (3, *out_shape) == want.shape
-    np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+    assert want.shape == (3, *out_shape)
+    return (layer, x.shape, {"W": W.shape, "b": b.shape}), [x, W, b], want
+
+
+@pytest.mark.parametrize("mode,dtype,tol", MODES, ids=[m for m, _, _ in MODES])
+def test_conv1d_forward_matches_numpy_loops(mode, dtype, tol):
+    """Every case of CASES in one compiled function per backend."""
+    items, arrays, wants = zip(*[_conv1d_case(case) for case in CASES])
+    fn = compile_layers(items, mode=mode, dtype=dtype)
+    got = fn(*[a.astype(dtype) for case_arrays in arrays for a in case_arrays])
+    for case, g, want in zip(CASES, got, wants):
+        assert np.shape(g) == want.shape, case
+        np.testing.assert_allclose(np.asarray(g), want, rtol=tol, atol=tol, err_msg=str(case))
 
 
 def test_mnist1d_padding_one_gives_19_steps_and_same_gives_20():

@@ -15,7 +15,7 @@ from nncli import network, spec
 from nncli.errors import ConfigError
 from nncli.layers import LAYERS
 from nncli.schema import mapping
-from support import check_layer_gradients, compile_layer
+from support import check_layer_gradients, compile_layer, compile_layers
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.filterwarnings("ignore:Explicitly requested dtype"), pytest.mark.usefixtures("jax_backend")]
@@ -58,18 +58,24 @@ CASES = [
 
 
 @pytest.mark.parametrize("mode,dtype,tol", MODES, ids=[m for m, _, _ in MODES])
-@pytest.mark.parametrize("how", ["max", "avg"])
-@pytest.mark.parametrize("case", CASES, ids=[f"T{c[0]}-p{c[1]}-s{c[2]}-{c[3]}" for c in CASES])
-def test_pool1d_forward_matches_numpy(case, how, mode, dtype, tol):
-    t, p, s, pad = case
-    cfg = {"pool_size": p, "padding": pad, **({"stride": s} if s else {})}
-    layer = make_layer(f"{how}_pool1d", **cfg)
-    out_shape = layer.output_shape((t, 3))
-    x = np.random.default_rng(t * 31 + p).normal(size=(2, t, 3))
-    got = np.asarray(compile_layer(layer, x.shape, {}, mode=mode, dtype=dtype)(x.astype(dtype)))
-    want = np_pool1d(x, p, s or p, pad, how)
-    assert got.shape == (2, *out_shape) == want.shape
-    np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+def test_pool1d_forward_matches_numpy(mode, dtype, tol):
+    """Every case of CASES, max and avg, in one compiled function per backend."""
+    items, xs, wants, names = [], [], [], []
+    for t, p, s, pad in CASES:
+        for how in ("max", "avg"):
+            layer = make_layer(f"{how}_pool1d", pool_size=p, padding=pad, **({"stride": s} if s else {}))
+            out_shape = layer.output_shape((t, 3))
+            x = np.random.default_rng(t * 31 + p).normal(size=(2, t, 3))
+            want = np_pool1d(x, p, s or p, pad, how)
+            assert want.shape == (2, *out_shape)
+            items.append((layer, x.shape, {}))
+            xs.append(x.astype(dtype))
+            wants.append(want)
+            names.append(f"{how} T{t} p{p} s{s} {pad}")
+    got = compile_layers(items, mode=mode, dtype=dtype)(*xs)
+    for name, g, want in zip(names, got, wants):
+        assert np.shape(g) == want.shape, name
+        np.testing.assert_allclose(np.asarray(g), want, rtol=tol, atol=tol, err_msg=name)
 
 
 @pytest.mark.parametrize("how", ["max", "avg"])
