@@ -27,6 +27,7 @@ from nncli.schema import Key, choice, integer, optional
 
 
 class _Pool1D(Layer):
+    kind = "conv"
     type_name = ""   # the YAML word, in messages
     keys = {
         "pool_size": Key(integer(min=1, max=100_000), 2, "window length in time steps"),
@@ -91,6 +92,7 @@ class AvgPool1D(_Pool1D):
 
 
 class _Global(Layer):
+    kind = "conv"
     type_name = ""
     rank = 2          # per-example rank: 2 (time, channels) or 3 (channels, height, width)
 
