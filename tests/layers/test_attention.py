@@ -298,7 +298,8 @@ checkpoint_interval: 0
 
 def test_resume_with_attention_dropout_is_exact(tmp_path):
     """Two epochs straight equal one epoch, then --resume to two, bit for bit: the attention
-    dropout's masks follow the checkpointed step counter."""
+    dropout's masks follow the checkpointed step counter. Slow (~13 s on 2 cores: three short
+    trainings, each compiling its graphs); the one end-to-end check of that claim."""
     import h5py
 
     from nncli import checkpoint
