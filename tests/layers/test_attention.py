@@ -322,3 +322,39 @@ def test_resume_with_attention_dropout_is_exact(tmp_path):
     for key in a.params:
         np.testing.assert_array_equal(a.params[key], b.params[key], err_msg=key)
     assert a.history["loss"] == b.history["loss"]
+
+
+def test_sequence_stack_gradient_under_jax_matches_float64():
+    """The float32 JAX gradient of conv1d (same) -> max_pool1d (same: -inf padding) -> avg_pool1d ->
+    causal attention (-inf scores) -> layer_norm -> global_max_pool1d agrees with the float64 one
+    (no NaN from the -inf entries on either backend)."""
+    layers = [make_layer("conv1d", filters=4, kernel_size=2, padding="same"),
+              make_layer("max_pool1d", pool_size=3, stride=2, padding="same"),
+              make_layer("avg_pool1d", pool_size=2, stride=1, padding="same"),
+              make_layer("multi_head_attention", num_heads=2, key_dim=2, causal=True),
+              make_layer("layer_norm"), make_layer("global_max_pool1d")]
+    shape, shapes = (7, 3), []
+    for layer in layers:
+        shapes.append(shape)
+        shape = layer.output_shape(shape)
+    rng = np.random.default_rng(13)
+    values = {f"p{i}_{k}": rng.normal(0, 0.5, size=v.shape)
+              for i, (layer, s) in enumerate(zip(layers, shapes))
+              for k, v in layer.init_params(s, np.random.default_rng(0)).items()}
+    xv, R = rng.normal(size=(2, 7, 3)), rng.normal(size=(2, *shape))
+    results = []
+    for dtype, mode in (("float32", "JAX"), ("float64", "FAST_COMPILE")):
+        with pytensor.config.change_flags(floatX=dtype):
+            x = pt.tensor("x", dtype=dtype, shape=xv.shape)
+            sym = {k: pt.tensor(k, dtype=dtype, shape=v.shape) for k, v in values.items()}
+            y = x
+            for i, layer in enumerate(layers):
+                y = layer.linear(y, {k.split("_", 1)[1]: v for k, v in sym.items() if k.split("_")[0] == f"p{i}"},
+                                 Context(training=False))
+            cost = pt.sum(pt.constant(R.astype(dtype)) * y)
+            wrt = [x, *sym.values()]
+            fn = pytensor.function(wrt, pytensor.grad(cost, wrt), mode=mode)
+            results.append(fn(*[a.astype(dtype) for a in [xv, *values.values()]]))
+    for name, g32, g64 in zip(["x", *values], *results):
+        assert np.all(np.isfinite(g32)) and np.all(np.isfinite(g64)), name
+        np.testing.assert_allclose(np.asarray(g32), g64, rtol=1e-3, atol=1e-4, err_msg=name)
