@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytensor.tensor as pt
+from pytensor.gradient import zero_grad
 
 from nncli import initializers
 from nncli.layers.base import LAYERS, Layer, ShapeError, initializer_key
@@ -125,7 +126,9 @@ class MultiHeadAttention(Layer):
             scores = pt.switch(allowed, scores, np.asarray(-np.inf, dtype=scores.dtype))
         # softmax over the keys, written out: PyTensor's Softmax op computes in float32 under the C
         # backend once floatX is float32, even on float64 inputs (measured: 1.2e-7 off)
-        e = pt.exp(scores - pt.max(scores, axis=-1, keepdims=True))
+        # (the max only keeps exp finite: the softmax does not depend on it, so no gradient flows
+        # through it, which saves the (B, H, Tq, Tv) argmax mask of max's gradient)
+        e = pt.exp(scores - zero_grad(pt.max(scores, axis=-1, keepdims=True)))
         weights = e / pt.sum(e, axis=-1, keepdims=True)
         rate = self.config["dropout"]
         if ctx.training and rate > 0.0:
