@@ -127,13 +127,14 @@ def _layer_table(layers: list, total: int) -> list:
     """The layer table of `inspect` and `config --check`: name, type, output shape, parameters, and
     for a network that is not a plain stack, each layer's inputs."""
     width = max(12, *(len(l["name"]) for l in layers))
+    tw = max(12, *(len(l["type"]) for l in layers))   # global_avg_pool1d, multi_head_attention
     chain = all(l.get("inputs", [prev]) == [prev] for l, prev in zip(layers, ["input", *(l["name"] for l in layers)]))
-    lines = [f"{'layer':<{width}}  {'type':<12}  {'output shape':<16}  {'params':>10}" + ("" if chain else "  inputs")]
+    lines = [f"{'layer':<{width}}  {'type':<{tw}}  {'output shape':<16}  {'params':>10}" + ("" if chain else "  inputs")]
     for l in layers:
         shape = "(batch, " + ", ".join(str(d) for d in l["output_shape"]) + ")"
-        lines.append(f"{l['name']:<{width}}  {l['type']:<12}  {shape:<16}  {l['params']:>10,}"
+        lines.append(f"{l['name']:<{width}}  {l['type']:<{tw}}  {shape:<16}  {l['params']:>10,}"
                      + ("" if chain else "  " + ", ".join(l["inputs"])))
-    lines.append(f"{'total':<{width}}  {'':<12}  {'':<16}  {total:>10,}")
+    lines.append(f"{'total':<{width}}  {'':<{tw}}  {'':<16}  {total:>10,}")
     return lines
 
 

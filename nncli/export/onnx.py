@@ -22,6 +22,9 @@ Mappings that are easy to get wrong (each has a test in tests/export/):
 - a network that is not a stack is wired as nncli wires it: each layer reads the output
   names of the layers its ``inputs`` names; merge layers map to Sum, Sub, Mul, Mean, Max and
   Concat (the axis shifted by one for the batch axis).
+- conv1d and the 1-D poolings are channels-last: Transpose to (N, C, T), ONNX's 1-D Conv /
+  MaxPool / AveragePool (count_include_pad=0: an average over real steps only, as nncli), back.
+- ReduceMean / ReduceMax take their axes as an input from opset 18 on, an attribute before.
 
 A layer (or an activation inside a recurrent layer) with no mapping is an
 :class:`ExportError` naming it, and nothing is written.
@@ -241,6 +244,106 @@ def batch_norm(g: Graph, li: LayerInput, x: str) -> str:
     y = g.node("Div", [y, g.const(f"{name}_std", np.sqrt(f32(p["running_var"]) + f32(eps)))], name)
     y = g.node("Mul", [y, g.const(f"{name}_gamma", gamma)], name)
     return g.node("Add", [y, g.const(f"{name}_beta", beta)], name)
+
+
+def reduce_node(g: Graph, op: str, x: str, axes: list[int], hint: str, keepdims: int = 0) -> str:
+    """ReduceMean / ReduceMax over `axes`: an attribute before opset 18, an input from 18 on."""
+    if g.opset >= 18:
+        return g.node(op, [x, g.const(f"{hint}_axes", i64(axes))], hint, keepdims=keepdims)
+    return g.node(op, [x], hint, axes=axes, keepdims=keepdims)
+
+
+def _channels_first(g: Graph, x: str, hint: str) -> str:
+    """(N, T, C) -> (N, C, T), the layout of ONNX's 1-D Conv and pooling (and back: the same perm)."""
+    return g.node("Transpose", [x], hint, perm=[0, 2, 1])
+
+
+@EXPORTERS.register("conv1d")
+def conv1d(g: Graph, li: LayerInput, x: str) -> str:
+    """Channels-last (N, T, C) around ONNX's channels-first 1-D Conv; the padding as explicit pads."""
+    layer, name = li.layer, li.layer.name
+    t, c, left, right, _ = layer.geometry(li.input_shape)
+    inputs = [_channels_first(g, x, name), g.const(f"{name}_W", f32(li.params["W"]))]
+    if "b" in li.params:
+        inputs.append(g.const(f"{name}_b", f32(li.params["b"])))
+    y = g.node("Conv", inputs, name, kernel_shape=[layer.config["kernel_size"]], strides=[layer.config["stride"]],
+               dilations=[layer.config["dilation"]], pads=[left, right])
+    return _channels_first(g, y, name)
+
+
+def _pool1d(op: str):
+    def mapping(g: Graph, li: LayerInput, x: str) -> str:
+        """Explicit pads; MaxPool never picks a pad, AveragePool's count_include_pad=0 counts real steps."""
+        t, c, p, s, left, right, _ = li.layer.geometry(li.input_shape)
+        attrs = {"count_include_pad": 0} if op == "AveragePool" else {}
+        y = g.node(op, [_channels_first(g, x, li.layer.name)], li.layer.name, kernel_shape=[p], strides=[s],
+                   pads=[left, right], **attrs)
+        return _channels_first(g, y, li.layer.name)
+    return mapping
+
+
+EXPORTERS.add("max_pool1d", _pool1d("MaxPool"))
+EXPORTERS.add("avg_pool1d", _pool1d("AveragePool"))
+EXPORTERS.add("global_avg_pool1d", lambda g, li, x: reduce_node(g, "ReduceMean", x, [1], li.layer.name))
+EXPORTERS.add("global_max_pool1d", lambda g, li, x: reduce_node(g, "ReduceMax", x, [1], li.layer.name))
+EXPORTERS.add("global_avg_pool2d", lambda g, li, x: reduce_node(g, "ReduceMean", x, [2, 3], li.layer.name))
+EXPORTERS.add("global_max_pool2d", lambda g, li, x: reduce_node(g, "ReduceMax", x, [2, 3], li.layer.name))
+
+
+@EXPORTERS.register("layer_norm")
+def layer_norm(g: Graph, li: LayerInput, x: str) -> str:
+    """Elementwise nodes over the last axis (LayerNormalization needs opset 17; these run on every opset)."""
+    name, p, eps = li.layer.name, li.params, float(li.layer.config["epsilon"])
+    last = len(li.input_shape)
+    centred = g.node("Sub", [x, reduce_node(g, "ReduceMean", x, [last], name, keepdims=1)], name)
+    var = reduce_node(g, "ReduceMean", g.node("Mul", [centred, centred], name), [last], name, keepdims=1)
+    y = g.node("Div", [centred, g.node("Sqrt", [g.node("Add", [var, g.const(f"{name}_eps", f32(eps))], name)],
+                                       name)], name)
+    if "gamma" in p:
+        y = g.node("Mul", [y, g.const(f"{name}_gamma", f32(p["gamma"]))], name)
+    if "beta" in p:
+        y = g.node("Add", [y, g.const(f"{name}_beta", f32(p["beta"]))], name)
+    return y
+
+
+@EXPORTERS.register("position_embedding")
+def position_embedding(g: Graph, li: LayerInput, x: str) -> str:
+    return g.node("Add", [x, g.const(f"{li.layer.name}_P", f32(li.params["P"]))], li.layer.name)
+
+
+@EXPORTERS.register("multi_head_attention")
+def multi_head_attention(g: Graph, li: LayerInput, x) -> str:
+    """Attention as MatMul / Softmax nodes (the Attention operator needs opset 23): heads split by
+    Reshape (0, T, H, d) + Transpose, causal scores replaced by -inf with Where. `x` is one name
+    (self-attention, li.input_shape one shape) or [query, value] (li.input_shape a list of two)."""
+    layer, name, p = li.layer, li.layer.name, li.params
+    h, dk, dv = layer.config["num_heads"], layer.config["key_dim"], layer.value_dim
+    (tq, _), (tv, _) = layer.shapes(li.input_shape)
+    names = list(x) if isinstance(x, (list, tuple)) else [x]
+    query, value = names[0], names[-1]
+
+    def project(src: str, which: str, t: int, size: int, perm: list[int]) -> str:
+        y = g.node("MatMul", [src, g.const(f"{name}_W{which}", f32(p[f"W{which}"]))], name)
+        if f"b{which}" in p:
+            y = g.node("Add", [y, g.const(f"{name}_b{which}", f32(p[f"b{which}"]))], name)
+        y = g.node("Reshape", [y, g.const(f"{name}_heads", i64([0, t, h, size]))], name)
+        return g.node("Transpose", [y], name, perm=perm)
+
+    q = project(query, "q", tq, dk, [0, 2, 1, 3])                                          # (N, H, Tq, dk)
+    k = project(value, "k", tv, dk, [0, 2, 3, 1])                                          # (N, H, dk, Tv)
+    v = project(value, "v", tv, dv, [0, 2, 1, 3])                                          # (N, H, Tv, dv)
+    q = g.node("Mul", [q, g.const(f"{name}_scale", f32(1.0 / np.sqrt(dk)))], name)
+    scores = g.node("MatMul", [q, k], name)                                                # (N, H, Tq, Tv)
+    if layer.config["causal"]:
+        allowed = g.const(f"{name}_causal", np.tril(np.ones((tq, tv), dtype=bool)))
+        scores = g.node("Where", [allowed, scores, g.const(f"{name}_neg_inf", f32(-np.inf))], name)
+    weights = g.node("Softmax", [scores], name, axis=-1)
+    out = g.node("Transpose", [g.node("MatMul", [weights, v], name)], name, perm=[0, 2, 1, 3])
+    out = g.node("Reshape", [out, g.const(f"{name}_merge", i64([0, tq, h * dv]))], name)
+    out = g.node("MatMul", [out, g.const(f"{name}_Wo", f32(p["Wo"]))], name)
+    if "bo" in p:
+        out = g.node("Add", [out, g.const(f"{name}_bo", f32(p["bo"]))], name)
+    return out
 
 
 #: nncli's gate blocks -> ONNX's order, per layer type (LSTM: i, f, c, o -> i, o, f, c)

@@ -7,7 +7,7 @@ symbolic forward pass. A layer with an ``activation`` key returns its
 pre-activation from :meth:`Layer.linear`; the network applies the
 activation, so losses can use the stable pre-activation form.
 
-Each family module (core, conv, recurrent, dropout, normalization)
+Each family module (core, conv, conv1d, pooling, recurrent, dropout, normalization, attention)
 registers its layers into ``LAYERS``; ``nncli.layers`` imports them all.
 """
 

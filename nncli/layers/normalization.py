@@ -1,4 +1,4 @@
-"""Batch normalisation: batch statistics in the training graph, running averages in inference.
+"""Batch normalisation (batch statistics in training, running averages in inference) and layer_norm.
 
 Batch normalisation follows Keras: the batch mean and (biased) variance in
 training, the running averages in inference, ``running = momentum * running
@@ -96,3 +96,46 @@ class BatchNorm(Layer):
         return y
 
 
+
+
+@LAYERS.register("layer_norm")
+class LayerNorm(Layer):
+    """Normalise each example over its last axis, as Keras LayerNormalization (axis=-1).
+
+    y = (x - mean) / sqrt(var + epsilon) * gamma + beta, with the mean and the biased variance of
+    the last axis (the features of each time step of (time, features) input, the width of an
+    image); gamma and beta have the size of that axis. The same graph in training and inference,
+    no running statistics.
+    """
+
+    keys = {
+        "epsilon": Key(number(min=0.0, min_open=True), 1e-3, "added to the variance"),
+        "center": Key(boolean(), True, "learn an offset beta"),
+        "scale": Key(boolean(), True, "learn a scale gamma"),
+    }
+
+    def output_shape(self, input_shape):
+        if len(input_shape) < 1:
+            raise ShapeError(f"layer_norm expects at least 1-D input per example, got shape {tuple(input_shape)}")
+        return input_shape
+
+    def init_params(self, input_shape, rng):
+        n = int(input_shape[-1])
+        params = {}
+        if self.config["scale"]:
+            params["gamma"] = np.ones(n, dtype="float32")
+        if self.config["center"]:
+            params["beta"] = np.zeros(n, dtype="float32")
+        return params
+
+    def linear(self, x, params, ctx):
+        eps = np.asarray(self.config["epsilon"], dtype=x.dtype)
+        mean = pt.mean(x, axis=-1, keepdims=True, acc_dtype=x.dtype)
+        centred = x - mean
+        var = pt.mean(pt.sqr(centred), axis=-1, keepdims=True, acc_dtype=x.dtype)
+        y = centred / pt.sqrt(var + eps)
+        if "gamma" in params:
+            y = y * params["gamma"]
+        if "beta" in params:
+            y = y + params["beta"]
+        return y

@@ -40,7 +40,8 @@ def make_checkpoint(path: Path, layers: list[dict], input_shape, seed: int = 0, 
     rng = np.random.default_rng(seed)
     params, state = net.initial_values(rng)
     for k in params:
-        if k.endswith(("/b", "/b_reverse", "/b_recurrent", "/b_recurrent_reverse", "/beta")):
+        if k.endswith(("/b", "/b_reverse", "/b_recurrent", "/b_recurrent_reverse", "/beta",
+                       "/bq", "/bk", "/bv", "/bo")):
             params[k] = rng.normal(0, 0.5, params[k].shape).astype(np.float32)
         if k.endswith("/gamma"):
             params[k] = rng.uniform(0.5, 1.5, params[k].shape).astype(np.float32)
@@ -115,6 +116,27 @@ CASES = {
                           {"type": "concatenate", "axis": -2, "inputs": ["c0", "c"]}], (3, 4)),
     "gru_seq_stacked": ([{"type": "gru", "units": 4, "return_sequences": True},
                          {"type": "gru", "units": 3, "return_sequences": True}], (5, 2)),
+    "conv1d_causal_dilated": ([{"type": "conv1d", "filters": 4, "kernel_size": 3, "dilation": 2, "padding": "causal",
+                                "activation": "relu"}], (9, 3)),
+    "conv1d_same_even_stride": ([{"type": "conv1d", "filters": 3, "kernel_size": 4, "stride": 2, "padding": "same"}],
+                                (9, 2)),
+    "conv1d_explicit_pads": ([{"type": "conv1d", "filters": 3, "kernel_size": 5, "stride": 2, "padding": 1,
+                               "use_bias": False},
+                              {"type": "conv1d", "filters": 2, "kernel_size": 2, "stride": 3, "padding": [2, 1]}],
+                             (10, 2)),
+    "pool1d_same": ([{"type": "max_pool1d", "pool_size": 3, "stride": 2, "padding": "same"},
+                     {"type": "avg_pool1d", "pool_size": 4, "stride": 1, "padding": "same"}], (9, 3)),
+    "pool1d_valid": ([{"type": "avg_pool1d"}, {"type": "max_pool1d", "pool_size": 2, "stride": 1}], (9, 3)),
+    "global_pool1d": ([{"type": "conv1d", "filters": 4, "kernel_size": 2}, {"type": "global_max_pool1d"}], (7, 3)),
+    "global_avg_pool1d": ([{"type": "global_avg_pool1d"}], (7, 3)),
+    "global_pool2d": ([{"type": "global_avg_pool2d"}], (3, 4, 5)),
+    "global_max_pool2d": ([{"type": "global_max_pool2d"}], (3, 4, 5)),
+    "layer_norm": ([{"type": "layer_norm"}], (6, 4)),
+    "layer_norm_vector": ([{"type": "layer_norm", "center": False, "epsilon": 0.1}], (5,)),
+    "attention_block": ([{"type": "dense", "units": 8}, {"type": "position_embedding"},
+                         {"type": "multi_head_attention", "num_heads": 2, "key_dim": 3, "value_dim": 2,
+                          "causal": True, "dropout": 0.5}, {"type": "layer_norm"}], (6, 3)),
+    "attention_no_bias": ([{"type": "multi_head_attention", "num_heads": 3, "key_dim": 2, "use_bias": False}], (5, 4)),
 }
 
 
@@ -147,6 +169,10 @@ def test_other_opsets(ckpts, opset):
     assert compare(ckpts["lstm"], x, opset) <= TIGHT
     img = np.random.default_rng(2).normal(size=(4, 3, 4, 4)).astype(np.float32)
     assert compare(ckpts["batch_norm_image"], img, opset) <= TIGHT
+    seq = np.random.default_rng(2).normal(size=(4, 7, 3)).astype(np.float32)   # ReduceMean/Max: axes move at 18
+    assert compare(ckpts["global_pool1d"], seq, opset) <= TIGHT
+    assert compare(ckpts["global_avg_pool1d"], seq, opset) <= TIGHT
+    assert compare(ckpts["layer_norm"], seq[:, :6, :].repeat(2, axis=2)[:, :, :4], opset) <= TIGHT
 
 
 # --- the pitfalls ---------------------------------------------------------------
@@ -360,3 +386,42 @@ def test_example_matches_nncli_predict(trained, name, tmp_path):
     else:
         want = np.array([[float(v) for v in row] for row in body])
     assert np.max(np.abs(got.reshape(len(got), -1) - want)) <= TIGHT
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_two_input_attention_mapping(causal):
+    """The multi_head_attention mapping given [query, value] (the form a multi-input network passes):
+    onnxruntime against a numpy Keras-style attention written here."""
+    from onnx import TensorProto, helper
+
+    layer_cls = LAYERS.get("multi_head_attention")
+    layer = layer_cls("attn", spec.parse_layers([{"type": "multi_head_attention", "num_heads": 2, "key_dim": 3,
+                                                  "value_dim": 2, "causal": causal}], "t")[0].config)
+    shapes = [(4, 5), (6, 3)]
+    assert layer.output_shape(shapes) == (4, 5)
+    rng = np.random.default_rng(3)
+    p = {k: rng.normal(0, 0.5, size=v.shape).astype(np.float32) for k, v in layer.init_params(shapes, rng).items()}
+    g = onnx_export.Graph(17)
+    out = onnx_export.EXPORTERS.get("multi_head_attention")(
+        g, onnx_export.LayerInput(layer, p, shapes, (4, 5)), ["q", "v"])
+    g.nodes.append(helper.make_node("Identity", [out], ["y"]))
+    graph = helper.make_graph(g.nodes, "attn", [helper.make_tensor_value_info("q", TensorProto.FLOAT, ["N", 4, 5]),
+                                                helper.make_tensor_value_info("v", TensorProto.FLOAT, ["N", 6, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 5])], g.initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = min(model.ir_version, 10)
+    onnx.checker.check_model(model, full_check=True)
+    q, v = rng.normal(size=(3, 4, 5)).astype(np.float32), rng.normal(size=(3, 6, 3)).astype(np.float32)
+    got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"q": q, "v": v})[0]
+    P = {k: a.astype(np.float64) for k, a in p.items()}
+    Q, K, V = q @ P["Wq"] + P["bq"], v @ P["Wk"] + P["bk"], v @ P["Wv"] + P["bv"]
+    heads = []
+    for h in range(2):
+        s = Q[..., 3 * h:3 * h + 3] @ K[..., 3 * h:3 * h + 3].transpose(0, 2, 1) / np.sqrt(3)
+        if causal:
+            s = np.where(np.tril(np.ones((4, 6), bool)), s, -np.inf)
+        a = np.exp(s - s.max(-1, keepdims=True))
+        heads.append(a / a.sum(-1, keepdims=True) @ V[..., 2 * h:2 * h + 2])
+    want = np.concatenate(heads, -1) @ P["Wo"] + P["bo"]
+    np.testing.assert_allclose(got, want, rtol=TIGHT, atol=TIGHT)

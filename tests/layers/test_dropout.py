@@ -6,8 +6,6 @@ counter and the running statistics both come back from the checkpoint).
 
 from __future__ import annotations
 
-import zlib
-
 import h5py
 import numpy as np
 import pytensor
@@ -16,6 +14,7 @@ import pytest
 
 from nncli.layers import LAYERS, Context
 from nncli.schema import mapping
+from support import np_keep_mask, np_lowbias32
 
 # JAX without x64 warns when PyTensor's float64 accumulators are truncated to float32
 pytestmark = [pytest.mark.filterwarnings("ignore:Explicitly requested dtype"), pytest.mark.usefixtures("jax_backend")]
@@ -27,28 +26,7 @@ def make_layer(kind: str, name: str | None = None, **config):
     return cls(name or f"{kind}_1", mapping(config, "layer", cls.keys))
 
 
-# --- dropout: the numpy reference of the documented counter-based hash -------------
-
-M32 = np.uint64(0xFFFFFFFF)
-
-
-def np_lowbias32(x):
-    x = np.asarray(x, dtype=np.uint64) & M32
-    x ^= x >> np.uint64(16)
-    x = (x * np.uint64(0x7FEB352D)) & M32
-    x ^= x >> np.uint64(15)
-    x = (x * np.uint64(0x846CA68B)) & M32
-    x ^= x >> np.uint64(16)
-    return x
-
-
-def np_keep_mask(shape, step, seed, name, rate):
-    key = np_lowbias32(np_lowbias32(seed) ^ np.uint64(zlib.crc32(name.encode())))
-    s = np_lowbias32((np.uint64(step) + key) & M32)
-    idx = np.arange(int(np.prod(shape)), dtype=np.uint64)
-    h = np_lowbias32((np_lowbias32(idx ^ s) + key) & M32)
-    return ((h >> np.uint64(8)).astype(np.float64) * 2.0**-24 < 1.0 - rate).reshape(shape)
-
+# --- dropout: the numpy reference of the documented counter-based hash (tests/support.py) ---
 
 def test_lowbias32_reference_values():
     """Pin the mixer itself: lowbias32(0) = 0, and a value computed by hand-checked Python ints."""
