@@ -1,6 +1,6 @@
 """The checkpoint file: HDF5, readable with h5py and numpy alone, never pickle.
 
-Layout (format_version 1)::
+Layout (format_version 2; version 1 files, which have no /columns, still load)::
 
     /                     attrs: format="nncli-checkpoint", format_version=1, nncli_version,
                                  created (ISO time), epoch, step, backend, best_epoch, best_value,
@@ -13,6 +13,8 @@ Layout (format_version 1)::
     /labels               attrs kind, numeric; dataset classes (UTF-8 strings)
     /history/<metric>     one value per finished epoch (loss, val_loss, accuracy, ...)
     /rng                  attr "state": JSON of the numpy generator states for an exact resume
+    /columns              (typed CSV inputs only) dataset missing_values; one group per input column,
+                          /columns/0, /1, ... in input order (see nncli.data.columns and the README)
 
 Writes are atomic: a temporary file in the same folder, flushed and synced,
 then ``os.replace``; a failure at any moment leaves the previous file intact.
@@ -33,12 +35,14 @@ import numpy as np
 
 from nncli import __version__, fileio, h5safe
 from nncli.data import MAX_CLASSES, Encoding, Normalizer, stored_completely
+from nncli.data.columns import Columns
 from nncli.errors import CheckpointError
 from nncli.losses import CLASSIFICATION_LOSSES, LOSSES
 from nncli.network import MAX_PARAMS
 
 FORMAT = "nncli-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READS_VERSIONS = (1, 2)   # version 1: no /columns (plain numeric inputs)
 FINISHED = ("", "epochs", "early_stopping")  # the root attribute "finished": why training ended
 
 
@@ -66,6 +70,7 @@ class Checkpoint:
     finished: str = ""                       # why training ended: "", "epochs" or "early_stopping"
     created: str = ""
     nncli_version: str = __version__
+    columns: Columns | None = None           # typed CSV input columns (None: plain numeric inputs)
 
 
 def _str_list(values) -> np.ndarray:
@@ -135,6 +140,8 @@ def _fill(f: h5py.File, c: Checkpoint) -> None:
     for key, values in c.history.items():
         hist.create_dataset(key, data=np.asarray(values, dtype=np.float64))
     f.create_group("rng").attrs["state"] = json.dumps(c.rng)
+    if c.columns is not None:
+        c.columns.store(f.create_group("columns"))
 
 
 # --- reading defensively: every size is checked before it is read, every value before use ---
@@ -298,6 +305,28 @@ def _int_in(value: Any, lo: int, hi: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi
 
 
+def _floats(ds, length: int) -> np.ndarray:
+    ds = _declared(ds, length, getattr(ds, "name", "a number list"))
+    if ds.dtype.kind not in "iuf" or tuple(ds.shape) != (length,):
+        raise ValueError(f"{ds.name} has shape {tuple(ds.shape)} ({ds.dtype}), expected {length} numbers")
+    values = np.asarray(ds[()], dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise ValueError(f"{ds.name} has non-finite values")
+    return values
+
+
+def _columns(group: h5py.Group, ck: Checkpoint) -> Columns:
+    """/columns, checked: each column's sizes before reading, the encoded width against the inputs."""
+    if not isinstance(group, h5py.Group):
+        raise ValueError("/columns is not a group")
+    width = int(np.prod(ck.input_shape))
+    cols = Columns.load(group, _strings, _floats, max(width, 1))
+    if len(ck.input_shape) != 1 or cols.width != width or cols.names != list(ck.x_names):
+        raise ValueError(f"/columns encode {cols.width} inputs named {cols.names[:3]}..., the model has input shape "
+                         f"{ck.input_shape} named {list(ck.x_names)[:3]}...")
+    return cols
+
+
 def _check_loaded(ck: Checkpoint) -> None:
     """Checks across the parts of a checkpoint that was read."""
 
@@ -343,9 +372,9 @@ def load(path: str | os.PathLike) -> Checkpoint:
             if f.attrs.get("format") != FORMAT:
                 raise CheckpointError(f"{where}: an HDF5 file, but not an nncli checkpoint (no format tag '{FORMAT}')")
             version = f.attrs.get("format_version")
-            if not isinstance(version, (int, np.integer)) or int(version) != FORMAT_VERSION:
+            if not isinstance(version, (int, np.integer)) or int(version) not in READS_VERSIONS:
                 raise CheckpointError(f"{where}: checkpoint format version {version} is not supported "
-                                      f"(this nncli reads version {FORMAT_VERSION})")
+                                      f"(this nncli reads versions {', '.join(map(str, READS_VERSIONS))})")
             for group in ("config", "model", "params", "optimizer", "normalization", "labels", "history", "rng"):
                 if group not in f:
                     raise CheckpointError(f"{where}: damaged checkpoint: missing /{group}")
@@ -373,6 +402,10 @@ def load(path: str | os.PathLike) -> Checkpoint:
                 finished=_finished(f),
                 created=str(f.attrs.get("created", "")), nncli_version=str(f.attrs.get("nncli_version", "")),
             )
+            if "columns" in f:
+                if int(version) < 2:
+                    raise ValueError("/columns in a version 1 checkpoint")
+                ck.columns = _columns(f["columns"], ck)
             _check_loaded(ck)
             return ck
     except CheckpointError:

@@ -21,6 +21,10 @@ from nncli import __version__
 from nncli.errors import NncliError
 
 
+def _warn(line: str) -> None:
+    click.echo(line, err=True)
+
+
 def _fail(message: str, code: int) -> None:
     click.echo(f"Error: {message}", err=True)
     sys.exit(code)
@@ -254,7 +258,8 @@ def predict(model, input, output, proba, by_position):
     """
     from nncli import inference
 
-    count = inference.predict(model, input, output=output, proba=proba, stream=sys.stdout, by_position=by_position)
+    count = inference.predict(model, input, output=output, proba=proba, stream=sys.stdout, by_position=by_position,
+                              warn=_warn)
     if output and output != "-":
         click.echo(f"wrote {count} predictions to {output}", err=True)
 
@@ -281,7 +286,7 @@ def evaluate(model, data, as_json, confusion, by_position):
 
     from nncli import inference
 
-    result = inference.evaluate(model, data, confusion=confusion, by_position=by_position)
+    result = inference.evaluate(model, data, confusion=confusion, by_position=by_position, warn=_warn)
     if as_json:
         extra = {"confusion": result.report} if result.report is not None else {}
         click.echo(json.dumps({"examples": result.examples, **result.metrics, **extra}))
@@ -358,6 +363,8 @@ def inspect(model, as_json):
                f"normalization {info['normalization']}")
     if info["classes"]:
         click.echo(f"classes: {', '.join(info['classes'])}")
+    for line in info["columns"] or []:
+        click.echo(line)
     click.echo("")
     for line in _layer_table(info["layers"], info["total_params"]):
         click.echo(line)

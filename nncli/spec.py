@@ -23,6 +23,7 @@ from typing import Any, Mapping
 import yaml
 
 from nncli import overrides as overrides_mod
+from nncli.data import columns as columns_mod
 from nncli.errors import ConfigError
 from nncli.layers import LAYERS
 from nncli.losses import CLASSIFICATION_LOSSES, LOSSES
@@ -222,6 +223,11 @@ def data_keys(base: Path) -> dict[str, Key]:
         "memory_budget_mb": Key(number(min=0.0), 512.0, "HDF5 inputs larger than this are streamed from disk"),
         "header": Key(boolean(), True, "CSV files start with a header row of column names (false: no header "
                                        "row; the columns are col1, col2, ...)"),
+        "columns": Key(optional(columns_mod.validate_columns), None,
+                       "CSV column types: {name: number | category | binary | date | ignore, or {type, ...}}; "
+                       "other columns are inferred (README: Typed columns)"),
+        "max_categories": Key(integer(min=2), columns_mod.MAX_CATEGORIES,
+                              "a category column may have at most this many levels (inference refuses more)"),
     }
 
 

@@ -15,6 +15,10 @@ import numpy as np
 
 from nncli import data, network
 from nncli import spec as spec_mod
+from nncli.data import columns as columns_mod
+from nncli.data.csv import NO_HEADER_HINT, _is_number, generic_names, read_chunks, training_columns
+from nncli.data.table import preview
+from nncli.data.targets import _label_strings, _sort_classes
 from nncli.errors import DataError
 
 
@@ -33,6 +37,8 @@ class Prepared:
     t_val: np.ndarray | None
     x_names: list[str]
     y_name: str | None
+    columns: columns_mod.Columns | None = None    # typed CSV columns (None: plain numeric inputs)
+    notes: tuple[str, ...] = ()                   # lines for the reporter: resolved columns, warnings
 
 
 def read_table(spec: spec_mod.Spec, path: str, key: str) -> data.Table:
@@ -86,8 +92,123 @@ def _split_blocks(spec: spec_mod.Spec, x_all: data.XStream, t_all: np.ndarray, v
     return x_tr, np.ascontiguousarray(x_tr.targets_of(t_all)), x_va, np.ascontiguousarray(x_va.targets_of(t_all))
 
 
+def missing_values(spec: spec_mod.Spec) -> tuple[str, ...]:
+    """The cells read as missing (data.missing_values where the config has it)."""
+    given = spec["data"].get("missing_values")
+    return tuple(given) if given is not None else columns_mod.MISSING_VALUES
+
+
+def _label_strata(y: np.ndarray, loss: str) -> np.ndarray | None:
+    """The class of each target, numbered in the Encoding's class order (what _split_rows
+    stratifies by), or None for regression."""
+    if loss not in ("categorical_crossentropy", "binary_crossentropy"):
+        return None
+    try:
+        labels, numeric = _label_strings(y)
+    except ValueError:
+        return None
+    rank = {c: i for i, c in enumerate(_sort_classes(labels, numeric))}
+    uniq, inverse = np.unique(labels, return_inverse=True)
+    return np.array([rank[str(u)] for u in uniq.tolist()], dtype=np.int64)[inverse.reshape(-1)]
+
+
+def _target_values(path: str, y: np.ndarray, name: str, lines: np.ndarray) -> np.ndarray:
+    """Stripped target cells: numbers when every cell is one, else the strings (as data.csv reads them)."""
+    empty = y == ""
+    if empty.any():
+        raise DataError(f"{path}: line {int(lines[int(np.argmax(empty))])}, column '{name}': empty target")
+    try:
+        values = y.astype(np.float64)
+    except ValueError:
+        return y
+    if not np.isfinite(values).all():
+        raise DataError(f"{path}: line {int(lines[int(np.argmax(~np.isfinite(values)))])}, column '{name}': "
+                        f"non-finite target")
+    return values
+
+
+def _typed_csv(spec: spec_mod.Spec):
+    """A training CSV through typed columns, in chunked passes over the file: (1) the targets and
+    the rows drop_row removes, then the validation split; (2) inference and fitting on the
+    training rows; (3) every kept row encoded. Returns (inputs, Table of the targets, the
+    Columns, train and validation row indices or None, warnings)."""
+    d = spec["data"]
+    path, header = d["train"], bool(d["header"])
+    where = f" (from {spec.source}: data.train)"
+    tokens = missing_values(spec)
+    names, width, _ = read_chunks(path, 1, header)
+    header_names, names = names, names if names is not None else generic_names(width)
+    x_cols, y_name, _, y_idx = training_columns(path, names, d["x"], d["y"])
+    position = {n: i for i, n in enumerate(names)}
+    entries = d.get("columns") or {}
+    for c in x_cols:
+        if (entries.get(c) or {}).get("type") == "ignore" and d["x"] is not None:
+            raise spec.error(f"data.columns.{c}", f"'{c}' is listed in data.x and typed ignore; keep one")
+    specs = columns_mod.resolve_specs(path, names, x_cols, y_name, entries, spec.error)
+    if not specs:
+        raise DataError(f"{path}: no input columns (every one is ignored){where}")
+    idx = [position[n] for n, _ in specs]
+    drop_cols = [j for j, (_, e) in enumerate(specs) if e and e.get("missing") == "drop_row"]
+    token_arr = np.array(tokens, dtype=str) if tokens else None
+
+    def passes():
+        return columns_mod.row_chunks(read_chunks(path, columns_mod.CHUNK_ROWS, header).chunks, idx + [y_idx])
+
+    # pass 1: targets, dropped rows
+    ys, drops, n_drop_col = [], [], np.zeros(len(drop_cols), np.int64)
+    for _, lines, cells in passes():
+        ys.append(cells[:, -1])
+        if drop_cols and token_arr is not None:
+            m = np.isin(cells[:, drop_cols], token_arr)
+            n_drop_col += m.sum(axis=0)
+            drops.append(m.any(axis=1))
+    y_all = np.concatenate(ys)
+    del ys
+    n_all = len(y_all)
+    keep = ~np.concatenate(drops) if drops else np.ones(n_all, bool)
+    first_line = 2 if header else 1
+    kept_rows = np.flatnonzero(keep)
+    if not len(kept_rows):
+        what = ", ".join(f"'{specs[j][0]}' ({int(k)} missing)" for j, k in zip(drop_cols, n_drop_col))
+        raise DataError(f"{path}: missing: drop_row on column {what} leaves no rows of {n_all}; choose another "
+                        f"missing policy{where}")
+    if header_names is not None and all(_is_number(c) for c in x_cols) and y_name in set(y_all.tolist()):
+        raise DataError(f"{path}: line 1 ({preview(header_names, 4)}) looks like a data row, not a header row "
+                        f"of column names; {NO_HEADER_HINT}")
+    y = _target_values(path, y_all[kept_rows], y_name, kept_rows + first_line)
+    del y_all
+    val = d["validation"]
+    split = None
+    train_rows = keep
+    if val and not isinstance(val, str):
+        tr, va = data.split(len(y), val, np.random.default_rng([spec["seed"], 1]), _label_strata(y, spec["loss"]))
+        if len(tr) == 0 or len(va) == 0:
+            raise spec.error("data.validation", f"a fraction of {val} of {len(y)} examples leaves an empty "
+                                                f"{'training' if len(tr) == 0 else 'validation'} set")
+        split = (tr, va)
+        train_rows = np.zeros(n_all, bool)
+        train_rows[kept_rows[tr]] = True
+    # pass 2: infer and fit on the training rows
+    max_cat = d.get("max_categories") or columns_mod.MAX_CATEGORIES
+    cols = columns_mod.fit(path, [(n, e) for n, e in specs],
+                           ((s, l, c[:, :-1]) for s, l, c in passes()), train_rows, max_cat, tokens)
+    # pass 3: encode every kept row
+    x = np.empty((len(kept_rows), cols.width), np.float32)
+    notes = columns_mod.Notes()
+    at = 0
+    for start, lines, cells in passes():
+        k = keep[start:start + len(cells)]
+        enc = cols.encode(path, cells[k, :-1], lines[k], notes)
+        x[at:at + len(enc)] = enc
+        at += len(enc)
+    table = data.Table(np.zeros((0, cols.width), np.float32), y, path, cols.names, y_name)
+    return x, table, cols, split, tuple(notes.lines(path))
+
+
 def prepare(spec: spec_mod.Spec) -> Prepared:
     d = spec["data"]
+    if not data.is_hdf5(d["train"]):
+        return _prepare_csv(spec)
     streamed = data.should_stream(spec)  # inputs bigger than data.memory_budget_mb: read from disk in blocks
     if streamed:
         x_all, table = _streamed_source(spec)
@@ -141,3 +262,54 @@ def prepare(spec: spec_mod.Spec) -> Prepared:
         x_va = normalizer.apply(x_va) if x_va is not None else None
         t_tr = np.ascontiguousarray(t_tr)
     return Prepared(spec, net, enc, normalizer, x_tr, t_tr, x_va, t_va, x_names, y_name)
+
+
+def _fit_normalizer(kind: str, x: np.ndarray, numeric: np.ndarray) -> data.Normalizer:
+    """The normaliser of the numeric inputs (numbers, date parts); one-hot, 0/1 and indicator
+    inputs pass unchanged (shift 0, scale 1)."""
+    norm = data.Normalizer.fit(kind, x)
+    if norm.kind != "none":
+        norm.shift[~numeric] = 0.0
+        norm.scale[~numeric] = 1.0
+    return norm
+
+
+def _prepare_csv(spec: spec_mod.Spec) -> Prepared:
+    """A training CSV: typed columns (every column a number without missing cells: plain inputs,
+    exactly as an untyped CSV)."""
+    d = spec["data"]
+    try:
+        x_all, table, cols, split, notes = _typed_csv(spec)
+    except DataError as exc:
+        if "(from " in exc.message:
+            raise
+        raise DataError(f"{exc.message} (from {spec.source}: data.train)") from None
+    net = network.build(spec, (cols.width,))
+    try:
+        enc = data.fit_encoding(table, spec["loss"], net.output_shape[-1])
+        t_all = data.encode_targets(table, enc, net.output_shape)
+    except data.UnitsMismatch as exc:
+        raise spec.error(spec.layers[-1].path, exc.message) from None
+    y_name = table.y_name
+    del table
+    x_tr, t_tr, x_va, t_va = x_all, t_all, None, None
+    if split is not None:
+        tr, va = split
+        x_tr, t_tr, x_va, t_va = x_all[tr], t_all[tr], x_all[va], t_all[va]
+    del x_all, t_all
+    normalizer = _fit_normalizer(d["normalize"], x_tr, cols.numeric)
+    val = d["validation"]
+    if isinstance(val, str):
+        try:
+            vt, more = columns_mod.read_file(cols, val, y_name, header=d["header"])
+        except DataError as exc:
+            raise DataError(f"{exc.message} (from {spec.source}: data.validation)") from None
+        notes = notes + more
+        x_va, t_va = vt.x, data.encode_targets(vt, enc, net.output_shape)
+    x_tr = np.ascontiguousarray(normalizer.apply(x_tr))
+    x_va = normalizer.apply(x_va) if x_va is not None else None
+    plain = cols.plain() and not d.get("columns") and not any("not seen in training" in n for n in notes)
+    lines = () if plain else tuple(cols.lines())
+    return Prepared(spec, net, enc, normalizer, x_tr, np.ascontiguousarray(t_tr), x_va, t_va, cols.names, y_name,
+                    None if plain else cols, lines + notes)
+
