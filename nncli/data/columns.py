@@ -589,7 +589,8 @@ class _Infer:
         if k == 2 and self.n_missing == 0:
             col: _Levels = Binary(self.name, inferred=True)
         elif k > self.max:
-            raise DataError(f"{path}: column '{self.name}': text with {k} distinct values, more than "
+            idlike = " (all distinct: an ID?)" if k == self.n_values else ""
+            raise DataError(f"{path}: column '{self.name}': text with {k} distinct values{idlike}, more than "
                             f"data.max_categories ({self.max}); {fix} (or raise data.max_categories)")
         elif k >= 3 and k == self.n_values:
             raise DataError(f"{path}: column '{self.name}': every one of its {k} values is distinct (an ID?); {fix} "

@@ -192,6 +192,8 @@ def _typed_csv(spec: spec_mod.Spec):
     max_cat = d.get("max_categories") or columns_mod.MAX_CATEGORIES
     cols = columns_mod.fit(path, [(n, e) for n, e in specs],
                            ((s, l, c[:, :-1]) for s, l, c in passes()), train_rows, max_cat, tokens)
+    for j, k in zip(drop_cols, n_drop_col):  # their missing cells are the rows dropped, not training cells
+        cols.columns[j].n_missing = int(k)
     # pass 3: encode every kept row
     x = np.empty((len(kept_rows), cols.width), np.float32)
     notes = columns_mod.Notes()
