@@ -130,7 +130,7 @@ def _target_values(path: str, y: np.ndarray, name: str, lines: np.ndarray) -> np
 def _typed_csv(spec: spec_mod.Spec):
     """A training CSV through typed columns, in chunked passes over the file: (1) the targets and
     the rows drop_row removes, then the validation split; (2) inference and fitting on the
-    training rows; (3) every kept row encoded. Returns (inputs, Table of the targets, the
+    training rows (in pass 1 when there is no validation fraction); (3) every kept row encoded. Returns (inputs, Table of the targets, the
     Columns, train and validation row indices or None, warnings)."""
     d = spec["data"]
     path, header = d["train"], bool(d["header"])
@@ -154,33 +154,51 @@ def _typed_csv(spec: spec_mod.Spec):
     def passes():
         return columns_mod.row_chunks(read_chunks(path, columns_mod.CHUNK_ROWS, header).chunks, idx + [y_idx])
 
-    # pass 1: targets, dropped rows
-    ys, drops, n_drop_col = [], [], np.zeros(len(drop_cols), np.int64)
-    for _, lines, cells in passes():
-        ys.append(cells[:, -1])
-        if drop_cols and token_arr is not None:
-            m = np.isin(cells[:, drop_cols], token_arr)
-            n_drop_col += m.sum(axis=0)
-            drops.append(m.any(axis=1))
+    val = d["validation"]
+    fraction = bool(val) and not isinstance(val, str)
+    max_cat = d.get("max_categories") or columns_mod.MAX_CATEGORIES
+    # pass 1: targets, dropped rows (and, without a validation fraction, the fitting: every kept
+    # row is a training row)
+    ys, keeps, n_drop_col = [], [], np.zeros(len(drop_cols), np.int64)
+
+    def first_pass():
+        for start, lines, cells in passes():
+            ys.append(cells[:, -1])
+            if drop_cols and token_arr is not None:
+                m = np.isin(cells[:, drop_cols], token_arr)
+                n_drop_col[:] += m.sum(axis=0)
+                keeps.append(~m.any(axis=1))
+                lines, cells = lines[keeps[-1]], cells[keeps[-1]]
+            yield start, lines, cells[:, :-1]
+
+    cols = None
+    if fraction:
+        for _ in first_pass():
+            pass
+    else:
+        try:
+            cols = columns_mod.fit(path, specs, first_pass(), None, max_cat, tokens)
+        except DataError:
+            # fitting saw no row when drop_row removed them all (that error, below, comes first)
+            if not (keeps and not np.concatenate(keeps).any()):
+                raise
     y_all = np.concatenate(ys)
     del ys
     n_all = len(y_all)
-    keep = ~np.concatenate(drops) if drops else np.ones(n_all, bool)
+    keep = np.concatenate(keeps) if keeps else np.ones(n_all, bool)
     first_line = 2 if header else 1
     kept_rows = np.flatnonzero(keep)
     if not len(kept_rows):
         what = ", ".join(f"'{specs[j][0]}' ({int(k)} missing)" for j, k in zip(drop_cols, n_drop_col))
         raise DataError(f"{path}: missing: drop_row on column {what} leaves no rows of {n_all}; choose another "
                         f"missing policy{where}")
-    if header_names is not None and all(_is_number(c) for c in x_cols) and y_name in set(y_all.tolist()):
+    if header_names is not None and all(_is_number(c) for c in x_cols) and bool((y_all == y_name).any()):
         raise DataError(f"{path}: line 1 ({preview(header_names, 4)}) looks like a data row, not a header row "
                         f"of column names; {NO_HEADER_HINT}")
     y = _target_values(path, y_all[kept_rows], y_name, kept_rows + first_line)
     del y_all
-    val = d["validation"]
     split = None
-    train_rows = keep
-    if val and not isinstance(val, str):
+    if fraction:
         tr, va = data.split(len(y), val, np.random.default_rng([spec["seed"], 1]), _label_strata(y, spec["loss"]))
         if len(tr) == 0 or len(va) == 0:
             raise spec.error("data.validation", f"a fraction of {val} of {len(y)} examples leaves an empty "
@@ -188,10 +206,9 @@ def _typed_csv(spec: spec_mod.Spec):
         split = (tr, va)
         train_rows = np.zeros(n_all, bool)
         train_rows[kept_rows[tr]] = True
-    # pass 2: infer and fit on the training rows
-    max_cat = d.get("max_categories") or columns_mod.MAX_CATEGORIES
-    cols = columns_mod.fit(path, [(n, e) for n, e in specs],
-                           ((s, l, c[:, :-1]) for s, l, c in passes()), train_rows, max_cat, tokens)
+        # pass 2: infer and fit on the training rows
+        cols = columns_mod.fit(path, specs, ((s, l, c[:, :-1]) for s, l, c in passes()), train_rows, max_cat,
+                               tokens)
     for j, k in zip(drop_cols, n_drop_col):  # their missing cells are the rows dropped, not training cells
         cols.columns[j].n_missing = int(k)
     # pass 3: encode every kept row
