@@ -109,7 +109,7 @@ def prepare(csv_path: str) -> None:
         dt = time.perf_counter() - t0
     n = len(x)
     print("\n".join(cols.lines()))
-    print(f"{n:,} rows, {cols.width} inputs: 3 chunked passes in {dt:.1f} s = {n / dt:,.0f} rows/s; "
+    print(f"{n:,} rows, {cols.width} inputs: the chunked passes in {dt:.1f} s = {n / dt:,.0f} rows/s; "
           f"encoded inputs {x.nbytes / 1e9:.2f} GB; peak RSS {_peak_rss_gb():.2f} GB (before: {rss0:.2f} GB); "
           f"file {Path(csv_path).stat().st_size / 1e9:.2f} GB  (CPU: {cpu_model()})")
 

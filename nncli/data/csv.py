@@ -117,7 +117,7 @@ def _parsed(path: str, fh) -> Iterator[list[str]]:
 
 
 def _blank(row: list[str]) -> bool:
-    return not any(c.strip() for c in row)
+    return not "".join(row).strip()  # every cell whitespace (one C-level join: the reader's hot path)
 
 
 class Chunks(NamedTuple):
