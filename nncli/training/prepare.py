@@ -127,7 +127,7 @@ def _target_values(path: str, y: np.ndarray, name: str, lines: np.ndarray) -> np
     return values
 
 
-def _typed_csv(spec: spec_mod.Spec):
+def _typed_csv(spec: spec_mod.Spec, encode: bool = True):
     """A training CSV through typed columns, in chunked passes over the file: (1) the targets and
     the rows drop_row removes, then the validation split; (2) inference and fitting on the
     training rows (in pass 1 when there is no validation fraction); (3) every kept row encoded. Returns (inputs, Table of the targets, the
@@ -211,6 +211,8 @@ def _typed_csv(spec: spec_mod.Spec):
                                tokens)
     for j, k in zip(drop_cols, n_drop_col):  # their missing cells are the rows dropped, not training cells
         cols.columns[j].n_missing = int(k)
+    if not encode:  # (nncli config --check: the fitted columns are enough)
+        return None, None, cols, split, ()
     # pass 3: encode every kept row
     x = np.empty((len(kept_rows), cols.width), np.float32)
     notes = columns_mod.Notes()
@@ -332,3 +334,13 @@ def _prepare_csv(spec: spec_mod.Spec) -> Prepared:
     return Prepared(spec, net, enc, normalizer, x_tr, np.ascontiguousarray(t_tr), x_va, t_va, cols.names, y_name,
                     None if plain else cols, lines + notes)
 
+
+
+def typed_columns(spec: spec_mod.Spec) -> columns_mod.Columns:
+    """The training CSV's typed columns, fitted as training fits them (no inputs encoded)."""
+    try:
+        return _typed_csv(spec, encode=False)[2]
+    except DataError as exc:
+        if "(from " in exc.message:
+            raise
+        raise DataError(f"{exc.message} (from {spec.source}: data.train)") from None
