@@ -75,7 +75,7 @@ def test_interrupt_mid_epoch_saves_and_resumes_exactly(blobs_config, six_epochs,
 
 def test_checkpoint_contents(six_epochs):
     with h5py.File(six_epochs / "model.h5", "r") as f:
-        assert f.attrs["format"] == "nncli-checkpoint" and f.attrs["format_version"] == 1
+        assert f.attrs["format"] == "nncli-checkpoint" and f.attrs["format_version"] == 2
         assert set(f["params"]) == {"dense_1", "dense_2"}
         assert f["params/dense_1/W"].shape == (2, 8)
         assert set(f["optimizer"]) >= {"iterations", "m", "v"}
