@@ -480,7 +480,7 @@ class Category(_Levels):
 @register
 class Binary(_Levels):
     type = "binary"
-    keys = {"missing": Key(choice("most_frequent", "drop_row", "error"), "error",
+    keys = {"missing": Key(choice("most_frequent", "drop_row", "error"), "most_frequent",
                            "a missing cell: the most frequent value, drop the row (training only) or an error"),
             "unknown": Key(choice("missing", "error"), "missing",
                            "a third value (predict, evaluate): read as missing (with a warning) or an error")}
@@ -649,8 +649,10 @@ class Columns:
 
     def plain(self) -> bool:
         """Every column a number without indicator, no missing cell in training: the inputs are
-        the cells' values, as an untyped CSV gives them."""
+        the cells' values, as an untyped CSV gives them (see also any_missing)."""
         return all(c.type == "number" and not c.settings["indicator"] and c.n_missing == 0 for c in self.columns)
+
+    any_missing = False   # set by training's encoding pass: a missing cell in any kept row
 
     def missing_mask(self, cells: np.ndarray) -> np.ndarray:
         if self._tokens is None:
@@ -660,6 +662,7 @@ class Columns:
     def encode(self, path: str, cells: np.ndarray, lines: np.ndarray, notes: Notes) -> np.ndarray:
         """float32 inputs (rows, width) from stripped cells (rows, one per raw column in order)."""
         missing = self.missing_mask(cells)
+        self.any_missing = self.any_missing or bool(missing.any())
         out = np.empty((len(cells), self.width), np.float32)
         at = 0
         for j, col in enumerate(self.columns):
@@ -702,7 +705,10 @@ class Columns:
                 raise ValueError(f"{g.name} type is {kind!r}, expected one of number, category, binary, date")
             klass = COLUMN_TYPES.get(kind)
             if "missing" in klass.keys:
-                klass.keys["missing"].validator(text["missing"], f"{g.name} missing")
+                try:
+                    klass.keys["missing"].validator(text["missing"], f"{g.name} missing")
+                except Invalid as exc:
+                    raise ValueError(str(exc)) from None
             col = klass(text["name"], {"missing": text["missing"]} if "missing" in klass.keys else {},
                         bool(g.attrs["inferred"]))
             col.n_missing = int(g.attrs["n_missing"])

@@ -230,6 +230,9 @@ def prepare(spec: spec_mod.Spec) -> Prepared:
     d = spec["data"]
     if not data.is_hdf5(d["train"]):
         return _prepare_csv(spec)
+    if d.get("columns"):
+        raise spec.error("data.columns", f"typed columns are a CSV feature; {d['train']} is an HDF5 file, whose "
+                                         f"inputs are numeric arrays")
     streamed = data.should_stream(spec)  # inputs bigger than data.memory_budget_mb: read from disk in blocks
     if streamed:
         x_all, table = _streamed_source(spec)
@@ -329,7 +332,7 @@ def _prepare_csv(spec: spec_mod.Spec) -> Prepared:
         x_va, t_va = vt.x, data.encode_targets(vt, enc, net.output_shape)
     x_tr = np.ascontiguousarray(normalizer.apply(x_tr))
     x_va = normalizer.apply(x_va) if x_va is not None else None
-    plain = cols.plain() and not d.get("columns") and not any("not seen in training" in n for n in notes)
+    plain = cols.plain() and not cols.any_missing and not d.get("columns")
     lines = () if plain else tuple(cols.lines())
     return Prepared(spec, net, enc, normalizer, x_tr, np.ascontiguousarray(t_tr), x_va, t_va, cols.names, y_name,
                     None if plain else cols, lines + notes)

@@ -279,6 +279,26 @@ def test_damaged_columns_are_refused(run, tmp_path):
         checkpoint.load(bad)
 
 
+def test_damaged_policy_is_refused(run, tmp_path):
+    folder, _, _ = run
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes((folder / "run" / "model.h5").read_bytes())
+    with h5py.File(bad, "a") as f:
+        f["columns/0"].attrs["missing"] = "guess"
+    with pytest.raises(checkpoint.CheckpointError, match="damaged checkpoint.*guess"):
+        checkpoint.load(bad)
+
+
+def test_columns_for_an_hdf5_file_are_refused(tmp_path):
+    with h5py.File(tmp_path / "d.h5", "w") as f:
+        f["x"], f["y"] = np.zeros((4, 2), "f4"), np.array([0, 1, 0, 1])
+    (tmp_path / "c.yaml").write_text("data: {train: d.h5, columns: {a: category}}\nlayers:\n"
+                                     "  - {type: dense, units: 2, activation: softmax}\n")
+    r = CliRunner().invoke(main, ["train", str(tmp_path / "c.yaml"), "-o", str(tmp_path / "out")])
+    assert r.exit_code == 2 and "data.columns" in error_line(r.stderr) and "CSV" in error_line(r.stderr)
+    assert not (tmp_path / "out").exists()
+
+
 def test_unknown_error_policy(run, tmp_path):
     folder, _, _ = run
     cfg = (folder / "config.yaml").read_text().replace("    note: ignore", "    note: ignore\n    colour: "
