@@ -4,6 +4,7 @@
     python bench/tabular.py generate /tmp/mixed.csv --rows 1000000
     python bench/tabular.py generate /tmp/big.csv --bytes 2e9 --note     # ~2 GB (an ignored text column)
     python bench/tabular.py prepare /tmp/mixed.csv     # the chunked passes, rows/s and peak RSS
+    python bench/tabular.py prepare /tmp/big.csv --budget-mb 64   # encoded inputs spilled to disk
     python bench/tabular.py first-batch /tmp/mixed.csv # nncli's train entry point -> the first batch
 
 The table: x1 (normal, 5% NA), x2 (integer), cat (20 levels, 3% empty), kind (4 levels),
@@ -72,6 +73,7 @@ def generate(path: str, rows: int | None, size: float | None, note: bool, seed: 
 CONFIG = """name: tabular-bench
 data:
   train: {train}
+  memory_budget_mb: {budget}
   normalize: standard
   columns:
     day: {{type: date, parts: [year, month, weekday]}}
@@ -86,10 +88,10 @@ batch_size: 256
 """
 
 
-def _config(folder: Path, csv_path: str) -> Path:
+def _config(folder: Path, csv_path: str, budget_mb: float) -> Path:
     note = "note: ignore" if "note" in Path(csv_path).open().readline() else ""
     path = folder / "bench.yaml"
-    path.write_text(CONFIG.format(train=str(Path(csv_path).resolve()), note=note))
+    path.write_text(CONFIG.format(train=str(Path(csv_path).resolve()), note=note, budget=budget_mb))
     return path
 
 
@@ -97,20 +99,22 @@ def _peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kB on Linux
 
 
-def prepare(csv_path: str) -> None:
+def prepare(csv_path: str, budget_mb: float) -> None:
     from nncli import spec as spec_mod
     from nncli.training import prepare as prep_mod
 
     with tempfile.TemporaryDirectory() as tmp:
-        spec = spec_mod.load(_config(Path(tmp), csv_path), {})
+        spec = spec_mod.load(_config(Path(tmp), csv_path, budget_mb), {})
         rss0 = _peak_rss_gb()
         t0 = time.perf_counter()
         x, table, cols, _, _ = prep_mod._typed_csv(spec)
         dt = time.perf_counter() - t0
-    n = len(x)
+    spilled = isinstance(x, prep_mod.Spill)
+    n = sum(x.n.values()) if spilled else len(x)
+    where = "spilled to a temporary HDF5 file" if spilled else "in memory"
     print("\n".join(cols.lines()))
     print(f"{n:,} rows, {cols.width} inputs: the chunked passes in {dt:.1f} s = {n / dt:,.0f} rows/s; "
-          f"encoded inputs {x.nbytes / 1e9:.2f} GB; peak RSS {_peak_rss_gb():.2f} GB (before: {rss0:.2f} GB); "
+          f"encoded inputs {4 * n * cols.width / 1e9:.2f} GB {where}; peak RSS {_peak_rss_gb():.2f} GB (before: {rss0:.2f} GB); "
           f"file {Path(csv_path).stat().st_size / 1e9:.2f} GB  (CPU: {cpu_model()})")
 
 
@@ -134,14 +138,14 @@ class _FirstBatch:
         return getattr(self.inner, name)
 
 
-def first_batch(csv_path: str) -> None:
+def first_batch(csv_path: str, budget_mb: float) -> None:
     t0 = time.perf_counter()
     from nncli.training import trainer
 
     rep = _FirstBatch(t0)
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            trainer.train(_config(Path(tmp), csv_path), output=str(Path(tmp) / "run"), reporter=rep,
+            trainer.train(_config(Path(tmp), csv_path, budget_mb), output=str(Path(tmp) / "run"), reporter=rep,
                           backend_name="jax")
         except KeyboardInterrupt:
             pass
@@ -158,16 +162,19 @@ def main(argv=None) -> int:
     g.add_argument("--bytes", type=float)
     g.add_argument("--note", action="store_true", help="add an ignored free-text column (longer rows)")
     for name in ("prepare", "first-batch"):
-        sub.add_parser(name).add_argument("path")
+        p = sub.add_parser(name)
+        p.add_argument("path")
+        p.add_argument("--budget-mb", type=float, default=512.0,
+                       help="data.memory_budget_mb: encoded inputs above it are spilled to disk and streamed")
     a = ap.parse_args(argv)
     if a.cmd == "generate":
         if (a.rows is None) == (a.bytes is None):
             ap.error("give --rows or --bytes")
         generate(a.path, a.rows, a.bytes, a.note)
     elif a.cmd == "prepare":
-        prepare(a.path)
+        prepare(a.path, a.budget_mb)
     else:
-        first_batch(a.path)
+        first_batch(a.path, a.budget_mb)
     return 0
 
 

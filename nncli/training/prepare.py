@@ -9,8 +9,13 @@ the training part (the one accumulator: one update, or one per block) and read a
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 
+import h5py
 import numpy as np
 
 from nncli import data, network
@@ -213,17 +218,68 @@ def _typed_csv(spec: spec_mod.Spec, encode: bool = True):
         cols.columns[j].n_missing = int(k)
     if not encode:  # (nncli config --check: the fitted columns are enough)
         return None, None, cols, split, ()
-    # pass 3: encode every kept row
-    x = np.empty((len(kept_rows), cols.width), np.float32)
+    # pass 3: encode every kept row, into memory or (bigger than data.memory_budget_mb) to a
+    # temporary HDF5 file that training streams
     notes = columns_mod.Notes()
     at = 0
-    for start, lines, cells in passes():
-        k = keep[start:start + len(cells)]
-        enc = cols.encode(path, cells[k, :-1], lines[k], notes)
-        x[at:at + len(enc)] = enc
-        at += len(enc)
+    if 4.0 * len(kept_rows) * cols.width > data.budget_bytes(spec):
+        in_train = np.ones(len(kept_rows), bool)
+        if split is not None:
+            in_train[:] = False
+            in_train[split[0]] = True
+        x = Spill(int(in_train.sum()), int((~in_train).sum()), cols.width)
+        for start, lines, cells in passes():
+            k = keep[start:start + len(cells)]
+            enc = cols.encode(path, cells[k, :-1], lines[k], notes)
+            x.write(enc, in_train[at:at + len(enc)])
+            at += len(enc)
+        x.close()
+    else:
+        x = np.empty((len(kept_rows), cols.width), np.float32)
+        for start, lines, cells in passes():
+            k = keep[start:start + len(cells)]
+            enc = cols.encode(path, cells[k, :-1], lines[k], notes)
+            x[at:at + len(enc)] = enc
+            at += len(enc)
     table = data.Table(np.zeros((0, cols.width), np.float32), y, path, cols.names, y_name)
     return x, table, cols, split, tuple(notes.lines(path))
+
+
+class Spill:
+    """Encoded training (and validation-split) inputs written to a temporary HDF5 file, datasets
+    `train` and `validation`, which training streams as data.XStream; the folder is removed
+    when the process exits."""
+
+    def __init__(self, n_train: int, n_val: int, width: int):
+        self.folder = tempfile.mkdtemp(prefix="nncli-typed-")
+        atexit.register(shutil.rmtree, self.folder, True)
+        self.path = os.path.join(self.folder, "inputs.h5")
+        self.width, self.n = width, {"train": n_train, "validation": n_val}
+        self.at = {"train": 0, "validation": 0}
+        rows = max(1, (1 << 20) // (4 * width))
+        try:
+            self.f = h5py.File(self.path, "w")
+            self.ds = {k: self.f.create_dataset(k, (n, width), "f4", chunks=(min(rows, n), width))
+                       for k, n in self.n.items() if n}
+        except OSError as exc:
+            raise DataError(f"{self.path}: cannot write the encoded inputs: {exc}") from None
+
+    def write(self, rows: np.ndarray, in_train: np.ndarray) -> None:
+        for key, part in (("train", rows[in_train]), ("validation", rows[~in_train])):
+            if len(part):
+                a = self.at[key]
+                try:
+                    self.ds[key][a:a + len(part)] = part
+                except OSError as exc:
+                    raise DataError(f"{self.path}: cannot write the encoded inputs: {exc}") from None
+                self.at[key] = a + len(part)
+
+    def close(self) -> None:
+        self.f.close()
+
+    def stream(self, key: str) -> data.XStream:
+        n = self.n[key]
+        return data.XStream(self.path, key, data.block_ranges(n, 4 * self.width), (self.width,))
 
 
 def prepare(spec: spec_mod.Spec) -> Prepared:
@@ -317,11 +373,25 @@ def _prepare_csv(spec: spec_mod.Spec) -> Prepared:
     y_name = table.y_name
     del table
     x_tr, t_tr, x_va, t_va = x_all, t_all, None, None
+    streamed = isinstance(x_all, Spill)
+    if streamed:
+        x_tr, x_va = x_all.stream("train"), (x_all.stream("validation") if split is not None else None)
     if split is not None:
         tr, va = split
-        x_tr, t_tr, x_va, t_va = x_all[tr], t_all[tr], x_all[va], t_all[va]
+        t_tr, t_va = t_all[tr], t_all[va]
+        if not streamed:
+            x_tr, x_va = x_all[tr], x_all[va]
     del x_all, t_all
-    normalizer = _fit_normalizer(d["normalize"], x_tr, cols.numeric)
+    if streamed:  # the one accumulator, one update per block
+        moments = data.Moments()
+        for rows in x_tr.checked_blocks(d["train"]):
+            if d["normalize"] != "none":
+                moments.update(rows)
+        normalizer = data.Normalizer.from_moments(d["normalize"], moments)
+        if normalizer.kind != "none":
+            normalizer.shift[~cols.numeric], normalizer.scale[~cols.numeric] = 0.0, 1.0
+    else:
+        normalizer = _fit_normalizer(d["normalize"], x_tr, cols.numeric)
     val = d["validation"]
     if isinstance(val, str):
         try:
@@ -330,8 +400,13 @@ def _prepare_csv(spec: spec_mod.Spec) -> Prepared:
             raise DataError(f"{exc.message} (from {spec.source}: data.validation)") from None
         notes = notes + more
         x_va, t_va = vt.x, data.encode_targets(vt, enc, net.output_shape)
-    x_tr = np.ascontiguousarray(normalizer.apply(x_tr))
-    x_va = normalizer.apply(x_va) if x_va is not None else None
+    if streamed:
+        x_tr = x_tr.normalized(normalizer)
+        x_va = x_va.normalized(normalizer) if isinstance(x_va, data.XStream) else (
+            normalizer.apply(x_va) if x_va is not None else None)
+    else:
+        x_tr = np.ascontiguousarray(normalizer.apply(x_tr))
+        x_va = normalizer.apply(x_va) if x_va is not None else None
     plain = cols.plain() and not cols.any_missing and not d.get("columns")
     lines = () if plain else tuple(cols.lines())
     return Prepared(spec, net, enc, normalizer, x_tr, np.ascontiguousarray(t_tr), x_va, t_va, cols.names, y_name,

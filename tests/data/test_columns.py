@@ -391,3 +391,26 @@ def test_bad_typed_inputs(tmp_path, case, entry, blank, code, words):
     for w in words:
         assert w in line, line
     assert not out.exists()
+
+
+def test_encoded_inputs_over_the_memory_budget_are_streamed(run):
+    """Encoded inputs larger than data.memory_budget_mb go to a temporary HDF5 file that training
+    streams: the same rows, targets and normaliser as in memory."""
+    from nncli import data
+    from nncli import spec as spec_mod
+    from nncli.training.prepare import prepare
+
+    folder, _, _ = run
+    cfg = folder / "split.yaml"
+    cfg.write_text(CONFIG.replace("validation: val.csv", "validation: 0.25"))
+    mem = prepare(spec_mod.load(cfg))
+    disk = prepare(spec_mod.load(cfg, sets=("data.memory_budget_mb=0.0001",)))
+    assert isinstance(disk.x_train, data.XStream) and isinstance(disk.x_val, data.XStream)
+    assert not isinstance(mem.x_train, data.XStream)
+    np.testing.assert_allclose(disk.normalizer.shift, mem.normalizer.shift, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(disk.normalizer.scale, mem.normalizer.scale, rtol=1e-6)
+    for stream, rows, t_disk, t_mem in ((disk.x_train, mem.x_train, disk.t_train, mem.t_train),
+                                        (disk.x_val, mem.x_val, disk.t_val, mem.t_val)):
+        got = np.concatenate([x for x, _, _ in stream.batches(None, 1)])
+        np.testing.assert_allclose(got, rows, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(t_disk, t_mem)
