@@ -779,6 +779,12 @@ def stripped(cells: np.ndarray) -> np.ndarray:
     return np.strings.strip(cells) if hasattr(np, "strings") else np.char.strip(cells)
 
 
+def compact(cells: np.ndarray) -> np.ndarray:
+    """A copy of a string array in the narrowest dtype that holds its longest string."""
+    longest = int(np.strings.str_len(cells).max()) if cells.size else 1
+    return cells.astype(f"<U{max(1, longest)}")
+
+
 def row_chunks(chunks, idx: Sequence[int]):
     """(index of the chunk's first row, line numbers, stripped cells of the columns `idx`) per chunk."""
     start = 0

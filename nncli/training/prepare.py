@@ -168,7 +168,7 @@ def _typed_csv(spec: spec_mod.Spec, encode: bool = True):
 
     def first_pass():
         for start, lines, cells in passes():
-            ys.append(cells[:, -1])
+            ys.append(columns_mod.compact(cells[:, -1]))  # a copy: a view would keep the chunk alive
             if drop_cols and token_arr is not None:
                 m = np.isin(cells[:, drop_cols], token_arr)
                 n_drop_col[:] += m.sum(axis=0)
