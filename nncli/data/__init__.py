@@ -7,6 +7,7 @@ DataError naming the file and, where there is one, the row and column.
 
     table.py      Table (what a file gives), is_hdf5, preview
     csv.py        the one chunked CSV reader; header rules; the columns a model reads
+    columns.py    typed CSV columns: infer, impute, encode (COLUMN_TYPES), stored in the checkpoint
     hdf5.py       HDF5 datasets read whole, checked; XStream (training inputs read in blocks)
     files.py      read(): a file of either kind
     targets.py    Encoding, fit_encoding, encode_targets, decode
