@@ -1,8 +1,8 @@
 """The checkpoint file: HDF5, readable with h5py and numpy alone, never pickle.
 
-Layout (format_version 1)::
+Layout (format_version 2; version 1 files, which have none of version 2's optional items, still load)::
 
-    /                     attrs: format="nncli-checkpoint", format_version=1, nncli_version,
+    /                     attrs: format="nncli-checkpoint", format_version=2, nncli_version,
                                  created (ISO time), epoch, step, backend, best_epoch, best_value,
                                  finished ("" while training, "epochs" or "early_stopping" once done)
     /config               attr "yaml": the resolved config as YAML text
@@ -15,6 +15,8 @@ Layout (format_version 1)::
     /rng                  attr "state": JSON of the numpy generator states for an exact resume
 
 Version 2 adds optional items (a version 1 file, which has none of them, loads as before):
+    /columns              (typed CSV inputs only) dataset missing_values; one group per input column,
+                          /columns/0, /1, ... in input order (see nncli.data.columns and the README)
     /target_normalization attr "kind" ("standard"); datasets shift, scale shaped like one example's
                           output: the network predicts (y - shift) * scale, predictions are
                           output / scale + shift (absent: the targets were used as they are)
@@ -38,6 +40,7 @@ import numpy as np
 
 from nncli import __version__, fileio, h5safe
 from nncli.data import MAX_CLASSES, Encoding, Normalizer, stored_completely
+from nncli.data.columns import Columns
 from nncli.errors import CheckpointError
 from nncli.losses import CLASSIFICATION_LOSSES, LOSSES
 from nncli.network import MAX_PARAMS
@@ -73,6 +76,7 @@ class Checkpoint:
     created: str = ""
     nncli_version: str = __version__
     target_scaler: Normalizer = field(default_factory=lambda: Normalizer("none"))  # v2: /target_normalization
+    columns: Columns | None = None           # typed CSV input columns (None: plain numeric inputs)
 
 
 def _str_list(values) -> np.ndarray:
@@ -148,6 +152,8 @@ def _fill(f: h5py.File, c: Checkpoint) -> None:
 # --- version 2's optional items (absent in version 1 files): written and read here ---
 
 def _write_v2(f: h5py.File, c: Checkpoint) -> None:
+    if c.columns is not None:
+        c.columns.store(f.create_group("columns"))
     if c.target_scaler.kind != "none":
         tn = f.create_group("target_normalization")
         tn.attrs["kind"] = c.target_scaler.kind
@@ -341,6 +347,28 @@ def _int_in(value: Any, lo: int, hi: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi
 
 
+def _floats(ds, length: int) -> np.ndarray:
+    ds = _declared(ds, length, getattr(ds, "name", "a number list"))
+    if ds.dtype.kind not in "iuf" or tuple(ds.shape) != (length,):
+        raise ValueError(f"{ds.name} has shape {tuple(ds.shape)} ({ds.dtype}), expected {length} numbers")
+    values = np.asarray(ds[()], dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise ValueError(f"{ds.name} has non-finite values")
+    return values
+
+
+def _columns(group: h5py.Group, ck: Checkpoint) -> Columns:
+    """/columns, checked: each column's sizes before reading, the encoded width against the inputs."""
+    if not isinstance(group, h5py.Group):
+        raise ValueError("/columns is not a group")
+    width = int(np.prod(ck.input_shape))
+    cols = Columns.load(group, _strings, _floats, max(width, 1))
+    if len(ck.input_shape) != 1 or cols.width != width or cols.names != list(ck.x_names):
+        raise ValueError(f"/columns encode {cols.width} inputs named {cols.names[:3]}..., the model has input shape "
+                         f"{ck.input_shape} named {list(ck.x_names)[:3]}...")
+    return cols
+
+
 def _check_loaded(ck: Checkpoint) -> None:
     """Checks across the parts of a checkpoint that was read."""
 
@@ -417,6 +445,10 @@ def load(path: str | os.PathLike) -> Checkpoint:
                 created=str(f.attrs.get("created", "")), nncli_version=str(f.attrs.get("nncli_version", "")),
                 **(_read_v2(f) if int(version) >= 2 else {}),
             )
+            if "columns" in f:
+                if int(version) < 2:
+                    raise ValueError("/columns in a version 1 checkpoint")
+                ck.columns = _columns(f["columns"], ck)
             _check_loaded(ck)
             return ck
     except CheckpointError:

@@ -21,6 +21,10 @@ from nncli import __version__
 from nncli.errors import NncliError
 
 
+def _warn(line: str) -> None:
+    click.echo(line, err=True)
+
+
 def _fail(message: str, code: int) -> None:
     click.echo(f"Error: {message}", err=True)
     sys.exit(code)
@@ -273,7 +277,7 @@ def predict(model, input, output, proba, by_position, delimiter):
     from nncli import inference
 
     count = inference.predict(model, input, output=output, proba=proba, stream=sys.stdout, by_position=by_position,
-                              delimiter=delimiter)
+                              delimiter=delimiter, warn=_warn)
     if output and output != "-":
         click.echo(f"wrote {count} predictions to {output}", err=True)
 
@@ -301,7 +305,8 @@ def evaluate(model, data, as_json, confusion, by_position, delimiter):
 
     from nncli import inference
 
-    result = inference.evaluate(model, data, confusion=confusion, by_position=by_position, delimiter=delimiter)
+    result = inference.evaluate(model, data, confusion=confusion, by_position=by_position, delimiter=delimiter,
+                                warn=_warn)
     if as_json:
         extra = {"confusion": result.report} if result.report is not None else {}
         click.echo(json.dumps({"examples": result.examples, **result.metrics, **extra}))
@@ -382,6 +387,8 @@ def inspect(model, as_json):
         ts = info["target_scaling"]
         click.echo(f"target standardised for training: mean {_short(ts['mean'])}, std {_short(ts['std'])} "
                    f"(predictions in the target's units)")
+    for line in info["columns"] or []:
+        click.echo(line)
     click.echo("")
     for line in _layer_table(info["layers"], info["total_params"]):
         click.echo(line)

@@ -24,7 +24,8 @@ import yaml
 from nncli import data, network
 from nncli import spec as spec_mod
 from nncli.data import hdf5
-from nncli.data.csv import generic_names, training_columns
+from nncli.data.csv import generic_names, model_columns, training_columns
+from nncli.training import prepare as prepare_mod
 from nncli.errors import DataError
 
 CSV_PEEK_ROWS = 5
@@ -160,13 +161,45 @@ def _file_shape(spec: spec_mod.Spec, path: str, key: str) -> tuple[tuple[int, ..
         raise DataError(f"{exc.message} (from {spec.source}: data.{key})") from None
 
 
+def _typed_shape(spec: spec_mod.Spec) -> tuple[tuple[int, ...], list[str], list[str]]:
+    """A training CSV with typed columns: fitted as training fits them (the whole file read);
+    (input shape, the input columns, the notes: one line per column)."""
+    cols = prepare_mod.typed_columns(spec)
+    path = spec["data"]["train"]
+    return (cols.width,), cols.raw_names, [f"{path}: CSV, typed columns (the whole file read), inputs "
+                                           f"{len(cols.raw_names)} columns -> {cols.width}"] + cols.lines()
+
+
+def _typed_other(spec: spec_mod.Spec, path: str, key: str, raw: list[str]) -> str:
+    """A validation or test CSV for typed columns: its header names every input column."""
+    d = spec["data"]
+    try:
+        names, body, _ = _peek_csv(path, d["header"])
+        model_columns(path, names, len(names), raw, None, False, False)
+    except DataError as exc:
+        raise DataError(f"{exc.message} (from {spec.source}: data.{key})") from None
+    return f"{path}: CSV, the {len(raw)} input columns by name (header and first {len(body)} rows read)"
+
+
 def check(spec: spec_mod.Spec) -> Check:
     """Check a validated config against its data files and the layers' shapes, compiling nothing."""
     d = spec["data"]
-    shape, note = _file_shape(spec, d["train"], "train")
-    files = [note]
+    raw = None
+    if data.is_hdf5(d["train"]):
+        shape, note = _file_shape(spec, d["train"], "train")
+        files = [note]
+    else:
+        try:
+            if d.get("columns"):
+                raise DataError("typed")
+            shape, note = _file_shape(spec, d["train"], "train")
+            files = [note]
+        except DataError:  # words or missing cells in the first rows, or data.columns: typed columns
+            shape, raw, files = _typed_shape(spec)
     for key in ("validation", "test"):
-        if isinstance(d[key], str):
+        if isinstance(d[key], str) and raw is not None and not data.is_hdf5(d[key]):
+            files.append(_typed_other(spec, d[key], key, raw))
+        elif isinstance(d[key], str):
             other, note = _file_shape(spec, d[key], key)
             if other != shape:
                 raise DataError(f"{d[key]}: inputs of shape {other} but the training data has {shape} "

@@ -16,13 +16,15 @@ from __future__ import annotations
 import csv
 import io
 import os
+import sys
 from dataclasses import dataclass
-from typing import Any, Iterator, TextIO
+from typing import Any, Callable, Iterator, TextIO
 
 import numpy as np
 
 from nncli import backend, checkpoint, data, fileio, functions, metrics as metrics_mod, network
 from nncli import spec as spec_mod
+from nncli.data import columns as columns_mod
 from nncli.errors import CheckpointError, ConfigError, DataError, NncliError
 from nncli.schema import Invalid, list_of, optional
 
@@ -30,6 +32,11 @@ PREDICT_BATCH = 1024
 PREDICT_STREAM_BYTES = 16 << 20  # a CSV input larger than this is read in chunks of rows
 PREDICT_CHUNK_ROWS = 50_000
 MAX_CSV_INPUTS = 1_000_000  # columns of a CSV input (a model may declare more inputs: use HDF5)
+
+
+def _stderr(line: str) -> None:
+    """Where warnings go when the caller names no reporter (the CLI passes its own)."""
+    print(line, file=sys.stderr)
 
 
 @dataclass
@@ -131,11 +138,22 @@ def input_names(ck: checkpoint.Checkpoint, path: str) -> list[str]:
 
 
 def read_inputs(model: Loaded, path: str, with_targets: bool, by_position: bool = False,
-                header: bool = True, delimiter: str | None = None) -> data.Table:
+                header: bool = True, delimiter: str | None = None, warn: Callable[[str], None] = _stderr
+                ) -> data.Table:
     """The rows of `path` as `model` reads them (columns matched as README's predict says),
     normalised with the stored statistics; `with_targets`: the target column too (as read: class
-    names or numbers in the target's units); `delimiter`: see reading()."""
+    names or numbers in the target's units); `delimiter`: see reading(). A model with typed
+    columns encodes a CSV's raw cells with what training fitted (warnings to `warn`)."""
     ck = model.ck
+    if ck.columns is not None and not data.is_hdf5(path):
+        if not os.path.exists(path):
+            raise DataError(f"{path}: file not found")
+        table, notes = columns_mod.read_file(ck.columns, path, ck.y_name, with_targets, header, by_position,
+                                             delimiter=reading(model, delimiter)[0])
+        for line in notes:
+            warn(line)
+        table.x = ck.normalizer.apply(table.x)
+        return table
     if data.is_hdf5(path):
         if by_position:
             raise ConfigError(f"--by-position is for CSV inputs; {path} is an HDF5 file")
@@ -226,10 +244,32 @@ def _csv_chunks(model: Loaded, path: str, by_position: bool, delimiter: str | No
             for first, cells in chunks)
 
 
-def input_chunks(model: Loaded, path: str, by_position: bool = False, delimiter: str | None = None
-                 ) -> Iterator[np.ndarray]:
+def _typed_chunks(model: Loaded, path: str, by_position: bool, delimiter: str | None,
+                  warn: Callable[[str], None]) -> Iterator[np.ndarray]:
+    """A CSV's rows encoded with the model's typed columns and normalised, in chunks of rows
+    (one chunk for a small file); the warnings once the whole file is read."""
+    if not os.path.exists(path):
+        raise DataError(f"{path}: file not found")
+    ck = model.ck
+    notes = columns_mod.Notes()
+    chunk_rows = max(1, PREDICT_CHUNK_ROWS // PREDICT_BATCH) * PREDICT_BATCH
+    rows = columns_mod.encode_file(ck.columns, path, ck.y_name, False, True, by_position, chunk_rows, notes,
+                                   delimiter=reading(model, delimiter)[0])
+
+    def gen():
+        for _, x, _ in rows:
+            yield ck.normalizer.apply(x)
+        for line in notes.lines(path):
+            warn(line)
+    return gen()
+
+
+def input_chunks(model: Loaded, path: str, by_position: bool = False, delimiter: str | None = None,
+                 warn: Callable[[str], None] = _stderr) -> Iterator[np.ndarray]:
     """The normalised inputs of `path` for `model`, in chunks of rows: one chunk for a file read
     whole, many for a big CSV. What can be checked before the first row is checked here."""
+    if model.ck.columns is not None and not data.is_hdf5(path):
+        return _typed_chunks(model, path, by_position, delimiter, warn)
     if streams_csv(path):
         return _csv_chunks(model, path, by_position, delimiter)
     return iter([read_inputs(model, path, with_targets=False, by_position=by_position, delimiter=delimiter).x])
@@ -252,7 +292,8 @@ def write_predictions(model: Loaded, chunks: Iterator[np.ndarray], proba: bool, 
 
 
 def predict(model_path: str, input_path: str, output: str | None = None, proba: bool = True,
-            stream: TextIO | None = None, by_position: bool = False, delimiter: str | None = None) -> int:
+            stream: TextIO | None = None, by_position: bool = False, delimiter: str | None = None,
+            warn: Callable[[str], None] = _stderr) -> int:
     """Write predictions as CSV to `output` (atomically; "-" is `stream`) or to `stream`; return the
     row count. The output is checked before anything is read: never one of the inputs.
     `by_position`: take a CSV's columns in order rather than by name (see data.model_columns)."""
@@ -260,7 +301,7 @@ def predict(model_path: str, input_path: str, output: str | None = None, proba: 
     if target is not None and target.kind == "stdout":
         target = None
     model = load_model(model_path)
-    chunks = input_chunks(model, str(input_path), by_position, delimiter)
+    chunks = input_chunks(model, str(input_path), by_position, delimiter, warn)
     if target is None:
         return write_predictions(model, chunks, proba, stream)
     try:
@@ -279,7 +320,8 @@ class Evaluation:
 
 
 def evaluate(model_path: str | os.PathLike, data_path: str, confusion: bool = False, by_position: bool = False,
-             header: bool = True, delimiter: str | None = None) -> Evaluation:
+             header: bool = True, delimiter: str | None = None, warn: Callable[[str], None] = _stderr
+             ) -> Evaluation:
     """Loss and metrics of a checkpoint on a labelled file (f1, r2, ... from all predictions).
     `by_position`: a CSV's columns in order, the target last; `header` false: a CSV without a
     header row, its columns named col1 .. colN (a run's test file with data.header false)."""
@@ -288,7 +330,7 @@ def evaluate(model_path: str | os.PathLike, data_path: str, confusion: bool = Fa
         raise ConfigError(f"--confusion needs a classifier; {model_path} is a {model.ck.task} model "
                           f"(loss {model.ck.loss})")
     table = read_inputs(model, data_path, with_targets=True, by_position=by_position, header=header,
-                        delimiter=delimiter)
+                        delimiter=delimiter, warn=warn)
     t = data.encode_targets(table, model.ck.encoding, model.net.output_shape)
     names = list(model.config.get("metrics") or [])
     batch = max(1, min(PREDICT_BATCH, len(table.x)))
@@ -324,4 +366,5 @@ def inspect(model_path: str) -> dict[str, Any]:
             "std": (1.0 / ck.target_scaler.scale.reshape(-1).astype(float)).tolist()},
         "best_epoch": ck.best_epoch, "best_value": ck.best_value,
         "history": ck.history, "config": ck.config_yaml,
+        "columns": ck.columns.lines() if ck.columns is not None else None,
     }

@@ -23,6 +23,7 @@ from typing import Any, Mapping
 import yaml
 
 from nncli import overrides as overrides_mod
+from nncli.data import columns as columns_mod
 from nncli.errors import ConfigError
 from nncli.layers import LAYERS
 from nncli.losses import CLASSIFICATION_LOSSES, LOSSES
@@ -295,6 +296,11 @@ def data_keys(base: Path) -> dict[str, Key]:
                                 "the target's units"),
         "class_weight": Key(_class_weight, "none", "classification: none, balanced (n / (classes * count)) or "
                                                    "{label: weight}; weights the training loss per row"),
+        "columns": Key(optional(columns_mod.validate_columns), None,
+                       "CSV column types: {name: number | category | binary | date | ignore, or {type, ...}}; "
+                       "other columns are inferred (README: Typed columns)"),
+        "max_categories": Key(integer(min=2), columns_mod.MAX_CATEGORIES,
+                              "a category column may have at most this many levels (inference refuses more)"),
     }
 
 

@@ -155,6 +155,9 @@ def _declared_paths() -> set[str]:
     for name in LAYERS.names():
         keys(f"layers[].{name}", {"type": 0, "name": 0, "inputs": 0, **LAYERS.get(name).keys})
     keys("metrics[]", {"type": 0, "k": 0})
+    from nncli.data.columns import COLUMN_TYPES
+    for name in COLUMN_TYPES.names():
+        keys(f"data.columns.*.{name}", {"type": 0, **COLUMN_TYPES.get(name).keys})
     return out
 
 

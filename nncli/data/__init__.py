@@ -9,6 +9,7 @@ DataError naming the file and, where there is one, the row and column.
     csv.py        the one chunked CSV reader; dialects (delimiter), missing cells; header rules;
                   the columns a model reads
     jsonl.py      JSON-lines files, read into the same Chunks as a CSV
+    columns.py    typed CSV columns: infer, impute, encode (COLUMN_TYPES), stored in the checkpoint
     hdf5.py       HDF5 datasets read whole, checked; XStream (training inputs read in blocks)
     files.py      read(): a file of either kind
     targets.py    Encoding, fit_encoding, encode_targets, decode

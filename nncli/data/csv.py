@@ -195,7 +195,7 @@ def _parsed(path: str, fh, delimiter: str = ",") -> Iterator[list[str]]:
 
 
 def _blank(row: list[str]) -> bool:
-    return not any(c.strip() for c in row)
+    return not "".join(row).strip()  # every cell whitespace (one C-level join: the reader's hot path)
 
 
 def read_chunks(path: str, chunk_rows: int | None = None, header: bool | str = True, hint: str = NO_HEADER_HINT,

@@ -9,12 +9,21 @@ the training part (the one accumulator: one update, or one per block) and read a
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 
+import h5py
 import numpy as np
 
 from nncli import data, network
 from nncli import spec as spec_mod
+from nncli.data import columns as columns_mod
+from nncli.data.csv import NO_HEADER_HINT, _is_number, generic_names, read_chunks, training_columns
+from nncli.data.table import preview
+from nncli.data.targets import _label_strings, _sort_classes
 from nncli.errors import DataError
 from nncli.registry import did_you_mean
 
@@ -36,6 +45,8 @@ class Prepared:
     y_name: str | None
     target_scaler: data.Normalizer = field(default_factory=lambda: data.Normalizer("none"))
     class_weights: np.ndarray | None = None   # one per class (data.class_weight), None: unweighted
+    columns: columns_mod.Columns | None = None    # typed CSV columns (None: plain numeric inputs)
+    notes: tuple[str, ...] = ()                   # lines for the reporter: resolved columns, warnings
 
 
 def read_table(spec: spec_mod.Spec, path: str, key: str) -> data.Table:
@@ -125,8 +136,210 @@ def class_weights(spec: spec_mod.Spec, enc: data.Encoding, t_tr: np.ndarray) -> 
     return np.array([cw.get(c, 1.0) for c in classes], dtype=np.float32)
 
 
+def missing_values(spec: spec_mod.Spec) -> tuple[str, ...]:
+    """The cells read as missing (data.missing_values where the config has it)."""
+    given = spec["data"].get("missing_values")
+    return tuple(given) if given is not None else columns_mod.MISSING_VALUES
+
+
+def _label_strata(y: np.ndarray, loss: str) -> np.ndarray | None:
+    """The class of each target, numbered in the Encoding's class order (what _split_rows
+    stratifies by), or None for regression."""
+    if loss not in ("categorical_crossentropy", "binary_crossentropy"):
+        return None
+    try:
+        labels, numeric = _label_strings(y)
+    except ValueError:
+        return None
+    rank = {c: i for i, c in enumerate(_sort_classes(labels, numeric))}
+    uniq, inverse = np.unique(labels, return_inverse=True)
+    return np.array([rank[str(u)] for u in uniq.tolist()], dtype=np.int64)[inverse.reshape(-1)]
+
+
+def _target_values(path: str, y: np.ndarray, name: str, lines: np.ndarray, tokens: tuple[str, ...]) -> np.ndarray:
+    """Stripped target cells: numbers when every cell is one, else the strings (as data.csv reads
+    them). A missing target (empty, or one of the missing tokens) is an error saying how many and
+    where, as data.csv's reader says it."""
+    gone = data.is_missing(y, tokens) | (y == "")
+    if gone.any():
+        at = lines[gone][:5].tolist()
+        n = int(gone.sum())
+        more = ", ..." if n > len(at) else ""
+        raise DataError(f"{path}: line {at[0]}, column '{name}': {n} missing target value{'s' * (n > 1)} "
+                        f"(line{'s' * (n > 1)} {', '.join(map(str, at))}{more}); every row needs a target: "
+                        f"drop those rows")
+    try:
+        values = y.astype(np.float64)
+    except ValueError:
+        return y
+    if not np.isfinite(values).all():
+        raise DataError(f"{path}: line {int(lines[int(np.argmax(~np.isfinite(values)))])}, column '{name}': "
+                        f"non-finite target")
+    return values
+
+
+def _typed_csv(spec: spec_mod.Spec, encode: bool = True):
+    """A training CSV through typed columns, in chunked passes over the file: (1) the targets and
+    the rows drop_row removes, then the validation split; (2) inference and fitting on the
+    training rows (in pass 1 when there is no validation fraction); (3) every kept row encoded. Returns (inputs, Table of the targets, the
+    Columns, train and validation row indices or None, warnings)."""
+    d = spec["data"]
+    path, header = d["train"], bool(d["header"])
+    where = f" (from {spec.source}: data.train)"
+    tokens = missing_values(spec)
+    delimiter = d["delimiter"]
+    names, width, _ = read_chunks(path, 1, header, delimiter=delimiter, missing=tokens)
+    header_names, names = names, names if names is not None else generic_names(width)
+    x_cols, y_name, _, y_idx = training_columns(path, names, d["x"], d["y"])
+    position = {n: i for i, n in enumerate(names)}
+    entries = d.get("columns") or {}
+    for c in x_cols:
+        if (entries.get(c) or {}).get("type") == "ignore" and d["x"] is not None:
+            raise spec.error(f"data.columns.{c}", f"'{c}' is listed in data.x and typed ignore; keep one")
+    specs = columns_mod.resolve_specs(path, names, x_cols, y_name, entries, spec.error)
+    if not specs:
+        raise DataError(f"{path}: no input columns (every one is ignored){where}")
+    idx = [position[n] for n, _ in specs]
+    drop_cols = [j for j, (_, e) in enumerate(specs) if e and e.get("missing") == "drop_row"]
+    token_arr = np.array(tokens, dtype=str) if tokens else None
+
+    def passes():
+        return columns_mod.row_chunks(read_chunks(path, columns_mod.CHUNK_ROWS, header, delimiter=delimiter,
+                                                  missing=tokens).chunks, idx + [y_idx])
+
+    val = d["validation"]
+    fraction = bool(val) and not isinstance(val, str)
+    max_cat = d.get("max_categories") or columns_mod.MAX_CATEGORIES
+    # pass 1: targets, dropped rows (and, without a validation fraction, the fitting: every kept
+    # row is a training row)
+    ys, keeps, n_drop_col = [], [], np.zeros(len(drop_cols), np.int64)
+    first_lines = []   # the line of the first data row, as the reader numbers it (CSV or JSON lines)
+
+    def first_pass():
+        for start, lines, cells in passes():
+            if not first_lines and len(lines):
+                first_lines.append(int(lines[0]))
+            ys.append(columns_mod.compact(cells[:, -1]))  # a copy: a view would keep the chunk alive
+            if drop_cols and token_arr is not None:
+                m = np.isin(cells[:, drop_cols], token_arr)
+                n_drop_col[:] += m.sum(axis=0)
+                keeps.append(~m.any(axis=1))
+                lines, cells = lines[keeps[-1]], cells[keeps[-1]]
+            yield start, lines, cells[:, :-1]
+
+    cols = None
+    if fraction:
+        for _ in first_pass():
+            pass
+    else:
+        try:
+            cols = columns_mod.fit(path, specs, first_pass(), None, max_cat, tokens)
+        except DataError:
+            # fitting saw no row when drop_row removed them all (that error, below, comes first)
+            if not (keeps and not np.concatenate(keeps).any()):
+                raise
+    y_all = np.concatenate(ys)
+    del ys
+    n_all = len(y_all)
+    keep = np.concatenate(keeps) if keeps else np.ones(n_all, bool)
+    first_line = first_lines[0] if first_lines else (2 if header else 1)
+    kept_rows = np.flatnonzero(keep)
+    if not len(kept_rows):
+        what = ", ".join(f"'{specs[j][0]}' ({int(k)} missing)" for j, k in zip(drop_cols, n_drop_col))
+        raise DataError(f"{path}: missing: drop_row on column {what} leaves no rows of {n_all}; choose another "
+                        f"missing policy{where}")
+    if header_names is not None and all(_is_number(c) for c in x_cols) and bool((y_all == y_name).any()):
+        raise DataError(f"{path}: line 1 ({preview(header_names, 4)}) looks like a data row, not a header row "
+                        f"of column names; {NO_HEADER_HINT}")
+    y = _target_values(path, y_all[kept_rows], y_name, kept_rows + first_line, tokens)
+    del y_all
+    split = None
+    if fraction:
+        tr, va = data.split(len(y), val, np.random.default_rng([spec["seed"], 1]), _label_strata(y, spec["loss"]))
+        if len(tr) == 0 or len(va) == 0:
+            raise spec.error("data.validation", f"a fraction of {val} of {len(y)} examples leaves an empty "
+                                                f"{'training' if len(tr) == 0 else 'validation'} set")
+        split = (tr, va)
+        train_rows = np.zeros(n_all, bool)
+        train_rows[kept_rows[tr]] = True
+        # pass 2: infer and fit on the training rows
+        cols = columns_mod.fit(path, specs, ((s, l, c[:, :-1]) for s, l, c in passes()), train_rows, max_cat,
+                               tokens)
+    for j, k in zip(drop_cols, n_drop_col):  # their missing cells are the rows dropped, not training cells
+        cols.columns[j].n_missing = int(k)
+    if not encode:  # (nncli config --check: the fitted columns are enough)
+        return None, None, cols, split, ()
+    # pass 3: encode every kept row, into memory or (bigger than data.memory_budget_mb) to a
+    # temporary HDF5 file that training streams
+    notes = columns_mod.Notes()
+    at = 0
+    if 4.0 * len(kept_rows) * cols.width > data.budget_bytes(spec):
+        in_train = np.ones(len(kept_rows), bool)
+        if split is not None:
+            in_train[:] = False
+            in_train[split[0]] = True
+        x = Spill(int(in_train.sum()), int((~in_train).sum()), cols.width)
+        for start, lines, cells in passes():
+            k = keep[start:start + len(cells)]
+            enc = cols.encode(path, cells[k, :-1], lines[k], notes)
+            x.write(enc, in_train[at:at + len(enc)])
+            at += len(enc)
+        x.close()
+    else:
+        x = np.empty((len(kept_rows), cols.width), np.float32)
+        for start, lines, cells in passes():
+            k = keep[start:start + len(cells)]
+            enc = cols.encode(path, cells[k, :-1], lines[k], notes)
+            x[at:at + len(enc)] = enc
+            at += len(enc)
+    table = data.Table(np.zeros((0, cols.width), np.float32), y, path, cols.names, y_name)
+    return x, table, cols, split, tuple(notes.lines(path))
+
+
+class Spill:
+    """Encoded training (and validation-split) inputs written to a temporary HDF5 file, datasets
+    `train` and `validation`, which training streams as data.XStream; the folder is removed
+    when the process exits."""
+
+    def __init__(self, n_train: int, n_val: int, width: int):
+        self.folder = tempfile.mkdtemp(prefix="nncli-typed-")
+        atexit.register(shutil.rmtree, self.folder, True)
+        self.path = os.path.join(self.folder, "inputs.h5")
+        self.width, self.n = width, {"train": n_train, "validation": n_val}
+        self.at = {"train": 0, "validation": 0}
+        rows = max(1, (1 << 20) // (4 * width))
+        try:
+            self.f = h5py.File(self.path, "w")
+            self.ds = {k: self.f.create_dataset(k, (n, width), "f4", chunks=(min(rows, n), width))
+                       for k, n in self.n.items() if n}
+        except OSError as exc:
+            raise DataError(f"{self.path}: cannot write the encoded inputs: {exc}") from None
+
+    def write(self, rows: np.ndarray, in_train: np.ndarray) -> None:
+        for key, part in (("train", rows[in_train]), ("validation", rows[~in_train])):
+            if len(part):
+                a = self.at[key]
+                try:
+                    self.ds[key][a:a + len(part)] = part
+                except OSError as exc:
+                    raise DataError(f"{self.path}: cannot write the encoded inputs: {exc}") from None
+                self.at[key] = a + len(part)
+
+    def close(self) -> None:
+        self.f.close()
+
+    def stream(self, key: str) -> data.XStream:
+        n = self.n[key]
+        return data.XStream(self.path, key, data.block_ranges(n, 4 * self.width), (self.width,))
+
+
 def prepare(spec: spec_mod.Spec) -> Prepared:
     d = spec["data"]
+    if not data.is_hdf5(d["train"]):
+        return _prepare_csv(spec)
+    if d.get("columns"):
+        raise spec.error("data.columns", f"typed columns are a CSV feature; {d['train']} is an HDF5 file, whose "
+                                         f"inputs are numeric arrays")
     streamed = data.should_stream(spec)  # inputs bigger than data.memory_budget_mb: read from disk in blocks
     if streamed:
         x_all, table = _streamed_source(spec)
@@ -184,3 +397,87 @@ def prepare(spec: spec_mod.Spec) -> Prepared:
         x_va = normalizer.apply(x_va) if x_va is not None else None
         t_tr = np.ascontiguousarray(t_tr)
     return Prepared(spec, net, enc, normalizer, x_tr, t_tr, x_va, t_va, x_names, y_name, target_scaler, weights)
+
+
+def _fit_normalizer(kind: str, x: np.ndarray, numeric: np.ndarray) -> data.Normalizer:
+    """The normaliser of the numeric inputs (numbers, date parts); one-hot, 0/1 and indicator
+    inputs pass unchanged (shift 0, scale 1)."""
+    norm = data.Normalizer.fit(kind, x)
+    if norm.kind != "none":
+        norm.shift[~numeric] = 0.0
+        norm.scale[~numeric] = 1.0
+    return norm
+
+
+def _prepare_csv(spec: spec_mod.Spec) -> Prepared:
+    """A training CSV: typed columns (every column a number without missing cells: plain inputs,
+    exactly as an untyped CSV)."""
+    d = spec["data"]
+    try:
+        x_all, table, cols, split, notes = _typed_csv(spec)
+    except DataError as exc:
+        if "(from " in exc.message:
+            raise
+        raise DataError(f"{exc.message} (from {spec.source}: data.train)") from None
+    net = network.build(spec, (cols.width,))
+    try:
+        enc = data.fit_encoding(table, spec["loss"], net.output_shape[-1])
+        t_all = data.encode_targets(table, enc, net.output_shape)
+    except data.UnitsMismatch as exc:
+        raise spec.error(spec.layers[-1].path, exc.message) from None
+    y_name = table.y_name
+    del table
+    x_tr, t_tr, x_va, t_va = x_all, t_all, None, None
+    streamed = isinstance(x_all, Spill)
+    if streamed:
+        x_tr, x_va = x_all.stream("train"), (x_all.stream("validation") if split is not None else None)
+    if split is not None:
+        tr, va = split
+        t_tr, t_va = t_all[tr], t_all[va]
+        if not streamed:
+            x_tr, x_va = x_all[tr], x_all[va]
+    del x_all, t_all
+    if streamed:  # the one accumulator, one update per block
+        moments = data.Moments()
+        for rows in x_tr.checked_blocks(d["train"]):
+            if d["normalize"] != "none":
+                moments.update(rows)
+        normalizer = data.Normalizer.from_moments(d["normalize"], moments)
+        if normalizer.kind != "none":
+            normalizer.shift[~cols.numeric], normalizer.scale[~cols.numeric] = 0.0, 1.0
+    else:
+        normalizer = _fit_normalizer(d["normalize"], x_tr, cols.numeric)
+    val = d["validation"]
+    if isinstance(val, str):
+        try:
+            vt, more = columns_mod.read_file(cols, val, y_name, header=d["header"], delimiter=d["delimiter"])
+        except DataError as exc:
+            raise DataError(f"{exc.message} (from {spec.source}: data.validation)") from None
+        notes = notes + more
+        x_va, t_va = vt.x, data.encode_targets(vt, enc, net.output_shape)
+    target_scaler = target_scaling(spec, enc, t_tr)  # fitted on the training split only
+    weights = class_weights(spec, enc, t_tr)
+    t_tr = target_scaler.apply(t_tr)
+    t_va = target_scaler.apply(t_va) if t_va is not None else None
+    if streamed:
+        x_tr = x_tr.normalized(normalizer)
+        x_va = x_va.normalized(normalizer) if isinstance(x_va, data.XStream) else (
+            normalizer.apply(x_va) if x_va is not None else None)
+    else:
+        x_tr = np.ascontiguousarray(normalizer.apply(x_tr))
+        x_va = normalizer.apply(x_va) if x_va is not None else None
+    plain = cols.plain() and not cols.any_missing and not d.get("columns")
+    lines = () if plain else tuple(cols.lines())
+    return Prepared(spec, net, enc, normalizer, x_tr, np.ascontiguousarray(t_tr), x_va, t_va, cols.names, y_name,
+                    target_scaler=target_scaler, class_weights=weights, columns=None if plain else cols,
+                    notes=lines + notes)
+
+
+def typed_columns(spec: spec_mod.Spec) -> columns_mod.Columns:
+    """The training CSV's typed columns, fitted as training fits them (no inputs encoded)."""
+    try:
+        return _typed_csv(spec, encode=False)[2]
+    except DataError as exc:
+        if "(from " in exc.message:
+            raise
+        raise DataError(f"{exc.message} (from {spec.source}: data.train)") from None

@@ -205,7 +205,7 @@ class Trainer:
             y_name=self.p.y_name, epoch=epoch, step=step, backend=self.choice.backend,
             optimizer_type=self.spec["optimizer"]["type"],
             optimizer=optimizer, history={k: list(v) for k, v in history.items()}, rng=rng_state,
-            best_epoch=best_epoch, best_value=best_value, finished=finished)
+            best_epoch=best_epoch, best_value=best_value, finished=finished, columns=self.p.columns)
 
     def _check_finite(self, arrays: Mapping[str, np.ndarray], epoch: int, rng_state) -> None:
         """A state with inf or nan never replaces a good checkpoint: it is the NaN stop (exit 1)."""
@@ -506,6 +506,8 @@ def _train(config, output, resume, overwrite, epochs, seed, backend_name, device
     prep = prepare(spec)
     if not resume and not overwrite:  # after the data checks (their errors first), before any write
         _refuse_another_run(spec, out)
+    for line in prep.notes:  # the resolved typed columns, before compiling
+        reporter.info(line)
     reporter.info(f"nncli: {spec['name']}: {len(prep.x_train)} training examples"
                   + (f", {len(prep.x_val)} validation" if prep.x_val is not None else "")
                   + f"; {choice.describe()}")
@@ -519,7 +521,7 @@ def _train(config, output, resume, overwrite, epochs, seed, backend_name, device
     plot.after_training(result, reporter)
     if spec["data"]["test"]:
         result.test = inference.evaluate(result.output / "model.h5", spec["data"]["test"],
-                                         header=spec["data"]["header"]).metrics
+                                         header=spec["data"]["header"], warn=reporter.info).metrics
     if flag.get("signal"):
         trainer._interrupted(flag["signal"])
     return result

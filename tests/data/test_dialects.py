@@ -169,9 +169,11 @@ def test_predict_and_evaluate_read_any_dialect(semicolon_run, monkeypatch):
 def test_bad_dialect_inputs_exit_codes(tmp_path):
     (tmp_path / "amb.csv").write_text("a,b;c\n1,2;3\n")
     (tmp_path / "na.csv").write_text("a;y\n1;2\nNA;3\n")
+    # (NA is a missing cell, read as such in a semicolon file: refused here by missing: error)
     for name, code, words in [("amb.csv", 1, "cannot tell the delimiter"),
-                              ("na.csv", 1, "line 3, column 'a': missing value 'NA'")]:
-        config = write_config(tmp_path, f"data: {{train: {name}}}\nlayers: [{{type: dense, units: 1}}]\n", "c.yaml")
+                              ("na.csv", 1, "line 3, column 'a': missing cell (missing: error")]:
+        config = write_config(tmp_path, f"data: {{train: {name}, columns: {{a: {{type: number, missing: error}}}}}}"
+                                        f"\nlayers: [{{type: dense, units: 1}}]\n", "c.yaml")
         run = invoke("train", config, "-o", tmp_path / "run", "-q")
         assert run.exit_code == code and words in error_line(run.stderr), run.stderr
         assert not (tmp_path / "run").exists()

@@ -355,6 +355,12 @@ def _inputs_of(model_path: Path, test_file: str) -> np.ndarray:
     if test_file.endswith(".h5"):
         with h5py.File(test_file, "r") as f:
             return np.asarray(f["x"][()], np.float32)
+    if ck.columns is not None:
+        # typed columns (penguins): the ONNX graph takes the encoded inputs (README "Typed columns"),
+        # encoded here with the checkpoint's columns; the encoding itself is checked against values
+        # computed by hand in tests/data/test_columns.py
+        from nncli.data import columns as columns_mod
+        return columns_mod.read_file(ck.columns, test_file, ck.y_name, with_targets=False)[0].x
     with open(test_file, newline="") as fh:
         rows = list(csv.reader(fh))
     idx = [rows[0].index(n) for n in ck.x_names]
