@@ -96,8 +96,9 @@ def layer_types_known() -> set:
 VARIANTS = {
     "conv=native": ("nncli.layers.convolution", "IMPLEMENTATION", "native"),
     "conv=im2col": ("nncli.layers.convolution", "IMPLEMENTATION", "im2col"),
+    "lstm=per-gate": ("nncli.layers.recurrence", "FUSED_GATES", False),
 }
-VARIANT_NETS = {"conv": ("cnn",)}   # the nets a variant changes (others skip it)
+VARIANT_NETS = {"conv": ("cnn",), "lstm": ("lstm",)}   # the nets a variant changes (others skip it)
 
 
 class _Variant:
