@@ -395,11 +395,26 @@ def spread(times: list[float]) -> dict:
     return {"min": min(times), "median": statistics.median(times), "max": max(times), "epochs": times}
 
 
+DROPPED: dict[str, float] = {}   # runners not timed after their warm-up (name -> warm-up seconds)
+
+
 def interleave(runners: dict, rounds: int) -> dict[str, list[float]]:
     """Epoch times of each runner (name -> run_epoch(i), which may return its own timing), after one
     warm-up epoch each (run in turn), taking turns epoch by epoch; the order rotates every round."""
-    for run_epoch in runners.values():
+    warm = {}
+    for k, run_epoch in runners.items():
+        t0 = time.perf_counter()
         run_epoch(0)
+        warm[k] = time.perf_counter() - t0
+    # PyTorch's thread settings: one whose warm-up epoch took over 3x the best setting's is not
+    # timed further (on a busy machine its OpenMP threads spin: minutes per epoch, never the best)
+    torch_warm = {k: v for k, v in warm.items() if k.startswith("torch")}
+    for k, v in torch_warm.items():
+        if v > 3 * min(torch_warm.values()):
+            print(f"  {k}: warm-up epoch {v:.2f} s, over 3x {min(torch_warm, key=torch_warm.get)}'s "
+                  f"{min(torch_warm.values()):.2f} s: not timed further", flush=True)
+            runners = {n: r for n, r in runners.items() if n != k}
+            DROPPED[k] = v
     names = list(runners)
     times: dict[str, list[float]] = {k: [] for k in names}
     for r in range(rounds):
@@ -483,14 +498,17 @@ def main(argv=None) -> int:
                     made = torch_runner(net, x, y, batch, n_threads)
                     if made is not None:
                         runners[f"torch{n_threads}"], infos[f"torch{n_threads}"] = made
+                DROPPED.clear()
                 times = interleave(runners, timed)
                 for close in closers:
                     close()
                 stats = {k: spread(v) for k, v in times.items()}
-                for k, info in infos.items():
+                for k, warm in DROPPED.items():
+                    stats[k] = {"min": warm, "median": float("nan"), "max": warm, "epochs": [], "dropped": True}
+                for k, info in [(k, i) for k, i in infos.items() if k in stats]:
                     stats[k].update(info() if callable(info) else {kk: vv for kk, vv in info.items()})
                 row = {"workload": w, "rows": rows_n, "batch": batch, "backend": b, "stats": stats}
-                torch_keys = [k for k in stats if k.startswith("torch")]
+                torch_keys = [k for k in stats if k.startswith("torch") and not stats[k].get("dropped")]
                 if torch_keys:
                     best = min(torch_keys, key=lambda k: stats[k]["median"])
                     row["torch_best"] = best
@@ -557,6 +575,8 @@ def report(rows, starts, peak, a, argv=None) -> str:
     ]
 
     def cell(v):
+        if v and v.get("dropped"):
+            return f"warm-up {v['min']:.2f} (> 3x: not timed)"
         return f"{v['median']:.3f} [{v['min']:.3f}-{v['max']:.3f}]" if v else "-"
 
     for r in rows:

@@ -405,3 +405,39 @@ def test_digits_cnn_reaches_098_test_accuracy(tmp_path, seed):
     evaluation = inference.evaluate(tmp_path / "run" / "model.h5", str(ROOT / "data" / "digits-test.h5"))
     assert evaluation.metrics["accuracy"] >= 0.98, evaluation.metrics
     assert result.test is not None and abs(result.test["accuracy"] - evaluation.metrics["accuracy"]) < 1e-9
+
+
+# --- resume ---------------------------------------------------------------------------
+
+def test_conv_training_resumes_bit_exactly(tmp_path, monkeypatch):
+    """2 epochs in one run and 1 + 1 resumed give the same bits with the native Op (padding and
+    dilation included; 2 steps per call plus the single step for the last batch).
+    Slow-ish (~23 s on the busy 2-core machine: three trainings, each compiling its steps; the JAX
+    executables come from the disk cache after the first): the one check that the native Op trains,
+    checkpoints and resumes to the bit; the im2col graph is the one the other resume tests run."""
+    monkeypatch.setattr(convolution, "IMPLEMENTATION", "native")
+    import h5py
+
+    from support import assert_same_arrays, write_config
+    from nncli.training import trainer
+
+    rng = np.random.default_rng(0)
+    with h5py.File(tmp_path / "imgs.h5", "w") as f:
+        f["x"] = rng.normal(size=(40, 1, 6, 6)).astype("float32")
+        f["y"] = rng.integers(0, 3, size=40)
+    cfg = write_config(tmp_path, """seed: 1
+data: {train: imgs.h5}
+layers:
+  - {type: conv2d, filters: 2, kernel_size: 3, padding: [[1, 0], [1, 1]], dilation: [1, 2], activation: relu}
+  - {type: flatten}
+  - {type: dense, units: 3, activation: softmax}
+loss: categorical_crossentropy
+optimizer: adam
+epochs: 2
+batch_size: 8
+steps_per_execution: 2
+""")
+    trainer.train(cfg, output=str(tmp_path / "full"), epochs=2)
+    trainer.train(cfg, output=str(tmp_path / "split"), epochs=1)
+    trainer.train(cfg, output=str(tmp_path / "split"), epochs=2, resume=True)
+    assert_same_arrays(tmp_path / "full" / "last.h5", tmp_path / "split" / "last.h5", groups=("params", "optimizer"))
