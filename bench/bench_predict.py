@@ -9,7 +9,8 @@ as the training data), written under a temporary folder (deleted afterwards) as 
 columns x0..x63 and as an HDF5 file with a dataset x.
 
 Reported, in rows per second:
-- the floor: normalise + forward pass in numpy (float32, batches of 1024) on the array in memory;
+- the floor: normalise + forward pass in numpy (float32, batches of 1024) on the array in memory,
+  the faster of numpy's default BLAS threads and one BLAS thread (a child process);
 - PyTorch inference (torch.no_grad, same weights, same batches; 1 thread and the default);
 - `nncli predict MODEL INPUT -o OUT` as a whole process (start, load, compile, read, compute,
   write the CSV of labels and probabilities), with its peak RSS;
@@ -90,6 +91,18 @@ def numpy_forward(ck, x: np.ndarray) -> np.ndarray:
     return out
 
 
+def numpy_one_thread(model: Path, h5: Path) -> float:
+    """Seconds of numpy_forward in a child process whose BLAS runs one thread (on a busy machine
+    a multi-threaded BLAS spins and is many times slower: the floor is the faster of the two)."""
+    code = ("import sys, time, h5py, numpy as np; sys.path.insert(0, 'bench'); sys.path.insert(0, '.'); "
+            "import bench_predict as b; from nncli import checkpoint; ck = checkpoint.load(sys.argv[1]); "
+            "x = np.asarray(h5py.File(sys.argv[2], 'r')['x']); b.numpy_forward(ck, x[:10000]); "
+            "t = time.perf_counter(); b.numpy_forward(ck, x); print(time.perf_counter() - t)")
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    p = subprocess.run([sys.executable, "-c", code, str(model), str(h5)], capture_output=True, cwd=ROOT, env=env)
+    return float(p.stdout.split()[-1]) if p.returncode == 0 else float("inf")
+
+
 def torch_forward(ck, x: np.ndarray, threads: int):
     import torch
 
@@ -115,13 +128,13 @@ def torch_forward(ck, x: np.ndarray, threads: int):
     return run
 
 
-def whole_process(model: Path, inputs: Path, out: Path) -> tuple[float, float, int]:
-    """(wall seconds, peak RSS MiB, exit code) of `nncli predict model inputs -o out`."""
+def whole_process(model: Path, inputs: Path, out: Path, *extra: str) -> tuple[float, float, int]:
+    """(wall seconds, peak RSS MiB, exit code) of `nncli predict model inputs -o out [extra]`."""
     nncli = str(Path(sys.executable).with_name("nncli"))
     wrapper = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
                "code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode; "
                "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, code)")
-    p = subprocess.run([sys.executable, "-c", wrapper, nncli, "predict", str(model), str(inputs), "-o", str(out)],
+    p = subprocess.run([sys.executable, "-c", wrapper, nncli, "predict", str(model), str(inputs), "-o", str(out), *extra],
                        capture_output=True, cwd=ROOT, env={**os.environ, "NNCLI_BACKEND": "jax"})
     wall, rss, code = p.stdout.split()
     return float(wall), int(rss) / 1024, int(code)
@@ -143,8 +156,11 @@ def stages(model_path: Path, inputs: Path) -> dict[str, float]:
     for i, out in enumerate(outs):
         total += len(inference.format_predictions(model, out, True, header=i == 0))
     t4 = time.perf_counter()
+    for i, out in enumerate(outs):
+        inference.format_predictions(model, out, False, header=i == 0)
+    t5 = time.perf_counter()
     return {"read": t1 - t0, "compile": t2 - t1, "forward": t3 - t2, "format": t4 - t3,
-            "chunks": len(chunks), "text_mib": total / 2**20}
+            "format labels only": t5 - t4, "chunks": len(chunks), "text_mib": total / 2**20}
 
 
 def main(argv=None) -> int:
@@ -175,7 +191,7 @@ def main(argv=None) -> int:
             best[name] = min(best.get(name, float("inf")), seconds)
 
         runs = {}
-        runs["numpy floor"] = lambda: numpy_forward(ck, x)
+        runs["numpy floor"] = lambda: numpy_forward(ck, x)   # numpy's BLAS threads as the environment says
         try:
             import torch
 
@@ -185,6 +201,7 @@ def main(argv=None) -> int:
             pass
         want = numpy_forward(ck, x[:5000])
         for r in range(a.repeat):
+            keep("numpy floor, BLAS 1 thread", numpy_one_thread(model, h5))
             for name, run in runs.items():
                 t0 = time.perf_counter()
                 out = run()
@@ -193,13 +210,15 @@ def main(argv=None) -> int:
                     np.testing.assert_allclose(out[:5000], want, rtol=1e-4, atol=1e-6)
             for kind, path in (("csv", csv), ("hdf5", h5)):
                 st = stages(model, path)
-                for k in ("read", "forward", "format"):
+                for k in ("read", "forward", "format", "format labels only"):
                     keep(f"{kind}: {k}", st[k])
-                wall, rss, code = whole_process(model, path, folder / f"out-{kind}.csv")
-                if code != 0:
-                    print(f"nncli predict {kind} failed (exit {code})")
-                keep(f"{kind}: nncli predict process", wall)
-                info.setdefault(kind, {})["rss_mib"] = max(info.get(kind, {}).get("rss_mib", 0), rss)
+                for extra in ((), ("--no-proba",)) if kind == "hdf5" else ((),):
+                    wall, rss, code = whole_process(model, path, folder / f"out-{kind}{''.join(extra)}.csv", *extra)
+                    if code != 0:
+                        print(f"nncli predict {kind} {' '.join(extra)} failed (exit {code})")
+                    name = f"{kind}: nncli predict process" + (" --no-proba" if extra else "")
+                    keep(name, wall)
+                    info[name] = {"rss_mib": max(info.get(name, {}).get("rss_mib", 0), rss)}
         # the output of nncli predict against the floor
         import csv as csvmod
 
@@ -208,15 +227,14 @@ def main(argv=None) -> int:
             next(reader)
             got = np.array([[float(v) for v in row[1:]] for _, row in zip(range(5000), reader)])
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
-    floor = best["numpy floor"]
+    floor = min(best["numpy floor"], best["numpy floor, BLAS 1 thread"])
     lines = [f"`python bench/bench_predict.py {' '.join(sys.argv[1:] if argv is None else argv)}` on {cpu_model()} "
              f"({platform.machine()}), {os.cpu_count()} cores; {a.rows:,} rows x 64 inputs, digits-mlp "
              f"(64-128 tanh-10 softmax); best of {a.repeat}; load average "
              f"{', '.join(f'{v:.1f}' for v in os.getloadavg())} at the end.", "",
              "| what | seconds | rows/s | x floor | peak RSS MiB |", "|---|---|---|---|---|"]
     for name, s in best.items():
-        kind = name.split(":")[0]
-        rss = f"{info[kind]['rss_mib']:.0f}" if name.endswith("process") else ""
+        rss = f"{info[name]['rss_mib']:.0f}" if name in info else ""
         lines.append(f"| {name} | {s:.3f} | {a.rows / s:,.0f} | {s / floor:.1f} | {rss} |")
     for kind in ("csv", "hdf5"):
         inproc = sum(best[f"{kind}: {k}"] for k in ("read", "forward", "format"))

@@ -395,6 +395,7 @@ def spread(times: list[float]) -> dict:
     return {"min": min(times), "median": statistics.median(times), "max": max(times), "epochs": times}
 
 
+MARKER = "<!-- other scripts' figures: bench/run.py keeps what follows -->"
 DROPPED: dict[str, float] = {}   # runners not timed after their warm-up (name -> warm-up seconds)
 
 
@@ -516,7 +517,8 @@ def main(argv=None) -> int:
                         stats[k]["ratio_median"] = stats[k]["median"] / stats[best]["median"]
                         stats[k]["ratio_min"] = stats[k]["min"] / min(stats[t]["min"] for t in torch_keys)
                 rows.append(row)
-                print("  " + "; ".join(f"{k} {v['median']:.3f}s [{v['min']:.3f}-{v['max']:.3f}]"
+                print("  " + "; ".join(f"{k} not timed" if v.get("dropped") else
+                                       f"{k} {v['median']:.3f}s [{v['min']:.3f}-{v['max']:.3f}]"
                                        + (f" = {v['ratio_median']:.2f}x torch" if "ratio_median" in v else "")
                                        for k, v in stats.items()), flush=True)
         starts = [] if a.no_start else start_times(a.start_backends.split(","), folder)
@@ -524,7 +526,9 @@ def main(argv=None) -> int:
     text = report(rows, starts, peak, a, argv)
     print(text)
     if a.out:
-        Path(a.out).write_text(text)
+        # the figures of the other scripts (bench_cnn, bench_rnn, bench_predict) below MARKER stay
+        old = Path(a.out).read_text() if Path(a.out).exists() else ""
+        Path(a.out).write_text(text + (old[old.index(MARKER):] if MARKER in old else ""))
     if a.json:
         Path(a.json).write_text(json.dumps({"command": command_line(argv), "cpu": cpu_model(),
                                             "cores": os.cpu_count(), "machine": platform.machine(),

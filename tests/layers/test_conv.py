@@ -414,7 +414,8 @@ def test_conv_training_resumes_bit_exactly(tmp_path, monkeypatch):
     dilation included; 2 steps per call plus the single step for the last batch).
     Slow-ish (~23 s on the busy 2-core machine: three trainings, each compiling its steps; the JAX
     executables come from the disk cache after the first): the one check that the native Op trains,
-    checkpoints and resumes to the bit; the im2col graph is the one the other resume tests run."""
+    checkpoints and resumes to the bit (the im2col graph, like every graph of PyTensor's own
+    operations, is covered by the resume tests of tests/training)."""
     monkeypatch.setattr(convolution, "IMPLEMENTATION", "native")
     import h5py
 
