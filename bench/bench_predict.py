@@ -106,7 +106,6 @@ def numpy_one_thread(model: Path, h5: Path) -> float:
 def torch_forward(ck, x: np.ndarray, threads: int):
     import torch
 
-    torch.set_num_threads(threads)
     p = ck.params
     lin1, lin2 = torch.nn.Linear(64, 128), torch.nn.Linear(128, 10)
     with torch.no_grad():
@@ -120,6 +119,7 @@ def torch_forward(ck, x: np.ndarray, threads: int):
     xt = torch.from_numpy(x)
 
     def run():
+        torch.set_num_threads(threads)   # when it runs: the settings take turns in one process
         outs = []
         with torch.no_grad():
             for s in range(0, len(xt), BATCH):
