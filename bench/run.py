@@ -2,7 +2,7 @@
 
     python bench/run.py --backends auto --epochs 5 --repeat 2   # the published figures (bench/results.md)
     python bench/run.py --quick                 # the headline ratios in a few minutes
-    python bench/run.py --workloads cnn --variants conv=native  # also nncli with XLA's native conv
+    python bench/run.py --workloads cnn --variants 'conv=native;conv=native,steps=1'  # + XLA's conv
     python bench/run.py --workloads mlp128 --backends c,jax,numba --no-start
 
 Workloads (synthetic data, seeded): MLP 784-256-128-10 (relu, softmax, Adam)
@@ -97,7 +97,9 @@ VARIANTS = {
     "conv=native": ("nncli.layers.convolution", "IMPLEMENTATION", "native"),
     "conv=im2col": ("nncli.layers.convolution", "IMPLEMENTATION", "im2col"),
     "lstm=per-gate": ("nncli.layers.recurrence", "FUSED_GATES", False),
+    "conv=native,steps=1": ("nncli.layers.convolution", "IMPLEMENTATION", "native"),
 }
+VARIANT_STEPS = {"conv=native,steps=1": "1"}   # variants that also set steps_per_execution
 VARIANT_NETS = {"conv": ("cnn",), "lstm": ("lstm",)}   # the nets a variant changes (others skip it)
 
 
@@ -435,7 +437,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", default="auto", help="nncli's steps_per_execution (default auto)")
     ap.add_argument("--repeat", type=int, default=1,
                     help="rounds: each times epochs - 1 epochs per framework, interleaved")
-    ap.add_argument("--variants", default="", help=f"extra nncli runners, comma list of {', '.join(VARIANTS)}")
+    ap.add_argument("--variants", default="", help=f"extra nncli runners, a ;-separated list of {'; '.join(VARIANTS)}")
     ap.add_argument("--quick", action="store_true",
                     help="the headline ratios in a few minutes: 4096 MLP rows, 4 epochs, one round, jax start-up")
     ap.add_argument("--no-torch", action="store_true")
@@ -479,10 +481,11 @@ def main(argv=None) -> int:
                 timed = (a.epochs - 1) * a.repeat
                 runners, infos, closers = {}, {}, []
                 try:
-                    variants = [v for v in a.variants.split(",") if v and net in VARIANT_NETS[v.split("=")[0]]]
+                    variants = [v for v in a.variants.split(";") if v and net in VARIANT_NETS[v.split("=")[0]]]
                     for v in [None, *variants]:
                         name = "nncli" if v is None else f"nncli[{v}]"
-                        run_epoch, info, close = nncli_runner(net, x, y, batch, b, timed + 1, folder, a.steps, v)
+                        run_epoch, info, close = nncli_runner(net, x, y, batch, b, timed + 1, folder,
+                                                              VARIANT_STEPS.get(v, a.steps), v)
                         runners[name], infos[name] = run_epoch, info
                         closers.append(close)
                         run_epoch(0)              # compile and warm up before the next one builds its graph

@@ -23,7 +23,8 @@ batch 64; the micro-benchmark at the end of bench/bench_rnn.py):
   machine): 128 units x 50 steps x 32 features 116 -> 52 ms (PyTorch 1 thread: 53 ms);
   32 units x 30 steps x 2 features 5.5 -> 2.9 ms (PyTorch: 3.7 ms), against one product per
   gate block, which an earlier measurement (XLA's fusions slicing the gate block) had chosen.
-  The results are the same to the bit. Letting JAX differentiate a ``lax.scan`` LSTM (what a
+  The results are the same to the bit. Over whole epochs of bench/run.py's lstm the gain was
+  smaller: 2.54 -> 2.47 s at load 1.5-3.7, 5.90 -> 4.91 s at load 5-14 (bench/results.md). Letting JAX differentiate a ``lax.scan`` LSTM (what a
   JAX-native Op for the whole layer would run) was slower still: 119 / 3.5 ms.
 
 The pair is an ``OpFromGraph`` (inlined at compile time) whose ``pullback`` is the
