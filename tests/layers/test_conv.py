@@ -361,6 +361,8 @@ def test_padding_forms_normalise_to_top_bottom_left_right():
 def test_auto_takes_im2col_on_the_cpu_and_under_other_modes(monkeypatch):
     """`auto`: the native Op only under JAX on a GPU (measured: bench/results.md); on the CPU and under
     PyTensor's own modes the im2col graph (no Conv node in the graph)."""
+    from pytensor.graph.traversal import ancestors
+
     monkeypatch.setattr(convolution, "IMPLEMENTATION", "auto")
     x = pt.tensor("x", dtype="float32", shape=(2, 1, 5, 5))
     w = pt.tensor("w", dtype="float32", shape=(3, 1, 3, 3))
@@ -369,7 +371,7 @@ def test_auto_takes_im2col_on_the_cpu_and_under_other_modes(monkeypatch):
             assert not convolution.use_native()
             y = convolution.convolve(x, w, (1, 1), ((0, 0), (0, 0)), (1, 1))
             assert not any(isinstance(v.owner.op, convolution.Conv)
-                           for v in pytensor.graph.basic.ancestors([y]) if v.owner is not None)
+                           for v in ancestors([y]) if v.owner is not None)
     monkeypatch.setattr(convolution, "IMPLEMENTATION", "native")
     y = convolution.convolve(x, w, (1, 1), ((0, 0), (0, 0)), (1, 1))
     assert isinstance(y.owner.op, convolution.Conv)
