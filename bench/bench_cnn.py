@@ -1,7 +1,7 @@
 """Benchmark: the digits-cnn network trained by nncli (JAX backend) vs a plain
 PyTorch CPU loop of the same network on the same data, in the same process.
 
-    python bench/bench_cnn.py [--epochs 8] [--threads N] [--no-torch]
+    python bench/bench_cnn.py [--epochs 8] [--threads N] [--conv auto|native|im2col] [--no-torch] [--no-ops]
 
 Prints the median seconds per epoch of each and their ratio, then the
 pooling implementations (reshape + max vs stacked offset slices) and the
@@ -92,7 +92,7 @@ def bench_ops():
     import pytensor
     import pytensor.tensor as pt
 
-    from nncli.layers import LAYERS, Context
+    from nncli.layers import LAYERS, Context, convolution
     from nncli.layers.conv import _window_slices
     from nncli.schema import mapping
 
@@ -131,9 +131,15 @@ def bench_ops():
         conv.output_shape(shape[1:])
         W = pytensor.shared(rng.normal(size=(shape[1], shape[1], 3, 3)).astype("float32") * 0.1)
         b = pytensor.shared(np.zeros(shape[1], dtype="float32"))
-        y = conv.linear(x, {"W": W, "b": b}, Context(training=False))
-        fn = pytensor.function([x], [y, *pytensor.grad(pt.sum(y * y), [x, W, b])])
-        rows.append((f"conv2d 3x3 same {shape}", "im2col + tensordot (used)", timeit(fn, xv, repeat=5) * 1e6))
+        for impl, how in (("im2col", "im2col + tensordot"), ("native", "XLA conv_general_dilated")):
+            convolution.IMPLEMENTATION = impl
+            y = conv.linear(x, {"W": W, "b": b}, Context(training=False))
+            convolution.IMPLEMENTATION = "auto"
+            used = " (used)" if impl == ("native" if convolution.use_native() else "im2col") else ""
+            fwd = pytensor.function([x], y)
+            fn = pytensor.function([x], [y, *pytensor.grad(pt.sum(y * y), [x, W, b])])
+            rows.append((f"conv2d 3x3 same {shape}", f"{how}{used}, fwd", timeit(lambda v: [fwd(v)], xv, repeat=5) * 1e6))
+            rows.append((f"conv2d 3x3 same {shape}", f"{how}{used}, fwd+bwd", timeit(fn, xv, repeat=5) * 1e6))
     return rows
 
 
@@ -145,9 +151,15 @@ def main(argv=None):
                     help="torch intra-op threads (default 1: on a busy or 2-core machine more threads "
                          "make torch's OpenMP spin and run slower; 0 = torch's default)")
     ap.add_argument("--steps", default="auto", help="nncli's steps_per_execution (default auto)")
+    ap.add_argument("--conv", choices=["auto", "native", "im2col"], default="auto",
+                    help="nncli's convolution (nncli/layers/convolution.py; auto: im2col on the CPU)")
     ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--no-ops", action="store_true", help="skip the per-op micro-benchmark")
     args = ap.parse_args(argv)
     os.environ.setdefault("NNCLI_BACKEND", "jax")
+    from nncli.layers import convolution
+
+    convolution.IMPLEMENTATION = args.conv
     x, y = load_digits()
     lr = 0.002
     print(f"digits-cnn: {len(x)} examples, batch {args.batch_size}, {args.epochs} timed epochs, "
@@ -155,9 +167,12 @@ def main(argv=None):
     nncli = bench_nncli(x, y, args.batch_size, lr, steps_arg(args.steps))
     torch_loop = None if args.no_torch else (lambda: bench_torch(x, y, args.batch_size, lr))
     versus_torch(nncli, torch_loop, args.threads, args.epochs, "accuracy")
+    convolution.IMPLEMENTATION = "auto"
+    if args.no_ops:
+        return
     print("\nforward + backward under JAX, best of 5:")
     for what, how, us in bench_ops():
-        print(f"  {what:34s} {how:28s} {us:9.1f} us")
+        print(f"  {what:34s} {how:44s} {us:9.1f} us")
 
 
 if __name__ == "__main__":

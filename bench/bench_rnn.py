@@ -128,9 +128,14 @@ def bench_backward(units: int, batch_size: int, steps: int = 30, features: int =
     xv = rng.normal(size=shape).astype("float32")
     x = pt.tensor("x", dtype="float32", shape=shape)
     rows = []
-    y = layer.linear(x, p, Context(training=True))
-    fn = pytensor.function([x], [y, *pytensor.grad(pt.sum(y * y), list(p.values()))])
-    rows.append(("nncli.layers.recurrence", timeit(fn, xv, repeat=30) * 1e6))
+    from nncli.layers import recurrence
+
+    for fused, name in ((True, "nncli (one h U for all gates)"), (False, "nncli (h U per gate block)")):
+        old, recurrence.FUSED_GATES = recurrence.FUSED_GATES, fused
+        y = layer.linear(x, p, Context(training=True))
+        recurrence.FUSED_GATES = old
+        fn = pytensor.function([x], [y, *pytensor.grad(pt.sum(y * y), list(p.values()))])
+        rows.append((name, timeit(fn, xv, repeat=30) * 1e6))
 
     n = units
 
@@ -158,10 +163,15 @@ def main(argv=None):
     ap.add_argument("--batch-size", type=int, default=None, help="default: the example's")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--steps", default="auto", help="nncli's steps_per_execution (default auto)")
+    ap.add_argument("--per-gate", action="store_true",
+                    help="nncli's forward loop with one h U product per gate block (the former default)")
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--no-ops", action="store_true", help="skip the scan micro-benchmark")
     args = ap.parse_args(argv)
     os.environ.setdefault("NNCLI_BACKEND", "jax")
+    from nncli.layers import recurrence
+
+    recurrence.FUSED_GATES = not args.per_gate
     ex = args.example
     _, cell, batch, lr = EXAMPLES[ex]
     batch = args.batch_size or batch
@@ -178,7 +188,7 @@ def main(argv=None):
             print(f"\nLSTM layer forward + backward under JAX, batch ({args.batch_size}, {steps}, {features}), "
                   f"{units} units:")
             for name, us in bench_backward(units, args.batch_size, steps, features):
-                print(f"  {name:28s} {us:9.1f} us")
+                print(f"  {name:32s} {us:9.1f} us")
     return 0
 
 

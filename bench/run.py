@@ -1,21 +1,26 @@
 """nncli vs. a plain PyTorch loop vs. a hand-written PyTensor loop, same nets, same data, one process.
 
-    python bench/run.py                         # everything; writes bench/results.md
-    python bench/run.py --quick                 # fewer rows/epochs (a smoke run)
+    python bench/run.py --backends auto --epochs 5 --repeat 2   # the published figures (bench/results.md)
+    python bench/run.py --quick                 # the headline ratios in a few minutes
+    python bench/run.py --workloads cnn --variants 'conv=native;conv=native,steps=1'  # + XLA's conv
     python bench/run.py --workloads mlp128 --backends c,jax,numba --no-start
 
 Workloads (synthetic data, seeded): MLP 784-256-128-10 (relu, softmax, Adam)
 at batch 32, 128 and 1024; a small CNN (1x28x28 -> conv 16@3x3 relu -> max
 pool 2 -> conv 32@3x3 relu -> max pool 2 -> dense 10); an LSTM (T=50, 32
-inputs, 128 units, last state -> dense 10), when those layer types exist.
+inputs, 128 units, last state -> dense 10).
 
-Per workload and backend: the median epoch time (a whole epoch, shuffling
-included) of nncli's trainer, the hand-written PyTensor loop compiled in the
-same mode, and PyTorch eager (torch optional: pip install 'nncli[bench]');
-the ratios nncli/torch and nncli/pytensor; and how much of nncli's epoch is
-spent outside the compiled function (data feed + trainer Python). Then cold
-and warm `nncli train configs/xor.yaml --epochs 1` (fresh NNCLI_CACHE_DIR,
-then the same again) per backend, and peak RSS of the processes.
+Per workload and backend, the frameworks take turns EPOCH BY EPOCH (the order
+rotating every round), so a busy stretch of a shared machine hits them all
+alike: nncli's own trainer (`nncli train`'s Trainer, run in a thread that waits
+for its turn before each epoch; its epoch time is the trainer's own clock), the
+hand-written PyTensor loop compiled in the same mode, and PyTorch eager with 1
+thread and with its default thread count (torch optional). After one warm-up
+epoch each, `--repeat` rounds of `--epochs - 1` epochs are timed: the table
+gives min / median / max seconds per epoch of each, and nncli's ratio to
+PyTorch's BEST thread setting, of the medians and of the mins (< 1: nncli is
+faster). Then cold and warm `nncli train configs/xor.yaml --epochs 1` (fresh
+NNCLI_CACHE_DIR, then the same again) per backend, and peak RSS.
 Not part of the test suite.
 """
 
@@ -40,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from nncli import backend  # noqa: E402  (sets up the compile cache before PyTensor is imported)
 
 import numpy as np  # noqa: E402
-from timing import cpu_model, median_epoch  # noqa: E402
+from timing import cpu_model  # noqa: E402
 
 WORKLOADS = {
     "mlp32": {"net": "mlp", "batch": 32},
@@ -87,20 +92,56 @@ def layer_types_known() -> set:
 
 # --- nncli ----------------------------------------------------------------------
 
-def run_nncli(net: str, x, y, batch: int, backend_name: str, epochs: int, folder: Path,
-              steps: str = "auto") -> dict:
+# --variants: nncli built another way, as an extra runner (module, attribute, value)
+VARIANTS = {
+    "conv=native": ("nncli.layers.convolution", "IMPLEMENTATION", "native"),
+    "conv=im2col": ("nncli.layers.convolution", "IMPLEMENTATION", "im2col"),
+    "lstm=per-gate": ("nncli.layers.recurrence", "FUSED_GATES", False),
+    "conv=native,steps=1": ("nncli.layers.convolution", "IMPLEMENTATION", "native"),
+}
+VARIANT_STEPS = {"conv=native,steps=1": "1"}   # variants that also set steps_per_execution
+VARIANT_NETS = {"conv": ("cnn",), "lstm": ("lstm",)}   # the nets a variant changes (others skip it)
+
+
+class _Variant:
+    """Set a module attribute for the duration of a with-block (a --variants entry)."""
+
+    def __init__(self, name: str | None):
+        self.target = VARIANTS[name] if name else None
+
+    def __enter__(self):
+        if self.target:
+            import importlib
+
+            mod, attr, value = self.target
+            self.mod = importlib.import_module(mod)
+            self.old = getattr(self.mod, attr)
+            setattr(self.mod, attr, value)
+
+    def __exit__(self, *exc):
+        if self.target:
+            setattr(self.mod, self.target[1], self.old)
+
+
+def nncli_runner(net: str, x, y, batch: int, backend_name: str, epochs: int, folder: Path,
+                 steps: str = "auto", variant: str | None = None):
+    """nncli's own Trainer (as `nncli train` runs it) in a thread that waits for its turn before
+    each epoch. Returns (run_epoch(i) -> seconds by the trainer's clock, info, close)."""
+    import threading
+
     import h5py
 
     from nncli import progress
+    from nncli import spec as spec_mod
     from nncli.training import trainer
     from nncli.training.prepare import prepare
-    from nncli import spec as spec_mod
 
     data_path = folder / f"{net}.h5"
     if not data_path.exists():
         with h5py.File(data_path, "w") as f:
             f["x"], f["y"] = x, y
-    cfg = folder / f"{net}-{batch}-{backend_name}.yaml"
+    tag = f"{net}-{batch}-{backend_name}" + (f"-{variant.replace('=', '-')}" if variant else "")
+    cfg = folder / f"{tag}.yaml"
     cfg.write_text(f"""name: bench-{net}
 seed: 0
 device: cpu
@@ -115,46 +156,47 @@ batch_size: {batch}
 early_stopping: false
 checkpoint_interval: 100000
 steps_per_execution: {steps}
-output: {folder / ('run-' + cfg.stem)}
+output: {folder / ('run-' + tag)}
 """)
     spec = spec_mod.load(cfg)
     choice = backend.choose(spec["backend"], spec["device"], [l.kind for l in spec.layers], spec["batch_size"])
     backend.activate(choice)
     prep = prepare(spec)
-    inside: list[float] = []  # seconds inside the compiled function, per epoch
+    go, done = threading.Semaphore(0), threading.Semaphore(0)
+    state: dict = {"seconds": None, "error": None, "loss": float("nan")}
 
-    class Timed(trainer.Trainer):
-        def compile(self):
-            super().compile()
-
-            def timed(fn):
-                def call(*args):
-                    t = time.perf_counter()
-                    out = np.asarray(fn(*args))  # JAX returns before computing: wait here
-                    inside[-1] += time.perf_counter() - t
-                    return out
-                return call
-
-            self.train_fn.fn = timed(self.train_fn.fn)
-            if self.train_fn.single is not None:
-                self.train_fn.single = timed(self.train_fn.single)
-
-    class EpochClock(progress.Silent):
+    class Turns(progress.Silent):
         def epoch_start(self, *args, **kwargs):
-            inside.append(0.0)
+            go.acquire()                       # wait for this runner's turn
 
-    # epoch times: nncli as it runs (JAX results read back in groups, so Python overlaps compute)
-    t = trainer.Trainer(prep, choice, progress.Silent())
-    result = t.fit()
-    secs = result.history["seconds"]
-    # the share outside the compiled step: a second run whose step waits for its result
-    timed = Timed(prep, choice, EpochClock())
-    timed.out = timed.out.with_name(timed.out.name + "-timed")
-    timed_secs = timed.fit().history["seconds"]
-    outside = [max(s - i, 0.0) / s for s, i in zip(timed_secs[1:], inside[1:])]
-    return {"epoch": statistics.median(secs[1:]), "compile": t.compile_seconds,
-            "outside": statistics.median(outside), "backend": choice.describe(), "steps": t.steps,
-            "loss": result.history["loss"][-1]}
+        def epoch_end(self, epoch, epochs, logs, seconds):
+            state["seconds"], state["loss"] = seconds, logs.get("loss", float("nan"))
+            done.release()
+
+    t = trainer.Trainer(prep, choice, Turns(), flag={})
+
+    def work():
+        try:
+            with _Variant(variant):
+                t.fit()
+        except BaseException as exc:          # noqa: BLE001  (reported by the main thread)
+            state["error"] = exc
+            done.release()
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+
+    def run_epoch(_):
+        go.release()
+        done.acquire()
+        if state["error"] is not None:
+            raise RuntimeError(f"nncli trainer failed: {type(state['error']).__name__}: {state['error']}")
+        return state["seconds"]
+
+    def info():
+        return {"compile": t.compile_seconds, "backend": choice.describe(), "steps": t.steps, "loss": state["loss"]}
+
+    return run_epoch, info, lambda: thread.join()
 
 
 # --- hand-written PyTensor --------------------------------------------------------
@@ -246,34 +288,32 @@ def build_pytensor(net: str, batch: int):
     return pytensor.function([x, y], loss, updates=_adam(params, grads))
 
 
-def run_pytensor(net: str, x, y, batch: int, epochs: int) -> dict:
+def pytensor_runner(net: str, x, y, batch: int):
     t0 = time.perf_counter()
     fn = build_pytensor(net, batch)
     compile_s = time.perf_counter() - t0
     rng = np.random.default_rng(1)
     n = len(x) // batch * batch
-    last = {}
+    last = {"compile": compile_s}
 
     def run_epoch(_):
         order = rng.permutation(len(x))
         xs, ys = x[order], y[order]
         last["loss"] = sum(float(fn(xs[s:s + batch], ys[s:s + batch])) for s in range(0, n, batch)) / (n // batch)
 
-    med, _ = median_epoch(run_epoch, epochs - 1)  # the first of `epochs` is the warm-up
-    return {"epoch": med, "compile": compile_s, "loss": last["loss"]}
+    return run_epoch, last
 
 
 # --- PyTorch ----------------------------------------------------------------------
 
-def run_torch(net: str, x, y, batch: int, epochs: int, threads: int = 0) -> dict | None:
+def torch_runner(net: str, x, y, batch: int, threads: int):
+    """A PyTorch eager training loop whose epochs run with `threads` intra-op threads
+    (set before each epoch: the runners of one workload share the process). None without torch."""
     try:
         import torch
         from torch import nn
     except ImportError:
         return None
-    default_threads = getattr(run_torch, "default_threads", None) or torch.get_num_threads()
-    run_torch.default_threads = default_threads
-    torch.set_num_threads(threads or default_threads)
     torch.manual_seed(0)
     if net == "mlp":
         model = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 10))
@@ -294,9 +334,10 @@ def run_torch(net: str, x, y, batch: int, epochs: int, threads: int = 0) -> dict
     lossf = nn.CrossEntropyLoss()
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     n = len(x) // batch * batch
-    last = {}
+    last = {"version": torch.__version__}
 
     def run_epoch(_):
+        torch.set_num_threads(threads)
         order = torch.randperm(len(x))
         xs, ys = xt[order], yt[order]
         total = 0.0
@@ -308,9 +349,7 @@ def run_torch(net: str, x, y, batch: int, epochs: int, threads: int = 0) -> dict
             total += loss.item()
         last["loss"] = total / (n // batch)
 
-    med, _ = median_epoch(run_epoch, epochs - 1)  # the first of `epochs` is the warm-up
-    return {"epoch": med, "loss": last["loss"],
-            "version": f"{torch.__version__}, {torch.get_num_threads()} threads"}
+    return run_epoch, last
 
 
 # --- start-up -------------------------------------------------------------------------
@@ -354,35 +393,73 @@ def start_times(backends, folder: Path) -> list[dict]:
 
 # --- main ---------------------------------------------------------------------------------
 
-def _median_run(runs: list):
-    """The run whose median epoch is the median of the runs' (None if there were none)."""
-    runs = [r for r in runs if r is not None]
-    if not runs:
-        return None
-    return sorted(runs, key=lambda r: r["epoch"])[(len(runs) - 1) // 2]
+def spread(times: list[float]) -> dict:
+    return {"min": min(times), "median": statistics.median(times), "max": max(times), "epochs": times}
+
+
+MARKER = "<!-- other scripts' figures: bench/run.py keeps what follows -->"
+DROPPED: dict[str, float] = {}   # runners not timed after their warm-up (name -> warm-up seconds)
+
+
+def interleave(runners: dict, rounds: int) -> dict[str, list[float]]:
+    """Epoch times of each runner (name -> run_epoch(i), which may return its own timing), after one
+    warm-up epoch each (run in turn), taking turns epoch by epoch; the order rotates every round."""
+    warm = {}
+    for k, run_epoch in runners.items():
+        t0 = time.perf_counter()
+        run_epoch(0)
+        warm[k] = time.perf_counter() - t0
+    # PyTorch's thread settings: one whose warm-up epoch took over 3x the best setting's is not
+    # timed further (on a busy machine its OpenMP threads spin: minutes per epoch, never the best)
+    torch_warm = {k: v for k, v in warm.items() if k.startswith("torch")}
+    for k, v in torch_warm.items():
+        if v > 3 * min(torch_warm.values()):
+            print(f"  {k}: warm-up epoch {v:.2f} s, over 3x {min(torch_warm, key=torch_warm.get)}'s "
+                  f"{min(torch_warm.values()):.2f} s: not timed further", flush=True)
+            runners = {n: r for n, r in runners.items() if n != k}
+            DROPPED[k] = v
+    names = list(runners)
+    times: dict[str, list[float]] = {k: [] for k in names}
+    for r in range(rounds):
+        for k in names[r % len(names):] + names[:r % len(names)]:
+            t0 = time.perf_counter()
+            own = runners[k](r + 1)
+            times[k].append(own if isinstance(own, float) else time.perf_counter() - t0)
+    return times
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workloads", default="mlp32,mlp128,mlp1024,cnn,lstm")
     ap.add_argument("--backends", default="auto", help="comma list of auto,c,jax,numba (auto: what nncli picks)")
-    ap.add_argument("--epochs", type=int, default=5, help="epochs per run; the first is a warm-up")
-    ap.add_argument("--rows", type=int, default=16384)
+    ap.add_argument("--epochs", type=int, default=5, help="epochs per round; the first is a warm-up (once)")
+    ap.add_argument("--rows", type=int, default=16384, help="rows of the MLP data (cnn and lstm: a quarter)")
     ap.add_argument("--steps", default="auto", help="nncli's steps_per_execution (default auto)")
     ap.add_argument("--repeat", type=int, default=1,
-                    help="measure each workload this many times, in turn, and report the median run")
-    ap.add_argument("--quick", action="store_true", help="2048 rows, 3 epochs")
+                    help="rounds: each times epochs - 1 epochs per framework, interleaved")
+    ap.add_argument("--variants", default="", help=f"extra nncli runners, a ;-separated list of {'; '.join(VARIANTS)}")
+    ap.add_argument("--quick", action="store_true",
+                    help="the headline ratios in a few minutes: 4096 MLP rows, 4 epochs, one round, jax start-up")
     ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--no-pytensor", action="store_true", help="skip the hand-written PyTensor loop")
     ap.add_argument("--no-start", action="store_true", help="skip the cold/warm start measurement")
     ap.add_argument("--start-backends", default="c,jax")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results.md"))
-    ap.add_argument("--json", help="also write the raw figures here")
+    ap.add_argument("--json", help="also write the raw figures here (default: --out with .json)")
     a = ap.parse_args(argv)
     if a.quick:
-        a.rows, a.epochs = 2048, 3
+        a.rows, a.epochs, a.repeat, a.start_backends = 4096, 4, 1, "jax"
+    if a.json is None and a.out:
+        a.json = str(Path(a.out).with_suffix(".json"))
     from nncli.layers import LAYERS
 
     known = layer_types_known()
+    try:
+        import torch
+        threads_default = torch.get_num_threads()
+    except ImportError:
+        torch, threads_default = None, 0
+    thread_settings = sorted({1, threads_default}) if torch is not None and not a.no_torch else []
     rows = []
     with tempfile.TemporaryDirectory(prefix="nncli-bench-") as tmp:
         folder = Path(tmp)
@@ -401,67 +478,127 @@ def main(argv=None) -> int:
                     continue
                 seen.add(resolved)
                 print(f"{w} ({rows_n} rows, batch {batch}), backend {b} ...", flush=True)
-                runs: dict[str, list] = {"nncli": [], "pytensor": [], "torch": [], "torch1": []}
-                for _ in range(a.repeat):  # whole runs in turn: a busy stretch of the machine hits all
+                timed = (a.epochs - 1) * a.repeat
+                runners, infos, closers = {}, {}, []
+                try:
+                    variants = [v for v in a.variants.split(";") if v and net in VARIANT_NETS[v.split("=")[0]]]
+                    for v in [None, *variants]:
+                        name = "nncli" if v is None else f"nncli[{v}]"
+                        run_epoch, info, close = nncli_runner(net, x, y, batch, b, timed + 1, folder,
+                                                              VARIANT_STEPS.get(v, a.steps), v)
+                        runners[name], infos[name] = run_epoch, info
+                        closers.append(close)
+                        run_epoch(0)              # compile and warm up before the next one builds its graph
+                        runners[name] = _warmed(run_epoch)
+                except Exception as exc:  # a backend that cannot run this net
+                    print(f"  nncli failed: {type(exc).__name__}: {exc}", flush=True)
+                    continue
+                if not a.no_pytensor:
                     try:
-                        runs["nncli"].append(run_nncli(net, x, y, batch, b, a.epochs, folder, a.steps))
-                    except Exception as exc:  # a backend that cannot run this net
-                        print(f"  nncli failed: {type(exc).__name__}: {exc}", flush=True)
-                        break
-                    try:
-                        runs["pytensor"].append(run_pytensor(net, x, y, batch, a.epochs))
+                        runners["pytensor"], infos["pytensor"] = pytensor_runner(net, x, y, batch)
                     except Exception as exc:
                         print(f"  pytensor loop failed: {type(exc).__name__}: {exc}", flush=True)
-                        runs["pytensor"].append({"epoch": float("nan"), "compile": float("nan")})
-                    if not a.no_torch:
-                        runs["torch"].append(run_torch(net, x, y, batch, a.epochs))
-                        runs["torch1"].append(run_torch(net, x, y, batch, a.epochs, threads=1))
-                if not runs["nncli"]:
-                    continue
-                r_n, r_p, r_t, r_t1 = (_median_run(runs[k]) for k in ("nncli", "pytensor", "torch", "torch1"))
-                row = {"workload": w, "rows": rows_n, "batch": batch, "backend": b, "nncli": r_n, "pytensor": r_p,
-                       "torch": r_t, "torch1": r_t1}
+                for n_threads in thread_settings:
+                    made = torch_runner(net, x, y, batch, n_threads)
+                    if made is not None:
+                        runners[f"torch{n_threads}"], infos[f"torch{n_threads}"] = made
+                DROPPED.clear()
+                times = interleave(runners, timed)
+                for close in closers:
+                    close()
+                stats = {k: spread(v) for k, v in times.items()}
+                for k, warm in DROPPED.items():
+                    stats[k] = {"min": warm, "median": float("nan"), "max": warm, "epochs": [], "dropped": True}
+                for k, info in [(k, i) for k, i in infos.items() if k in stats]:
+                    stats[k].update(info() if callable(info) else {kk: vv for kk, vv in info.items()})
+                row = {"workload": w, "rows": rows_n, "batch": batch, "backend": b, "stats": stats}
+                torch_keys = [k for k in stats if k.startswith("torch") and not stats[k].get("dropped")]
+                if torch_keys:
+                    best = min(torch_keys, key=lambda k: stats[k]["median"])
+                    row["torch_best"] = best
+                    for k in [k for k in stats if k.startswith("nncli")]:
+                        stats[k]["ratio_median"] = stats[k]["median"] / stats[best]["median"]
+                        stats[k]["ratio_min"] = stats[k]["min"] / min(stats[t]["min"] for t in torch_keys)
                 rows.append(row)
-                print(f"  nncli {r_n['epoch']:.3f}s ({r_n['backend']}; outside fn {r_n['outside']:.1%}), "
-                      f"pytensor {r_p['epoch']:.3f}s, torch {r_t['epoch'] if r_t else float('nan'):.3f}s, "
-                      f"torch 1 thread {r_t1['epoch'] if r_t1 else float('nan'):.3f}s",
-                      flush=True)
+                print("  " + "; ".join(f"{k} not timed" if v.get("dropped") else
+                                       f"{k} {v['median']:.3f}s [{v['min']:.3f}-{v['max']:.3f}]"
+                                       + (f" = {v['ratio_median']:.2f}x torch" if "ratio_median" in v else "")
+                                       for k, v in stats.items()), flush=True)
         starts = [] if a.no_start else start_times(a.start_backends.split(","), folder)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    text = report(rows, starts, peak, a)
+    text = report(rows, starts, peak, a, argv)
     print(text)
     if a.out:
-        Path(a.out).write_text(text)
+        # the figures of the other scripts (bench_cnn, bench_rnn, bench_predict) below MARKER stay
+        old = Path(a.out).read_text() if Path(a.out).exists() else ""
+        Path(a.out).write_text(text + (old[old.index(MARKER):] if MARKER in old else ""))
     if a.json:
-        Path(a.json).write_text(json.dumps({"rows": rows, "starts": starts, "peak_mib": peak}, indent=1))
+        Path(a.json).write_text(json.dumps({"command": command_line(argv), "cpu": cpu_model(),
+                                            "cores": os.cpu_count(), "machine": platform.machine(),
+                                            "load_before_after": load(), "rows": rows, "starts": starts,
+                                            "peak_mib": peak}, indent=1))
     return 0
 
 
-def report(rows, starts, peak, a) -> str:
-    torch_v = next((r["torch"]["version"] for r in rows if r["torch"]), "not installed")
+def _warmed(run_epoch):
+    """A runner whose warm-up epoch has been run: interleave's own warm-up call is skipped."""
+    first = [True]
+
+    def call(i):
+        if first[0]:
+            first[0] = False
+            return None
+        return run_epoch(i)
+    return call
+
+
+def load() -> list[float]:
+    try:
+        return list(os.getloadavg())
+    except OSError:
+        return []
+
+
+def command_line(argv) -> str:
+    args = sys.argv[1:] if argv is None else list(argv)
+    return " ".join(["python bench/run.py", *args])
+
+
+def report(rows, starts, peak, a, argv=None) -> str:
+    torch_v = next((v["version"] for r in rows for k, v in r["stats"].items() if k.startswith("torch")),
+                   "not installed")
     lines = [
         "# bench/run.py results", "",
-        f"`python bench/run.py {' '.join(sys.argv[1:])}`".replace("` ", "`").rstrip() + " on "
-        + f"{cpu_model()} ({platform.machine()}), {os.cpu_count()} cores, Python {platform.python_version()}, "
-        + f"torch {torch_v}; {time.strftime('%Y-%m-%d %H:%M')}.", "",
-        f"Median epoch time over {a.epochs - 1} epochs (after one warm-up epoch)"
-        + (f", the median of {a.repeat} runs taken in turn" if a.repeat > 1 else "")
-        + "; ratio < 1: nncli is faster. "
-        "`outside` is the share of nncli's epoch spent outside the compiled training function "
-        "(data feed and trainer Python).", "",
-        "| workload | rows | backend (nncli's choice) | nncli s/epoch | PyTensor loop | PyTorch | PyTorch 1 thread "
-        "| nncli/torch | nncli/torch 1t | nncli/pytensor | outside | compile s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"`{command_line(argv)}` on {cpu_model()} ({platform.machine()}), {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, torch {torch_v}; {time.strftime('%Y-%m-%d %H:%M')}; "
+        f"load average {', '.join(f'{v:.1f}' for v in load())} at the end.", "",
+        f"Seconds per epoch over {(a.epochs - 1) * a.repeat} epochs per framework, taken in turn epoch by epoch "
+        "(after one warm-up epoch each): min / median / max. PyTorch runs with 1 thread and with its default; "
+        "the ratios compare nncli with PyTorch's best setting (the lower median; for mins, the lower min). "
+        "Ratio < 1: nncli is faster.", "",
+        "| workload | rows | backend (nncli's choice) | nncli s/epoch | PyTensor loop | PyTorch 1 thread "
+        "| PyTorch default threads | nncli/torch best (medians) | (mins) | nncli/pytensor (medians) | compile s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def cell(v):
+        if v and v.get("dropped"):
+            return f"warm-up {v['min']:.2f} (> 3x: not timed)"
+        return f"{v['median']:.3f} [{v['min']:.3f}-{v['max']:.3f}]" if v else "-"
+
     for r in rows:
-        n, p, t, t1 = r["nncli"], r["pytensor"], r["torch"], r.get("torch1")
-        nan = float("nan")
-        lines.append(f"| {r['workload']} (batch {r['batch']}) | {r['rows']} | {n['backend']}, {n.get('steps', 1)} "
-                     f"step{'s' if n.get('steps', 1) != 1 else ''}/call | {n['epoch']:.3f} | "
-                     f"{p['epoch']:.3f} | {t['epoch'] if t else nan:.3f} | {t1['epoch'] if t1 else nan:.3f} | "
-                     f"{(n['epoch'] / t['epoch']) if t else nan:.2f} | {(n['epoch'] / t1['epoch']) if t1 else nan:.2f} | "
-                     f"{n['epoch'] / p['epoch']:.2f} | "
-                     f"{n['outside']:.1%} | {n['compile']:.1f} |")
+        st = r["stats"]
+        torch_default = [k for k in st if k.startswith("torch") and k != "torch1"]
+        p = st.get("pytensor")
+        for k in [k for k in st if k.startswith("nncli")]:
+            n = st[k]
+            label = r["workload"] + (k[5:] if k != "nncli" else "")
+            lines.append(
+                f"| {label} (batch {r['batch']}) | {r['rows']} | {n['backend']}, {n.get('steps', 1)} "
+                f"step{'s' if n.get('steps', 1) != 1 else ''}/call | {cell(n)} | {cell(p)} | {cell(st.get('torch1'))} | "
+                f"{cell(st[torch_default[0]]) + f' ({torch_default[0][5:]} threads)' if torch_default else '-'} | "
+                f"{n.get('ratio_median', float('nan')):.2f} | {n.get('ratio_min', float('nan')):.2f} | "
+                f"{(n['median'] / p['median']) if p else float('nan'):.2f} | {n['compile']:.1f} |")
     if starts:
         lines += ["", "Start-up: `nncli train configs/xor.yaml --epochs 1` as a whole process (interpreter start, "
                   "imports, compile, one epoch, checkpoint, curves.png when matplotlib is installed): cold = empty "

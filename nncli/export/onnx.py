@@ -41,7 +41,6 @@ import numpy as np
 
 from nncli import __version__, data, fileio, inference
 from nncli.errors import ConfigError, NncliError
-from nncli.layers.conv import same_pads
 from nncli.registry import Registry
 
 DEFAULT_OPSET = 17
@@ -170,14 +169,13 @@ def conv2d(g: Graph, li: LayerInput, x: str) -> str:
     cfg, name = li.layer.config, li.layer.name
     (kh, kw), (sh, sw) = cfg["kernel_size"], cfg["stride"]
     _, h, w = li.input_shape
-    if cfg["padding"] == "same":
-        (top, bottom), (left, right) = same_pads(h, kh, sh), same_pads(w, kw, sw)
-    else:
-        top = bottom = left = right = 0
+    (top, bottom), (left, right) = li.layer.pads(h, w)
+    dilations = list(cfg.get("dilation", (1, 1)))
     inputs = [x, g.const(f"{name}_W", f32(li.params["W"]))]
     if "b" in li.params:
         inputs.append(g.const(f"{name}_b", f32(li.params["b"])))
-    return g.node("Conv", inputs, name, kernel_shape=[kh, kw], strides=[sh, sw], pads=[top, left, bottom, right])
+    return g.node("Conv", inputs, name, kernel_shape=[kh, kw], strides=[sh, sw], pads=[top, left, bottom, right],
+                  dilations=dilations)
 
 
 @EXPORTERS.register("activation")

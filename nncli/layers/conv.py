@@ -26,7 +26,9 @@ import pytensor.tensor as pt
 
 from nncli import initializers
 from nncli.layers.base import LAYERS, Layer, ShapeError, activation_key, initializer_key
-from nncli.schema import Key, boolean, choice, int_tuple, integer, optional
+from nncli.layers.convolution import convolve, out_size, same_pads
+from nncli.schema import (Invalid, Key, boolean, choice, described, int_tuple, integer, json_schema_of, optional,
+                          show)
 
 
 def _image_shape(layer_type: str, input_shape) -> tuple[int, int, int]:
@@ -57,17 +59,36 @@ def _static_image_shape(layer: Layer, x) -> tuple[int, int, int]:
     return shape
 
 
-def _out_size(size: int, k: int, s: int, padding: str) -> int:
-    if padding == "same":
-        return -(-size // s)
-    return (size - k) // s + 1
+def padding_key() -> Key:
+    """conv2d's padding: valid | same | an int (all four sides) | [height, width] (each on both of its
+    sides) | [[top, bottom], [left, right]]; explicit pads are zeros, as PyTorch's padding= and
+    Keras' ZeroPadding2D. Normalised to "valid", "same" or ((top, bottom), (left, right))."""
+    amount = integer(min=0, max=100_000)
 
+    def check(value, path):
+        if isinstance(value, str):
+            return choice("valid", "same")(value, path)
+        if isinstance(value, list) and len(value) == 2 and all(isinstance(v, list) for v in value):
+            return tuple(tuple(int_tuple(2, min=0)(v, f"{path}[{i}]")) for i, v in enumerate(value))
+        if isinstance(value, (int, float, list)) and not isinstance(value, bool):
+            try:
+                h, w = int_tuple(2, min=0)(value, path)
+            except Invalid as exc:
+                raise Invalid(path, "expected valid, same, an integer >= 0, [height, width] or "
+                                    f"[[top, bottom], [left, right]], got {show(value)}") from exc
+            if max(h, w) > 100_000:
+                amount(max(h, w), path)
+            return ((h, h), (w, w))
+        raise Invalid(path, "expected valid, same, an integer >= 0, [height, width] or "
+                            f"[[top, bottom], [left, right]], got {show(value)}")
 
-def same_pads(size: int, k: int, s: int) -> tuple[int, int]:
-    """Keras/TensorFlow 'same': total padding split with the extra row/column after."""
-    out = -(-size // s)
-    total = max((out - 1) * s + k - size, 0)
-    return total // 2, total - total // 2
+    pair = {"type": "array", "items": json_schema_of(amount), "minItems": 2, "maxItems": 2}
+    schema = {"anyOf": [{"enum": ["valid", "same"]}, json_schema_of(amount), pair,
+                        {"type": "array", "items": pair, "minItems": 2, "maxItems": 2}]}
+    return Key(described(check, lambda: schema), "valid",
+               "valid: windows inside the input; same: zero-pad so output size = ceil(input / stride) "
+               "(Keras: the odd pad after); an int, [height, width] or [[top, bottom], [left, right]]: "
+               "that many zeros on each side (PyTorch's padding=)")
 
 
 def _window_slices(x, kh: int, kw: int, sh: int, sw: int, ho: int, wo: int) -> list:
@@ -88,23 +109,36 @@ class Conv2D(Layer):
         "filters": Key(integer(min=1, max=100_000), doc="number of output channels"),
         "kernel_size": Key(int_tuple(2), doc="window size: an int or [height, width]"),
         "stride": Key(int_tuple(2), (1, 1), "step between windows: an int or [height, width]"),
-        "padding": Key(choice("valid", "same"), "valid",
-                       "valid: windows inside the input; same: zero-pad so output size = ceil(input / stride)"),
+        "padding": padding_key(),
+        "dilation": Key(int_tuple(2), (1, 1), "spacing between kernel taps (atrous): an int or [height, width]"),
         "activation": activation_key(),
         "initializer": initializer_key("glorot_uniform"),
         "use_bias": Key(boolean(), True),
     }
     has_activation = True
 
+    def pads(self, h: int, w: int) -> tuple[tuple[int, int], tuple[int, int]]:
+        """((top, bottom), (left, right)) zeros for an (h, w) input."""
+        (kh, kw), (sh, sw), (dh, dw) = self.config["kernel_size"], self.config["stride"], self.config["dilation"]
+        pad = self.config["padding"]
+        if pad == "same":
+            return same_pads(h, kh, sh, dh), same_pads(w, kw, sw, dw)
+        if pad == "valid":
+            return (0, 0), (0, 0)
+        return pad
+
     def output_shape(self, input_shape):
         c, h, w = self.image_shape = _image_shape("conv2d", input_shape)
-        (kh, kw), (sh, sw) = self.config["kernel_size"], self.config["stride"]
-        pad = self.config["padding"]
-        if pad == "valid" and (kh > h or kw > w):
-            raise ShapeError(f"conv2d kernel_size {[kh, kw]} is larger than its input's height and width "
-                             f"{[h, w]} (input shape {tuple(input_shape)}); use a smaller kernel_size "
-                             f"or padding: same")
-        return (self.config["filters"], _out_size(h, kh, sh, pad), _out_size(w, kw, sw, pad))
+        (kh, kw), (sh, sw), (dh, dw) = self.config["kernel_size"], self.config["stride"], self.config["dilation"]
+        ph, pw = self.pads(h, w)
+        ho, wo = out_size(h, kh, sh, ph, dh), out_size(w, kw, sw, pw, dw)
+        if ho < 1 or wo < 1:
+            span = [(kh - 1) * dh + 1, (kw - 1) * dw + 1]
+            raise ShapeError(f"conv2d kernel_size {[kh, kw]} (spanning {span} with dilation {[dh, dw]}) is larger "
+                             f"than its padded input: height and width {[h, w]} plus padding {[list(ph), list(pw)]} "
+                             f"(input shape {tuple(input_shape)}); use a smaller kernel_size or more padding "
+                             f"(padding: same)")
+        return (self.config["filters"], ho, wo)
 
     def init_params(self, input_shape, rng):
         kh, kw = self.config["kernel_size"]
@@ -115,25 +149,12 @@ class Conv2D(Layer):
         return params
 
     def linear(self, x, params, ctx):
-        (kh, kw), (sh, sw) = self.config["kernel_size"], self.config["stride"]
-        f = self.config["filters"]
         c, h, w = _static_image_shape(self, x)
-        if self.config["padding"] == "same":
-            (pt_, pb), (pl, pr) = same_pads(h, kh, sh), same_pads(w, kw, sw)
-            if pt_ or pb or pl or pr:
-                padded = pt.zeros((x.shape[0], c, h + pt_ + pb, w + pl + pr), dtype=x.dtype)
-                x = pt.set_subtensor(padded[:, :, pt_:pt_ + h, pl:pl + w], x)
-            h, w = h + pt_ + pb, w + pl + pr
-        ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
-        if kh == 1 and kw == 1:
-            patches = x[:, :, ::sh, ::sw][:, :, :ho, :wo]                           # (B, C, Ho, Wo)
-        else:
-            patches = pt.stack(_window_slices(x, kh, kw, sh, sw, ho, wo), axis=2)  # (B, C, K, Ho, Wo)
-            patches = patches.reshape((x.shape[0], c * kh * kw, ho, wo))
-        z = pt.tensordot(patches, params["W"].reshape((f, c * kh * kw)), axes=[[1], [1]])  # (B, Ho, Wo, F)
+        z = convolve(x, params["W"], self.config["stride"], self.pads(h, w), self.config["dilation"],
+                     w_shape=(self.config["filters"], c, *self.config["kernel_size"]))
         if "b" in params:
-            z = z + params["b"]
-        return z.dimshuffle(0, 3, 1, 2)
+            z = z + params["b"].dimshuffle("x", 0, "x", "x")
+        return z
 
 
 class _Pool2D(Layer):

@@ -17,10 +17,15 @@ batch 64; the micro-benchmark at the end of bench/bench_rnn.py):
   pre-activations of the forward pass, so it needs one product per step
   (``dh_{t-1} = dP U^T``). ``dU = sum_t h_{t-1}^T dP_t`` is then ONE large product
   after the loop. One LSTM layer, 128 units, 50 steps, forward + backward: 52 -> 23 ms.
-- XLA's CPU code for one fusion that slices the (batch, 4 * units) gate block
-  and applies several sigmoid/tanh to the slices runs ~10x slower than the same
-  math on separate arrays (35 vs 3 us per step, elementwise part, 32 units). So
-  the gates travel as separate arrays: separate sequences, separate outputs.
+- The forward step computes ``h_{t-1} U`` as ONE product for all gates, (batch, H) x (H, G*H),
+  and splits it into the gate blocks (``FUSED_GATES``). Measured on the 2-core AMD EPYC
+  (JAX 0.10, one LSTM layer forward + backward, batch 64, interleaved, best of 20, busy
+  machine): 128 units x 50 steps x 32 features 116 -> 52 ms (PyTorch 1 thread: 53 ms);
+  32 units x 30 steps x 2 features 5.5 -> 2.9 ms (PyTorch: 3.7 ms), against one product per
+  gate block, which an earlier measurement (XLA's fusions slicing the gate block) had chosen.
+  The results are the same to the bit. Over whole epochs of bench/run.py's lstm the gain was
+  smaller: 2.54 -> 2.47 s at load 1.5-3.7, 5.90 -> 4.91 s at load 5-14 (bench/results.md). Letting JAX differentiate a ``lax.scan`` LSTM (what a
+  JAX-native Op for the whole layer would run) was slower still: 119 / 3.5 ms.
 
 The pair is an ``OpFromGraph`` (inlined at compile time) whose ``pullback`` is the
 backward scan. The cell's own derivative inside that scan is still
@@ -39,6 +44,10 @@ from pytensor.compile.builders import OpFromGraph
 from pytensor.gradient import DisconnectedType, disconnected_grad
 
 Parts = Sequence[tuple[int | None, int | None]]
+
+# the forward loop's h U: one product for all gates, then split into the gate blocks (True), or
+# one product per gate block (False); measured below
+FUSED_GATES = True
 
 
 def _blocks(v, units: int, count: int, axis: int) -> list:
@@ -85,8 +94,12 @@ def recurrence(xw, U, b_recurrent, init: list, *, units: int, gates: int, parts:
 
     def forward_step(*args):
         xs, states, rest = args[:gates], args[gates:gates + k], args[gates + k:]
-        us, brec = rest[:gates], rest[gates:]
-        hus = [pt.dot(states[0], u) for u in us]       # one product per gate: separate arrays
+        n_u = 1 if FUSED_GATES else gates
+        us, brec = rest[:n_u], rest[n_u:]
+        if FUSED_GATES:                                 # one product, then the gate blocks
+            hus = _blocks(pt.dot(states[0], us[0]), units, gates, 1)
+        else:
+            hus = [pt.dot(states[0], u) for u in us]   # one product per gate: separate arrays
         if brec:
             hus = [hu + b for hu, b in zip(hus, brec)]
         pre = _pre(parts, list(xs), hus)
@@ -94,7 +107,7 @@ def recurrence(xw, U, b_recurrent, init: list, *, units: int, gates: int, parts:
 
     outs = pytensor.scan(forward_step, sequences=_blocks(xw_i, units, gates, 2),
                          outputs_info=[*init_i, *([None] * n_pre)],
-                         non_sequences=[*_blocks(U_i, units, gates, 1),
+                         non_sequences=[*([U_i] if FUSED_GATES else _blocks(U_i, units, gates, 1)),
                                         *(_blocks(brec_i, units, gates, 0) if has_brec else [])],
                          strict=True, return_updates=False, name=f"{name}_forward")
     outs = list(outs)

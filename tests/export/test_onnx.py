@@ -84,6 +84,8 @@ CASES = {
     "conv_valid": ([{"type": "conv2d", "filters": 4, "kernel_size": 3, "activation": "relu"}], (2, 6, 7)),
     "conv_same_stride": ([{"type": "conv2d", "filters": 3, "kernel_size": [2, 4], "stride": 2, "padding": "same",
                            "use_bias": False}], (2, 7, 9)),
+    "conv_pads_dilation": ([{"type": "conv2d", "filters": 3, "kernel_size": [3, 2], "padding": [[1, 2], [0, 1]],
+                             "dilation": [2, 1]}], (2, 6, 5)),
     "max_pool": ([{"type": "max_pool2d", "pool_size": 2}], (3, 7, 6)),
     "max_pool_overlap": ([{"type": "max_pool2d", "pool_size": 3, "stride": 1}], (2, 6, 6)),
     "avg_pool": ([{"type": "avg_pool2d", "pool_size": [2, 3]}], (2, 7, 8)),

@@ -332,14 +332,18 @@ def test_backward_pass_with_other_activations_matches_finite_differences(jax_bac
             np.testing.assert_allclose(got[i], want, rtol=1e-6, atol=1e-6, err_msg=f"{kind} d/d{name}")
 
 
-@pytest.mark.parametrize("kind", ["lstm", "gru"])
-def test_backward_pass_without_jax_matches_finite_differences(kind):
+@pytest.mark.parametrize("kind, fused", [("lstm", True), ("gru", True), ("lstm", False)],
+                         ids=["lstm", "gru", "lstm-per-gate"])
+def test_backward_pass_without_jax_matches_finite_differences(kind, fused, monkeypatch):
     """The same layer graph under PyTensor's own FAST_COMPILE mode (Python/C thunks, no JAX), float64:
-    the scan, the OpFromGraph and its pullback run on a second backend."""
+    the scan, the OpFromGraph and its pullback run on a second backend; the forward loop's h U as one
+    product for all gates (the default) and as one per gate block (recurrence.FUSED_GATES)."""
     import pytensor
     import pytensor.tensor as pt
 
-    from nncli.layers import Context
+    from nncli.layers import Context, recurrence
+
+    monkeypatch.setattr(recurrence, "FUSED_GATES", fused)
 
     rng = np.random.default_rng(11)
     params = random_params(kind, rng, dtype="float64")
