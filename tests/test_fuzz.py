@@ -278,17 +278,23 @@ def _python_csv_rows(raw: bytes):
         return None, f"not UTF-8 text (bad byte at offset {exc.start})"
     if "\x00" in text:
         return None, "contains NUL bytes; expected a CSV text file"
+    # in file order, as a streaming reader meets them: a row of the wrong width is reported before a
+    # malformed ending further on; blank rows count only when data follows them
+    rows, pending = [], []
     try:
-        rows = list(csv.reader(io.StringIO(text, newline=""), strict=True))
+        for row in csv.reader(io.StringIO(text, newline=""), strict=True):
+            if not any(c.strip() for c in row):
+                pending.append(row)
+                continue
+            for r in pending + [row]:
+                if rows and len(r) != len(rows[0]):
+                    return None, f"line {len(rows) + 1}: expected {len(rows[0])} columns as in line 1, got {len(r)}"
+                rows.append(r)
+            pending = []
     except csv.Error as exc:
         return None, f"malformed CSV: {exc}"
-    while rows and not any(c.strip() for c in rows[-1]):
-        rows.pop()
     if not rows:
         return None, "the file is empty; expected a header row and data rows"
-    for i, row in enumerate(rows):
-        if len(row) != len(rows[0]):
-            return None, f"line {i + 1}: expected {len(rows[0])} columns as in line 1, got {len(row)}"
     return rows, None
 
 
@@ -298,7 +304,7 @@ def _check_reader_against_python_csv(path, raw):
     rows, message = _python_csv_rows(raw)
     for chunk_rows in (None, 2):
         try:
-            names, width, chunks = data.read_chunks(str(path), chunk_rows, header=False)
+            names, width, chunks = data.read_chunks(str(path), chunk_rows, header=False, delimiter=",")
             got = list(chunks)
         except NncliError as exc:
             one_line(exc)
