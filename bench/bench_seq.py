@@ -72,7 +72,8 @@ def torch_net(which: str, large: bool, channels: int):
             return self.out(h.mean(dim=2))
 
     class Encoder(nn.Module):
-        """dense, + positions, self-attention, layer_norm, dense relu, dense, layer_norm, mean, linear."""
+        """dense, + positions, self-attention + residual, layer_norm, dense relu, dense + residual,
+        layer_norm, mean, linear (configs/majority-transformer.yaml)."""
 
         def __init__(self, d, heads, ff, t):
             super().__init__()
@@ -84,8 +85,8 @@ def torch_net(which: str, large: bool, channels: int):
 
         def forward(self, x):
             h = self.embed(x) + self.pos
-            h = self.n1(self.attn(h, h, h, need_weights=False)[0])
-            h = self.n2(self.ff2(torch.relu(self.ff1(h))))
+            h = self.n1(h + self.attn(h, h, h, need_weights=False)[0])
+            h = self.n2(h + self.ff2(torch.relu(self.ff1(h))))
             return self.out(h.mean(dim=1))
 
     if which == "tcn":
