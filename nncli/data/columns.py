@@ -30,7 +30,7 @@ from typing import Any, Callable, Sequence
 import h5py
 import numpy as np
 
-from nncli.data.csv import PREDICT_NO_HEADER_HINT, _targets, generic_names, model_columns, read_chunks
+from nncli.data.csv import PREDICT_NO_HEADER_HINT, _is_number, _targets, generic_names, model_columns, read_chunks
 from nncli.data.table import FLOAT32_MAX, Table, preview
 from nncli.errors import DataError
 from nncli.registry import Registry, did_you_mean
@@ -66,14 +66,6 @@ class Notes:
     def lines(self, path: str) -> list[str]:
         return [f"Warning: {path}: column '{c}': {n} value(s) not seen in training (e.g. "
                 f"{', '.join(repr(v) for v in ex)}), read as missing" for c, (n, ex) in self.unknown.items()]
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _first_line(mask: np.ndarray, lines: np.ndarray) -> int:

@@ -415,13 +415,15 @@ def _csv_for_model(path: str, names: list[str] | None, cells: np.ndarray, first:
 
 
 def _targets(path: str, column: np.ndarray, name: str, row_offset: int = 2,
-             missing: Sequence[str] = MISSING_VALUES) -> np.ndarray:
+             missing: Sequence[str] = MISSING_VALUES, lines: np.ndarray | None = None) -> np.ndarray:
     """A CSV target column: numbers when every cell is one, else the (stripped) strings. A missing
-    cell (an empty one, or one of the missing tokens) is an error saying how many and where."""
+    cell (an empty one, or one of the missing tokens) is an error saying how many and where.
+    `lines`: each cell's line number (default: consecutive lines from `row_offset`)."""
     y = np.char.strip(column)
+    line_of = lines if lines is not None else np.arange(len(y)) + row_offset
     gone = is_missing(y, missing) | (y == "")
     if gone.any():
-        lines = (np.flatnonzero(gone)[:5] + row_offset).tolist()
+        lines = line_of[gone][:5].tolist()
         n = int(gone.sum())
         more = ", ..." if n > len(lines) else ""
         raise DataError(f"{path}: line {lines[0]}, column '{name}': {n} missing target value{'s' * (n > 1)} "
@@ -432,6 +434,6 @@ def _targets(path: str, column: np.ndarray, name: str, row_offset: int = 2,
     except ValueError:
         return y
     if not np.isfinite(values).all():
-        raise DataError(f"{path}: line {int(np.argmax(~np.isfinite(values))) + row_offset}, column '{name}': "
+        raise DataError(f"{path}: line {int(line_of[int(np.argmax(~np.isfinite(values)))])}, column '{name}': "
                         f"non-finite target")
     return values

@@ -21,7 +21,8 @@ import numpy as np
 from nncli import data, network
 from nncli import spec as spec_mod
 from nncli.data import columns as columns_mod
-from nncli.data.csv import NO_HEADER_HINT, _is_number, generic_names, read_chunks, training_columns
+from nncli.data.csv import (NO_HEADER_HINT, _is_number, _targets as csv_targets, generic_names, read_chunks,
+                            training_columns)
 from nncli.data.table import preview
 from nncli.data.targets import _label_strings, _sort_classes
 from nncli.errors import DataError
@@ -112,6 +113,15 @@ def target_scaling(spec: spec_mod.Spec, enc: data.Encoding, t_tr: np.ndarray) ->
     return data.Normalizer.fit("standard", t_tr)
 
 
+def scaled_targets(spec: spec_mod.Spec, enc: data.Encoding, t_tr: np.ndarray, t_va: np.ndarray | None):
+    """(target scaler, class weights, scaled training targets, scaled validation targets): both
+    fitted on the training split only."""
+    target_scaler = target_scaling(spec, enc, t_tr)
+    weights = class_weights(spec, enc, t_tr)
+    return (target_scaler, weights, target_scaler.apply(t_tr),
+            target_scaler.apply(t_va) if t_va is not None else None)
+
+
 def class_weights(spec: spec_mod.Spec, enc: data.Encoding, t_tr: np.ndarray) -> np.ndarray | None:
     """data.class_weight as one weight per class (enc.classes' order), or None (none).
     balanced: n_samples / (n_classes * count_c) over the training split, as scikit-learn's
@@ -154,28 +164,6 @@ def _label_strata(y: np.ndarray, loss: str) -> np.ndarray | None:
     rank = {c: i for i, c in enumerate(_sort_classes(labels, numeric))}
     uniq, inverse = np.unique(labels, return_inverse=True)
     return np.array([rank[str(u)] for u in uniq.tolist()], dtype=np.int64)[inverse.reshape(-1)]
-
-
-def _target_values(path: str, y: np.ndarray, name: str, lines: np.ndarray, tokens: tuple[str, ...]) -> np.ndarray:
-    """Stripped target cells: numbers when every cell is one, else the strings (as data.csv reads
-    them). A missing target (empty, or one of the missing tokens) is an error saying how many and
-    where, as data.csv's reader says it."""
-    gone = data.is_missing(y, tokens) | (y == "")
-    if gone.any():
-        at = lines[gone][:5].tolist()
-        n = int(gone.sum())
-        more = ", ..." if n > len(at) else ""
-        raise DataError(f"{path}: line {at[0]}, column '{name}': {n} missing target value{'s' * (n > 1)} "
-                        f"(line{'s' * (n > 1)} {', '.join(map(str, at))}{more}); every row needs a target: "
-                        f"drop those rows")
-    try:
-        values = y.astype(np.float64)
-    except ValueError:
-        return y
-    if not np.isfinite(values).all():
-        raise DataError(f"{path}: line {int(lines[int(np.argmax(~np.isfinite(values)))])}, column '{name}': "
-                        f"non-finite target")
-    return values
 
 
 def _typed_csv(spec: spec_mod.Spec, encode: bool = True):
@@ -251,7 +239,7 @@ def _typed_csv(spec: spec_mod.Spec, encode: bool = True):
     if header_names is not None and all(_is_number(c) for c in x_cols) and bool((y_all == y_name).any()):
         raise DataError(f"{path}: line 1 ({preview(header_names, 4)}) looks like a data row, not a header row "
                         f"of column names; {NO_HEADER_HINT}")
-    y = _target_values(path, y_all[kept_rows], y_name, kept_rows + first_line, tokens)
+    y = csv_targets(path, y_all[kept_rows], y_name, missing=tokens, lines=kept_rows + first_line)
     del y_all
     split = None
     if fraction:
@@ -380,10 +368,7 @@ def prepare(spec: spec_mod.Spec) -> Prepared:
         if vt.x.shape[1:] != input_shape:
             raise DataError(f"{val}: inputs of shape {vt.x.shape[1:]} but the training data has {input_shape}")
         x_va, t_va = vt.x, data.encode_targets(vt, enc, net.output_shape)
-    target_scaler = target_scaling(spec, enc, t_tr)  # fitted on the training split only
-    weights = class_weights(spec, enc, t_tr)
-    t_tr = target_scaler.apply(t_tr)
-    t_va = target_scaler.apply(t_va) if t_va is not None else None
+    target_scaler, weights, t_tr, t_va = scaled_targets(spec, enc, t_tr, t_va)
     if streamed:
         x_tr = x_tr.normalized(normalizer)
         if isinstance(x_va, data.XStream):
@@ -455,10 +440,7 @@ def _prepare_csv(spec: spec_mod.Spec) -> Prepared:
             raise DataError(f"{exc.message} (from {spec.source}: data.validation)") from None
         notes = notes + more
         x_va, t_va = vt.x, data.encode_targets(vt, enc, net.output_shape)
-    target_scaler = target_scaling(spec, enc, t_tr)  # fitted on the training split only
-    weights = class_weights(spec, enc, t_tr)
-    t_tr = target_scaler.apply(t_tr)
-    t_va = target_scaler.apply(t_va) if t_va is not None else None
+    target_scaler, weights, t_tr, t_va = scaled_targets(spec, enc, t_tr, t_va)
     if streamed:
         x_tr = x_tr.normalized(normalizer)
         x_va = x_va.normalized(normalizer) if isinstance(x_va, data.XStream) else (

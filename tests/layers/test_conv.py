@@ -25,6 +25,7 @@ import pytest
 from nncli import network, spec
 from nncli.errors import ConfigError
 from nncli.layers import LAYERS, Context, convolution
+from support import central_fd
 from nncli.schema import mapping
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,21 +95,6 @@ def np_pool(x, pool, stride, how):
             window = x[:, :, i * sh:i * sh + ph, j * sw:j * sw + pw]
             out[:, :, i, j] = window.max(axis=(2, 3)) if how == "max" else window.mean(axis=(2, 3))
     return out
-
-
-def central_fd(f, arrays, which, eps=1e-6, count=12, rng=None):
-    """Central differences of scalar f(*arrays) w.r.t. `count` random entries of arrays[which]."""
-    rng = rng or np.random.default_rng(0)
-    a = arrays[which]
-    idx = [tuple(int(rng.integers(0, d)) for d in a.shape) for _ in range(count)]
-    out = []
-    for ix in idx:
-        plus = [v.copy() for v in arrays]
-        minus = [v.copy() for v in arrays]
-        plus[which][ix] += eps
-        minus[which][ix] -= eps
-        out.append((f(*plus) - f(*minus)) / (2 * eps))
-    return idx, np.array(out)
 
 
 # --- conv2d forward ------------------------------------------------------------
