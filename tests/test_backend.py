@@ -59,6 +59,7 @@ def test_layer_kinds_give_every_config_the_backend_the_type_words_gave(machine):
         "adding-lstm": "recurrent", "digits-cnn": "conv", "digits-mlp": "dense", "iris": "dense",
         "majority-tcn": "conv", "majority-transformer": "conv", "mnist1d-cnn": "conv",
         "mnist1d-residual-mlp": "dense", "mnist1d-transformer": "conv", "penguins": "dense",
+        "penguins-mass": "dense",
         "sequence-rnn": "recurrent", "xor": "dense"}
     networks = list(shipped.values()) + [[t, "dense"] for t in LAYERS.names()]
     for jax in (True, False):
