@@ -133,11 +133,7 @@ def _fill(f: h5py.File, c: Checkpoint) -> None:
     opt = f.create_group("optimizer")
     opt.attrs["type"] = c.optimizer_type
     _write_tree(opt, c.optimizer)
-    norm = f.create_group("normalization")
-    norm.attrs["kind"] = c.normalizer.kind
-    if c.normalizer.kind != "none":
-        norm.create_dataset("shift", data=c.normalizer.shift)
-        norm.create_dataset("scale", data=c.normalizer.scale)
+    _write_normalizer(f.create_group("normalization"), c.normalizer)
     labels = f.create_group("labels")
     labels.attrs.update({"kind": c.encoding.kind, "numeric": bool(c.encoding.numeric)})
     if c.encoding.classes is not None:
@@ -155,10 +151,15 @@ def _write_v2(f: h5py.File, c: Checkpoint) -> None:
     if c.columns is not None:
         c.columns.store(f.create_group("columns"))
     if c.target_scaler.kind != "none":
-        tn = f.create_group("target_normalization")
-        tn.attrs["kind"] = c.target_scaler.kind
-        tn.create_dataset("shift", data=np.asarray(c.target_scaler.shift, dtype=np.float32))
-        tn.create_dataset("scale", data=np.asarray(c.target_scaler.scale, dtype=np.float32))
+        _write_normalizer(f.create_group("target_normalization"), c.target_scaler)
+
+
+def _write_normalizer(group: h5py.Group, norm: Normalizer) -> None:
+    """/normalization and /target_normalization: attr kind; datasets shift, scale (float32)."""
+    group.attrs["kind"] = norm.kind
+    if norm.kind != "none":
+        group.create_dataset("shift", data=np.asarray(norm.shift, dtype=np.float32))
+        group.create_dataset("scale", data=np.asarray(norm.scale, dtype=np.float32))
 
 
 def _read_v2(f: h5py.File) -> dict[str, Any]:
@@ -169,17 +170,7 @@ def _read_v2(f: h5py.File) -> dict[str, Any]:
         tn = f["target_normalization"]
         if not isinstance(tn, h5py.Group) or _attr_str(tn, "kind") != "standard":
             raise ValueError("/target_normalization is not a group of kind standard")
-        vectors = []
-        for name in ("shift", "scale"):
-            if name not in tn:
-                raise ValueError(f"missing /target_normalization/{name}")
-            ds = _declared(tn[name], MAX_INPUT_VALUES, f"/target_normalization/{name}")
-            if ds.dtype.kind not in "iuf":
-                raise ValueError(f"/target_normalization/{name} holds {ds.dtype}, expected numbers")
-            value = np.asarray(ds[()], dtype=np.float32)
-            if not np.isfinite(value).all():
-                raise ValueError(f"/target_normalization/{name} has non-finite values")
-            vectors.append(value)
+        vectors = _shift_scale(tn, "/target_normalization")
         if vectors[0].shape != vectors[1].shape or not (vectors[1] > 0).all():
             raise ValueError("/target_normalization: shift and scale differ in shape, or a scale is not positive")
         out["target_scaler"] = Normalizer("standard", *vectors)
@@ -271,19 +262,25 @@ def _normalizer(norm: h5py.Group, input_shape: tuple[int, ...]) -> Normalizer:
         raise ValueError(f"/normalization kind is {_show(kind)}, expected none, standard or minmax")
     if kind == "none":
         return Normalizer("none")
+    return Normalizer(kind, *_shift_scale(norm, "/normalization", input_shape))
+
+
+def _shift_scale(group: h5py.Group, where: str, shape: tuple[int, ...] | None = None) -> list[np.ndarray]:
+    """A normaliser's datasets shift and scale, each checked (size before reading, numbers, finite;
+    `shape`: the shape it must have) and read as float32."""
     vectors = []
     for name in ("shift", "scale"):
-        if name not in norm:
-            raise ValueError(f"missing /normalization/{name}")
-        ds = _declared(norm[name], MAX_INPUT_VALUES, f"/normalization/{name}")
-        if tuple(ds.shape) != input_shape or ds.dtype.kind not in "iuf":
-            raise ValueError(f"/normalization/{name} has shape {tuple(ds.shape)} ({ds.dtype}), "
-                             f"the inputs have shape {input_shape}")
+        if name not in group:
+            raise ValueError(f"missing {where}/{name}")
+        ds = _declared(group[name], MAX_INPUT_VALUES, f"{where}/{name}")
+        if ds.dtype.kind not in "iuf" or (shape is not None and tuple(ds.shape) != shape):
+            raise ValueError(f"{where}/{name} has shape {tuple(ds.shape)} ({ds.dtype})"
+                             + (f", the inputs have shape {shape}" if shape is not None else ", expected numbers"))
         value = np.asarray(ds[()], dtype=np.float32)
         if not np.isfinite(value).all():
-            raise ValueError(f"/normalization/{name} has non-finite values")
+            raise ValueError(f"{where}/{name} has non-finite values")
         vectors.append(value)
-    return Normalizer(kind, *vectors)
+    return vectors
 
 
 def _encoding(labels: h5py.Group) -> Encoding:
