@@ -93,8 +93,12 @@ def bench_ops():
     import pytensor.tensor as pt
 
     from nncli.layers import LAYERS, Context, convolution
-    from nncli.layers.conv import _window_slices
     from nncli.schema import mapping
+
+    def _window_slices(x, kh, kw, sh, sw, ho, wo):
+        """The kh*kw strided slices x[:, :, i::sh, j::sw] of output size (ho, wo), offset (i, j) row-major."""
+        return [x[:, :, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw]
+                for i in range(kh) for j in range(kw)]
 
     def layer(kind, **cfg):
         cls = LAYERS.get(kind)

@@ -442,9 +442,10 @@ def load(path: str | os.PathLike) -> Checkpoint:
                 created=str(f.attrs.get("created", "")), nncli_version=str(f.attrs.get("nncli_version", "")),
                 **(_read_v2(f) if int(version) >= 2 else {}),
             )
+            for item in ("columns", "target_normalization"):   # version 2's items
+                if item in f and int(version) < 2:
+                    raise ValueError(f"/{item} in a version 1 checkpoint")
             if "columns" in f:
-                if int(version) < 2:
-                    raise ValueError("/columns in a version 1 checkpoint")
                 ck.columns = _columns(f["columns"], ck)
             _check_loaded(ck)
             return ck

@@ -57,7 +57,7 @@ class Notes:
     def add(self, column: str, values: np.ndarray) -> None:
         entry = self.unknown.setdefault(column, [0, []])
         entry[0] += len(values)
-        for v in values:
+        for v in dict.fromkeys(np.asarray(values).tolist()):   # distinct, in order of appearance
             if len(entry[1]) >= 3:
                 break
             if str(v) not in entry[1]:
@@ -773,7 +773,7 @@ def stripped(cells: np.ndarray) -> np.ndarray:
 
 def compact(cells: np.ndarray) -> np.ndarray:
     """A copy of a string array in the narrowest dtype that holds its longest string."""
-    longest = int(np.strings.str_len(cells).max()) if cells.size else 1
+    longest = int(np.char.str_len(cells).max()) if cells.size else 1
     return cells.astype(f"<U{max(1, longest)}")
 
 
@@ -786,6 +786,16 @@ def row_chunks(chunks, idx: Sequence[int]):
         start += n
 
 
+def _names_first_row(path: str, expect: Sequence[str], delimiter: str, missing: Sequence[str]) -> bool:
+    """Whether the first row of `path`, in order, starts with the names `expect`."""
+    peek = read_chunks(path, 1, False, PREDICT_NO_HEADER_HINT, len(expect), delimiter, missing).chunks
+    try:
+        first = next(peek, None)
+    finally:
+        peek.close()
+    return first is not None and [c.strip() for c in first[1][0][:len(expect)].tolist()] == list(expect)
+
+
 def encode_file(cols: Columns, path: str, y_name: str | None, with_targets: bool, header: bool | str = True,
                 by_position: bool = False, chunk_rows: int | None = CHUNK_ROWS, notes: Notes | None = None,
                 delimiter: str = "auto"):
@@ -793,7 +803,9 @@ def encode_file(cols: Columns, path: str, y_name: str | None, with_targets: bool
     chunks: (line numbers, float32 inputs, stripped target cells or None). Checks the header first.
     Missing cells are the training's tokens (cols.missing_values)."""
     expect = cols.raw_names
-    mode = "position" if by_position else bool(header)
+    # --by-position: a first row is a header only when it names the model's inputs (a typed column's
+    # words would make the numeric rule of read_chunks take a data row for a header)
+    mode = _names_first_row(path, expect, delimiter, cols.missing_values) if by_position else bool(header)
     names, width, chunks = read_chunks(path, chunk_rows, mode, PREDICT_NO_HEADER_HINT, len(expect), delimiter,
                                        cols.missing_values)
     if names is None and not by_position:

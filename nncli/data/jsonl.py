@@ -47,6 +47,8 @@ def _object(path: str, raw: bytes, line: int) -> dict:
         obj = json.loads(text, parse_constant=str)  # NaN, Infinity: the text (NaN is a missing token)
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: line {line}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+    except ValueError as exc:   # e.g. an integer longer than Python's int-to-str limit (4300 digits)
+        raise DataError(f"{path}: line {line}: not valid JSON ({str(exc).splitlines()[0][:80]})") from None
     except RecursionError:
         raise DataError(f"{path}: line {line}: nested too deeply") from None
     if not isinstance(obj, dict):
@@ -55,7 +57,20 @@ def _object(path: str, raw: bytes, line: int) -> dict:
     return obj
 
 
+#: the longest cell text, as the csv module's field_size_limit for a CSV: a chunk's array of cells is
+#: as wide as its longest cell, so one huge value would otherwise ask for (rows x columns x its length)
+MAX_CELL_CHARS = 131_072
+
+
 def _cell(path: str, line: int, key: str, value, fill: str | None) -> str:
+    text = _text(path, line, key, value, fill)
+    if len(text) > MAX_CELL_CHARS:
+        raise DataError(f"{path}: line {line}, key '{key}': a value of {len(text):,} characters (at most "
+                        f"{MAX_CELL_CHARS:,})")
+    return text
+
+
+def _text(path: str, line: int, key: str, value, fill: str | None) -> str:
     if value is None:
         if fill is None:
             raise DataError(f"{path}: line {line}, key '{key}': null, but data.missing_values is empty")

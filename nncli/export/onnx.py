@@ -211,7 +211,7 @@ def multiply(g: Graph, li: LayerInput, xs: list[str]) -> str:
 @EXPORTERS.register("concatenate")
 def concatenate(g: Graph, li: LayerInput, xs: list[str]) -> str:
     rank = len(li.input_shape[0])
-    return g.node("Concat", list(xs), li.layer.name, axis=li.layer.config["axis"] % rank + 1)   # +1: the batch axis
+    return g.node("Concat", list(xs), li.layer.name, axis=li.layer._axis(rank) + 1)   # +1: the batch axis
 
 
 def _pool(op: str):

@@ -1,11 +1,9 @@
 """Convolution and pooling layers: conv2d, max_pool2d, avg_pool2d.
 
 Inputs are channels-first, (channels, height, width) per example, like the
-Theano tutorials (and PyTorch). PyTensor 3 has no convolution op, so
-``conv2d`` is built from the graph's own operations (im2col): the
-kernel-offset slices of the (zero-padded) input are stacked into patches
-and contracted with the filters in ONE tensordot. That differentiates on
-every backend and runs as a single matrix product under JAX.
+Theano tutorials (and PyTorch). ``conv2d`` calls nncli.layers.convolution's
+``convolve``: XLA's native convolution (an Op of nncli's) under JAX on a GPU,
+else im2col from the graph's own operations (see that module).
 
 Pooling with non-overlapping windows (stride == pool_size, the default)
 is a reshape and a max/mean over the window axes (the remainder rows and
@@ -89,12 +87,6 @@ def padding_key() -> Key:
                "valid: windows inside the input; same: zero-pad so output size = ceil(input / stride) "
                "(Keras: the odd pad after); an int, [height, width] or [[top, bottom], [left, right]]: "
                "that many zeros on each side (PyTorch's padding=)")
-
-
-def _window_slices(x, kh: int, kw: int, sh: int, sw: int, ho: int, wo: int) -> list:
-    """The kh*kw strided slices x[:, :, i::sh, j::sw] of output size (ho, wo), offset (i, j) row-major."""
-    return [x[:, :, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw]
-            for i in range(kh) for j in range(kw)]
 
 
 @LAYERS.register("conv2d")

@@ -31,6 +31,7 @@ import pytensor.tensor as pt
 
 from nncli import initializers
 from nncli.layers.base import LAYERS, Layer, ShapeError, activation_key, initializer_key
+from nncli.layers.convolution import same_pads
 from nncli.schema import Key, boolean, choice, either, integer, list_of
 
 PADDING_KEY = Key(either(choice("valid", "same", "causal"), integer(min=0, max=100_000),
@@ -66,9 +67,7 @@ def pads_1d(size: int, k_eff: int, stride: int, padding) -> tuple[int, int]:
     if padding == "valid":
         return 0, 0
     if padding == "same":
-        out = -(-size // stride)
-        total = max((out - 1) * stride + k_eff - size, 0)
-        return total // 2, total - total // 2
+        return same_pads(size, k_eff, stride)   # k_eff already includes the dilation
     if padding == "causal":
         return k_eff - 1, 0
     if isinstance(padding, int):

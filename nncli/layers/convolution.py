@@ -24,7 +24,8 @@ backend on a GPU, im2col on the CPU and on the C and NUMBA backends):
   against): the kernel-offset slices of the padded input are stacked into patches and
   contracted with the filters in ONE tensordot, from PyTensor's own operations.
 
-A future conv1d calls, on its (batch, time, channels) input and (kernel, channels, filters)
+``conv1d`` (nncli/layers/conv1d.py) still builds its own im2col over time; to give it the
+native path it would call, on its (batch, time, channels) input and (kernel, channels, filters)
 weights: ``convolve(x, W, (stride,), ((left, right),), (dilation,), channels_last=True)``.
 
 Why im2col on the CPU under JAX too (measured on the 2-core AMD EPYC, JAX 0.10, interleaved;

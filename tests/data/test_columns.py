@@ -414,3 +414,36 @@ def test_encoded_inputs_over_the_memory_budget_are_streamed(run):
         got = np.concatenate([x for x, _, _ in stream.batches(None, 1)])
         np.testing.assert_allclose(got, rows, rtol=1e-5, atol=1e-6)
         np.testing.assert_array_equal(t_disk, t_mem)
+
+
+def test_by_position_keeps_a_first_row_of_words(run, tmp_path):
+    """--by-position on a file without a header: a first data row with words (a category) is data, not
+    taken for a header; with a header row that names the inputs, that row is skipped. Both give the
+    predictions the named columns give."""
+    folder, train, _ = run
+    model = folder / "run" / "model.h5"
+    rows = [[r[0], r[1] or "red", r[2], r[3]] for r in train[1:4]]
+    body = "".join(",".join(r) + "\n" for r in rows)
+    (tmp_path / "named.csv").write_text("size,colour,flag,when\n" + body)
+    (tmp_path / "bare.csv").write_text(body)
+
+    def predict(name, *options):
+        r = CliRunner().invoke(main, ["predict", str(model), str(tmp_path / name), *options])
+        assert r.exit_code == 0, r.stderr
+        return r.stdout.splitlines()[1:]
+
+    named = predict("named.csv")
+    assert len(named) == 3
+    assert predict("bare.csv", "--by-position") == named
+    assert predict("named.csv", "--by-position") == named
+
+
+def test_jsonl_hostile_values_are_one_line(tmp_path):
+    from nncli.data import read_chunks
+
+    (tmp_path / "big.jsonl").write_text('{"a": 1, "y": 0}\n{"a": ' + "9" * 5000 + ', "y": 1}\n')
+    (tmp_path / "long.jsonl").write_text('{"a": 1, "y": 0}\n{"a": "' + "x" * 200_000 + '", "y": 1}\n')
+    for name, words in [("big.jsonl", "line 2: not valid JSON"), ("long.jsonl", "line 2, key 'a': a value of 200,000")]:
+        with pytest.raises(DataError) as exc:
+            list(read_chunks(str(tmp_path / name), None).chunks)
+        assert words in exc.value.message and "\n" not in exc.value.message

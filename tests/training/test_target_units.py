@@ -125,6 +125,7 @@ def test_version_1_checkpoint_without_scaling_loads_as_before(price_run, tmp_pat
 @pytest.mark.parametrize("damage, words", [
     (lambda f: f["target_normalization/scale"].__setitem__(0, -1.0), "a scale is not positive"),
     (lambda f: f["target_normalization"].attrs.__setitem__("kind", "minmax"), "not a group of kind standard"),
+    (lambda f: f.attrs.__setitem__("format_version", 1), "/target_normalization in a version 1 checkpoint"),
     (lambda f: [(f["target_normalization"].__delitem__(k),
                  f["target_normalization"].create_dataset(k, data=np.ones(2, np.float32))) for k in ("shift", "scale")],
      "/target_normalization has shape (2,) for a regression model with outputs of shape (1,)"),
