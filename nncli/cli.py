@@ -200,14 +200,14 @@ def train(config, sets, output, resume, overwrite, epochs, seed, backend_name, d
     Exit codes: 0 trained (or already finished); 1 bad data, a damaged checkpoint or a diverged run;
     2 bad usage or config; 130 (Ctrl-C) or 143 (SIGTERM) interrupted, state saved to last.h5.
     """
-    from nncli import progress
+    from nncli import progress, signals
     from nncli.training import trainer
 
     reporter = progress.for_stream(sys.stderr, quiet)
     if log_json:
         reporter = progress.JsonReporter(sys.stdout, reporter)
     flag = {}
-    with trainer.signals_to_flag(flag):  # a signal after train() returns still means: exit 130/143
+    with signals.signals_to_flag(flag):  # a signal after train() returns still means: exit 130/143
         result = trainer.train(config, output=output, resume=resume, overwrite=overwrite, epochs=epochs,
                                seed=seed, backend_name=backend_name, device=device, reporter=reporter,
                                sets=tuple(sets), tensorboard=tensorboard_on)
@@ -219,7 +219,7 @@ def train(config, sets, output, resume, overwrite, epochs, seed, backend_name, d
             from nncli.errors import Interrupted
 
             raise Interrupted(f"interrupted after training finished; state saved to {result.output / 'last.h5'}",
-                              exit_code=130 if flag["signal"] == signal.SIGINT else 143)
+                              exit_code=signals.exit_code(flag["signal"]))
 
 
 def _train_summary(result, log_json: bool) -> None:

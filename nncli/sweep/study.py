@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nncli import plot, progress
+from nncli import plot, progress, signals
 from nncli.errors import ConfigError, Interrupted, NncliError
 from nncli.sweep import executors, results, spec
 from nncli.sweep.executors import Handle, Job, Outcome
@@ -120,7 +120,6 @@ def run(sweep: Sweep, folder: Path, executor, resume: bool = False, report: prog
     optuna = _optuna()
     report = report or progress.TrialLines()
     folder.mkdir(parents=True, exist_ok=True)
-    study = open_study(sweep, folder, resume)
     folder = folder.resolve()
     TrialState = optuna.trial.TrialState
     outcomes: dict[int, Outcome] = results.read_outcomes(folder) if resume else {}
@@ -138,46 +137,59 @@ def run(sweep: Sweep, folder: Path, executor, resume: bool = False, report: prog
             stop.unlink()
         running[trial.number] = Running(trial, executor.submit(job))
 
-    # --resume: trials left running by a driver that died are run again (from their last.h5)
-    for ft in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        launch(optuna.trial.Trial(study, ft._trial_id))
-    try:
-        while True:
-            n_done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
-                                                                   TrialState.FAIL)))
-            while len(running) < sweep.parallel and n_done + len(running) < sweep.samples:
-                if sweep.sampler["type"] == "grid" and _grid_exhausted(study, sweep):
+    # Ctrl-C and SIGTERM set a flag checked between Optuna calls: a KeyboardInterrupt inside
+    # Optuna's journal lock (between its rename and unlink) would break the study file.
+    flag: dict = {}
+    with signals.signals_to_flag(flag):
+        study = open_study(sweep, folder, resume)
+        try:
+            # --resume: trials left running by a driver that died are run again (from their last.h5)
+            for ft in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                launch(optuna.trial.Trial(study, ft._trial_id))
+            while not flag.get("signal"):
+                n_done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
+                                                                       TrialState.FAIL)))
+                while len(running) < sweep.parallel and n_done + len(running) < sweep.samples:
+                    if flag.get("signal") or sweep.sampler["type"] == "grid" and _grid_exhausted(study, sweep):
+                        break
+                    launch(study.ask())
+                if not running:
                     break
-                launch(study.ask())
-            if not running:
-                break
-            for number, r in list(running.items()):
-                for rec in _read_new(r):
-                    value = rec.get(sweep.metric)
-                    r.epochs = max(r.epochs, int(rec["epoch"]))
-                    if value is None or r.pruned:
-                        continue
-                    r.trial.report(float(value), int(rec["epoch"]))
-                    if r.trial.should_prune():
-                        r.pruned = True
-                        r.handle.stop()
-                if r.handle.done():
-                    outcome = _result(r)
-                    outcomes[number] = outcome
-                    del running[number]
-                    _finish(study, sweep, r, outcome, TrialState)
-                    results.write(sweep, folder, study, outcomes, picture=False)  # a killed driver loses no row
-                    report.trial(*_line(study, sweep, number, sweep.samples))
-            time.sleep(POLL_S)
-    except KeyboardInterrupt:
-        for r in running.values():
-            r.handle.stop()
-        raise Interrupted(f"interrupted; the running trials were stopped with their state saved; continue with: "
-                          f"nncli sweep {sweep.source} --output {folder} --resume", 130) from None
-    finally:
-        results.write(sweep, folder, study, outcomes)
+                for number, r in list(running.items()):
+                    if flag.get("signal"):
+                        break
+                    _poll(study, sweep, r)
+                    if r.handle.done():
+                        outcome = _result(r)
+                        outcomes[number] = outcome
+                        del running[number]
+                        _finish(study, sweep, r, outcome, TrialState)
+                        results.write(sweep, folder, study, outcomes, picture=False)  # a killed driver loses no row
+                        report.trial(*_line(study, sweep, number, sweep.samples))
+                time.sleep(POLL_S)
+            if flag.get("signal"):
+                for r in running.values():
+                    r.handle.stop()
+                raise Interrupted(f"interrupted; the running trials were stopped with their state saved; continue "
+                                  f"with: nncli sweep {sweep.source} --output {folder} --resume",
+                                  signals.exit_code(flag["signal"]))
+        finally:
+            results.write(sweep, folder, study, outcomes)
     return {"seconds": time.perf_counter() - started, "folder": folder,
             **results.best(study)}
+
+
+def _poll(study, sweep: Sweep, r: Running) -> None:
+    """Report the trial's new epochs to Optuna; stop it (prune) when Optuna says so."""
+    for rec in _read_new(r):
+        value = rec.get(sweep.metric)
+        r.epochs = max(r.epochs, int(rec["epoch"]))
+        if value is None or r.pruned:
+            continue
+        r.trial.report(float(value), int(rec["epoch"]))
+        if r.trial.should_prune():
+            r.pruned = True
+            r.handle.stop()
 
 
 def _grid_exhausted(study, sweep: Sweep) -> bool:

@@ -21,9 +21,7 @@ import csv
 import io
 import os
 import shlex
-import signal
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -34,6 +32,7 @@ from nncli import backend, checkpoint, data, fileio, inference, optimizers, plot
 from nncli import metrics as metrics_mod, regularization, schedules
 from nncli import functions, overrides as overrides_mod, spec as spec_mod, steps as steps_mod, tensorboard
 from nncli.errors import CheckpointError, ConfigError, Interrupted, TrainingError
+from nncli.signals import exit_code, signals_to_flag
 from nncli.training import lock
 from nncli.training.prepare import Prepared, prepare
 
@@ -63,25 +62,6 @@ class Result:
     already_finished: str = ""  # set when --resume found a finished run and did nothing: why it had ended
 
 
-
-
-@contextmanager
-def signals_to_flag(flag: dict):
-    """SIGINT/SIGTERM set a flag the loop checks between batches (never mid-write)."""
-    def handler(signum, frame):
-        flag["signal"] = signum
-
-    previous = {}
-    try:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        pass
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def _write_metrics_csv(path: Path, history: Mapping[str, list[float]]) -> None:
@@ -401,7 +381,7 @@ class Trainer:
 
     def _interrupted(self, signum: int) -> None:
         """Stop for SIGINT/SIGTERM: write what is staged, then say what is on disk (checked by reading it)."""
-        code = 130 if signum == signal.SIGINT else 143
+        code = exit_code(signum)
         self.r.close()
         if self.saver is not None:
             self.saver.flush()
