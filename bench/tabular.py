@@ -9,8 +9,9 @@
 
 The table: x1 (normal, 5% NA), x2 (integer), cat (20 levels, 3% empty), kind (4 levels),
 flag (yes/no), day (ISO date), optionally note (text, ignored), y (3 classes from the others).
-`prepare` runs the three chunked passes of typed columns (targets, fitting on the training rows,
-encoding) and reports the peak RSS of the process (resource.getrusage), the encoded array included.
+`prepare` runs nncli's prepare step (the three chunked passes of typed columns: targets, fitting
+on the training rows, encoding; then the targets' encoding and the normaliser) and reports the peak
+RSS of the process (resource.getrusage), the encoded inputs included when they are held in memory.
 """
 
 from __future__ import annotations
@@ -107,14 +108,17 @@ def prepare(csv_path: str, budget_mb: float) -> None:
         spec = spec_mod.load(_config(Path(tmp), csv_path, budget_mb), {})
         rss0 = _peak_rss_gb()
         t0 = time.perf_counter()
-        x, table, cols, _, _ = prep_mod._typed_csv(spec)
+        p = prep_mod.prepare(spec)
         dt = time.perf_counter() - t0
-    spilled = isinstance(x, prep_mod.Spill)
-    n = sum(x.n.values()) if spilled else len(x)
+        cols = p.columns
+        spilled = isinstance(p.x_train, prep_mod.data.XStream)
+        n = len(p.x_train) + (len(p.x_val) if p.x_val is not None else 0)
+        targets_mb = (p.t_train.nbytes + (p.t_val.nbytes if p.t_val is not None else 0)) / 1e6
     where = "spilled to a temporary HDF5 file" if spilled else "in memory"
     print("\n".join(cols.lines()))
-    print(f"{n:,} rows, {cols.width} inputs: the chunked passes in {dt:.1f} s = {n / dt:,.0f} rows/s; "
-          f"encoded inputs {4 * n * cols.width / 1e9:.2f} GB {where}; peak RSS {_peak_rss_gb():.2f} GB (before: {rss0:.2f} GB); "
+    print(f"{n:,} rows, {cols.width} inputs: prepare (the chunked passes, the targets, the normaliser) in "
+          f"{dt:.1f} s = {n / dt:,.0f} rows/s; encoded inputs {4 * n * cols.width / 1e9:.2f} GB {where}; encoded "
+          f"targets {targets_mb:.0f} MB in memory; peak RSS {_peak_rss_gb():.2f} GB (before: {rss0:.2f} GB); "
           f"file {Path(csv_path).stat().st_size / 1e9:.2f} GB  (CPU: {cpu_model()})")
 
 

@@ -13,14 +13,15 @@ DataError naming the file and, where there is one, the row and column.
     hdf5.py       HDF5 datasets read whole, checked; XStream (training inputs read in blocks)
     files.py      read(): a file of either kind
     targets.py    Encoding, fit_encoding, encode_targets, decode
+    target_column.py  a CSV target column read in chunks, held as int32 codes or float32 values
     normalize.py  Moments (the one running-moments accumulator), Normalizer
-    batches.py    split, the Source protocol (Rows in memory, XStream on disk), batches
+    batches.py    split and validation_mask, the Source protocol (Rows in memory, XStream on disk), batches
 
 Other nncli modules import the package (`from nncli import data`) and use the names it
 exports (`data.read`, `data.Normalizer`, ...); the parts import each other directly.
 """
 
-from nncli.data.batches import Rows, Source, batches, source, split
+from nncli.data.batches import Rows, Source, batches, source, split, validation_mask
 from nncli.data.csv import (DELIMITERS, MISSING_VALUES, PREDICT_NO_HEADER_HINT, is_missing, model_columns,
                             read_chunks, to_float)
 from nncli.data.files import read
@@ -32,4 +33,4 @@ from nncli.data.targets import MAX_CLASSES, Encoding, UnitsMismatch, decode, enc
 __all__ = ["DELIMITERS", "MISSING_VALUES", "is_missing", "MAX_CLASSES", "PREDICT_NO_HEADER_HINT", "Encoding", "Moments", "Normalizer", "Rows", "Source", "Table",
            "UnitsMismatch", "XStream", "batches", "block_ranges", "budget_bytes", "decode", "encode_targets",
            "fit_encoding", "is_hdf5", "model_columns", "open_targets", "read", "read_chunks", "should_stream",
-           "source", "split", "stored_completely", "to_float"]
+           "source", "split", "stored_completely", "to_float", "validation_mask"]

@@ -19,20 +19,27 @@ Batch = tuple[np.ndarray, "np.ndarray | None", np.ndarray]  # inputs, targets, w
 
 def split(n: int, fraction: float, rng: np.random.Generator, strata: np.ndarray | None = None
           ) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded (train, validation) index arrays; stratified by `strata` when given."""
+    """Seeded (train, validation) index arrays, each sorted; stratified by `strata` when given."""
+    in_val = validation_mask(n, fraction, rng, strata)
+    return np.flatnonzero(~in_val), np.flatnonzero(in_val)
+
+
+def validation_mask(n: int, fraction: float, rng: np.random.Generator, strata: np.ndarray | None = None
+                    ) -> np.ndarray:
+    """The seeded validation rows of `split` as a boolean mask (1 byte a row: what a file of
+    millions of rows keeps, rather than index arrays of 8)."""
+    in_val = np.zeros(n, dtype=bool)
     if fraction <= 0:
-        return np.arange(n), np.arange(0)
+        return in_val
     if strata is None:
         perm = rng.permutation(n)
-        k = int(round(fraction * n))
-        return np.sort(perm[k:]), np.sort(perm[:k])
-    val = []
+        in_val[perm[:int(round(fraction * n))]] = True
+        return in_val
     for cls in np.unique(strata):
         members = np.flatnonzero(strata == cls)
         members = members[rng.permutation(len(members))]
-        val.append(members[:int(round(fraction * len(members)))])
-    val_idx = np.sort(np.concatenate(val))
-    return np.setdiff1d(np.arange(n), val_idx), val_idx
+        in_val[members[:int(round(fraction * len(members)))]] = True
+    return in_val
 
 
 class Source(ABC):

@@ -2,8 +2,9 @@
 
 The statistics come from one running-moments accumulator (:class:`Moments`, Welford's
 algorithm with Chan's merge, a small object with ``update`` and ``compute`` as Flax's
-metrics are): the in-memory path updates it once with the whole array, the streamed path
-once per block of rows.
+metrics are): the in-memory path updates it with the whole array, the streamed path once per
+block of rows. An update of more than UPDATE_BYTES (as float64) goes in row blocks itself, so
+that its float64 temporaries stay small (1M rows x 31 inputs took 0.5 GB of them at once).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
+
+UPDATE_BYTES = 32 << 20
 
 
 class Stats(NamedTuple):
@@ -28,15 +31,23 @@ class Moments:
     """Running count, mean, sum of squared deviations, minimum and maximum per feature.
 
     ``update(rows)`` merges a chunk of rows (axis 0) into the running values (Chan et al.'s
-    pairwise formula, in float64); ``compute()`` gives the Stats. One update with a whole array
-    gives exactly numpy's ``mean(axis=0)`` and ``std(axis=0)`` of it."""
+    pairwise formula, in float64); ``compute()`` gives the Stats. One update with an array of up
+    to UPDATE_BYTES (as float64) gives exactly numpy's ``mean(axis=0)`` and ``std(axis=0)`` of it;
+    a larger one is merged in row blocks (equal to float64 rounding)."""
 
     def __init__(self):
         self.count = 0
         self.mean = self.m2 = self.lo = self.hi = None
 
     def update(self, rows: np.ndarray) -> "Moments":
-        x64 = np.asarray(rows).astype(np.float64)
+        rows = np.asarray(rows)
+        row_bytes = 8 * max(1, rows[0].size if len(rows) else 1)
+        step = max(1, UPDATE_BYTES // row_bytes)
+        if len(rows) > step:
+            for a in range(0, len(rows), step):
+                self.update(rows[a:a + step])
+            return self
+        x64 = rows.astype(np.float64)
         n = len(x64)
         if n == 0:
             return self
@@ -85,10 +96,22 @@ class Normalizer:
         scale = np.where(spread > 0, 1.0 / np.where(spread > 0, spread, 1.0), 1.0)
         return cls(kind, shift.astype(np.float32), scale.astype(np.float32))
 
-    def apply(self, x: np.ndarray) -> np.ndarray:
+    def apply(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """(x - shift) * scale as float32; into `out` when given (which may be `x` itself: in
+        place, no temporary the size of x). The same bits either way."""
         if self.kind == "none":
             return x
-        return ((x - self.shift) * self.scale).astype(np.float32)
+        if x.dtype != np.float32:
+            y = ((x - self.shift) * self.scale).astype(np.float32)
+            if out is None:
+                return y
+            out[...] = y
+            return out
+        if out is None:
+            out = np.empty(x.shape, np.float32)
+        np.subtract(x, self.shift, out=out)
+        np.multiply(out, self.scale, out=out)
+        return out
 
     def invert(self, z: np.ndarray) -> np.ndarray:
         """The inverse of apply: z / scale + shift (a standardised target back in its own units)."""

@@ -21,9 +21,10 @@ import numpy as np
 from nncli import data, network
 from nncli import spec as spec_mod
 from nncli.data import columns as columns_mod
-from nncli.data.csv import (NO_HEADER_HINT, _is_number, _targets as csv_targets, generic_names, read_chunks,
+from nncli.data.csv import (NO_HEADER_HINT, _is_number, generic_names, read_chunks,
                             training_columns)
 from nncli.data.table import preview
+from nncli.data.target_column import TargetColumn
 from nncli.data.targets import _label_strings, _sort_classes
 from nncli.errors import DataError
 from nncli.registry import did_you_mean
@@ -198,21 +199,20 @@ def _typed_csv(spec: spec_mod.Spec, encode: bool = True):
     val = d["validation"]
     fraction = bool(val) and not isinstance(val, str)
     max_cat = d.get("max_categories") or columns_mod.MAX_CATEGORIES
-    # pass 1: targets, dropped rows (and, without a validation fraction, the fitting: every kept
-    # row is a training row)
-    ys, keeps, n_drop_col = [], [], np.zeros(len(drop_cols), np.int64)
-    first_lines = []   # the line of the first data row, as the reader numbers it (CSV or JSON lines)
+    # pass 1: targets (as codes or values, see data/target_column.py), dropped rows (and, without
+    # a validation fraction, the fitting: every kept row is a training row)
+    target = TargetColumn(path, y_name, spec["loss"], tokens)
+    keeps, n_drop_col, n_rows = [], np.zeros(len(drop_cols), np.int64), [0]
 
     def first_pass():
         for start, lines, cells in passes():
-            if not first_lines and len(lines):
-                first_lines.append(int(lines[0]))
-            ys.append(columns_mod.compact(cells[:, -1]))  # a copy: a view would keep the chunk alive
+            n_rows[0] += len(cells)
             if drop_cols and token_arr is not None:
                 m = np.isin(cells[:, drop_cols], token_arr)
                 n_drop_col[:] += m.sum(axis=0)
                 keeps.append(~m.any(axis=1))
                 lines, cells = lines[keeps[-1]], cells[keeps[-1]]
+            target.observe(cells[:, -1], lines)
             yield start, lines, cells[:, :-1]
 
     cols = None
@@ -226,62 +226,112 @@ def _typed_csv(spec: spec_mod.Spec, encode: bool = True):
             # fitting saw no row when drop_row removed them all (that error, below, comes first)
             if not (keeps and not np.concatenate(keeps).any()):
                 raise
-    y_all = np.concatenate(ys)
-    del ys
-    n_all = len(y_all)
-    keep = np.concatenate(keeps) if keeps else np.ones(n_all, bool)
-    first_line = first_lines[0] if first_lines else (2 if header else 1)
-    kept_rows = np.flatnonzero(keep)
-    if not len(kept_rows):
+    n_all = n_rows[0]
+    keep = np.concatenate(keeps) if keeps else None
+    del keeps
+    n_kept = int(keep.sum()) if keep is not None else n_all
+    if not n_kept:
         what = ", ".join(f"'{specs[j][0]}' ({int(k)} missing)" for j, k in zip(drop_cols, n_drop_col))
         raise DataError(f"{path}: missing: drop_row on column {what} leaves no rows of {n_all}; choose another "
                         f"missing policy{where}")
-    if header_names is not None and all(_is_number(c) for c in x_cols) and bool((y_all == y_name).any()):
+    if header_names is not None and all(_is_number(c) for c in x_cols) and target.has_name:
         raise DataError(f"{path}: line 1 ({preview(header_names, 4)}) looks like a data row, not a header row "
                         f"of column names; {NO_HEADER_HINT}")
-    y = csv_targets(path, y_all[kept_rows], y_name, missing=tokens, lines=kept_rows + first_line)
-    del y_all
-    split = None
+    targets = Targets(*target.finish(), path, y_name)
+    in_val = None
     if fraction:
-        tr, va = data.split(len(y), val, np.random.default_rng([spec["seed"], 1]), _label_strata(y, spec["loss"]))
-        if len(tr) == 0 or len(va) == 0:
-            raise spec.error("data.validation", f"a fraction of {val} of {len(y)} examples leaves an empty "
-                                                f"{'training' if len(tr) == 0 else 'validation'} set")
-        split = (tr, va)
-        train_rows = np.zeros(n_all, bool)
-        train_rows[kept_rows[tr]] = True
+        in_val = data.validation_mask(n_kept, val, np.random.default_rng([spec["seed"], 1]),
+                                      targets.strata(spec["loss"]))
+        n_val = int(in_val.sum())
+        if n_val == 0 or n_val == n_kept:
+            raise spec.error("data.validation", f"a fraction of {val} of {n_kept} examples leaves an empty "
+                                                f"{'training' if n_val == n_kept else 'validation'} set")
+        if keep is None:
+            train_rows = ~in_val
+        else:
+            train_rows = keep.copy()
+            train_rows[keep] = ~in_val
         # pass 2: infer and fit on the training rows
         cols = columns_mod.fit(path, specs, ((s, l, c[:, :-1]) for s, l, c in passes()), train_rows, max_cat,
                                tokens)
+        del train_rows
     for j, k in zip(drop_cols, n_drop_col):  # their missing cells are the rows dropped, not training cells
         cols.columns[j].n_missing = int(k)
     if not encode:  # (nncli config --check: the fitted columns are enough)
-        return None, None, cols, split, ()
-    # pass 3: encode every kept row, into memory or (bigger than data.memory_budget_mb) to a
-    # temporary HDF5 file that training streams
+        return None, None, cols, in_val, ()
+    # pass 3: encode every kept row, into the training and validation arrays in memory (Held) or,
+    # bigger than data.memory_budget_mb, into a temporary HDF5 file that training streams (Spill)
     notes = columns_mod.Notes()
     at = 0
-    if 4.0 * len(kept_rows) * cols.width > data.budget_bytes(spec):
-        in_train = np.ones(len(kept_rows), bool)
-        if split is not None:
-            in_train[:] = False
-            in_train[split[0]] = True
-        x = Spill(int(in_train.sum()), int((~in_train).sum()), cols.width)
-        for start, lines, cells in passes():
+    n_val = int(in_val.sum()) if in_val is not None else 0
+    spilled = 4.0 * n_kept * cols.width > data.budget_bytes(spec)
+    x = (Spill if spilled else Held)(n_kept - n_val, n_val, cols.width)
+    for start, lines, cells in passes():
+        if keep is not None:
             k = keep[start:start + len(cells)]
-            enc = cols.encode(path, cells[k, :-1], lines[k], notes)
-            x.write(enc, in_train[at:at + len(enc)])
-            at += len(enc)
-        x.close()
-    else:
-        x = np.empty((len(kept_rows), cols.width), np.float32)
-        for start, lines, cells in passes():
-            k = keep[start:start + len(cells)]
-            enc = cols.encode(path, cells[k, :-1], lines[k], notes)
-            x[at:at + len(enc)] = enc
-            at += len(enc)
-    table = data.Table(np.zeros((0, cols.width), np.float32), y, path, cols.names, y_name)
-    return x, table, cols, split, tuple(notes.lines(path))
+            cells, lines = cells[k], lines[k]
+        enc = cols.encode(path, cells[:, :-1], lines, notes)
+        x.write(enc, ~in_val[at:at + len(enc)] if in_val is not None else np.ones(len(enc), bool))
+        at += len(enc)
+    x.close()
+    return x, targets, cols, in_val, tuple(notes.lines(path))
+
+
+@dataclass
+class Targets:
+    """A training CSV's targets as pass 1 keeps them (data/target_column.py): `y` the typed
+    vocabulary of class labels and `codes` one int32 per row indexing it, or `y` the float32
+    values of a regression target and `codes` None."""
+
+    y: np.ndarray
+    codes: np.ndarray | None
+    path: str
+    name: str
+
+    def __len__(self) -> int:
+        return len(self.codes) if self.codes is not None else len(self.y)
+
+    def strata(self, loss: str) -> np.ndarray | None:
+        """Each row's class, numbered in the Encoding's class order (what the split stratifies
+        by), or None for regression."""
+        if self.codes is None:
+            return None
+        rank = _label_strata(self.y, loss)
+        return rank.astype(np.int32)[self.codes] if rank is not None else None
+
+    def table(self, names: list[str], width: int) -> data.Table:
+        """A Table whose y fits the Encoding: the vocabulary (one row per distinct label) or the values."""
+        return data.Table(np.zeros((0, width), np.float32), self.y, self.path, names, self.name)
+
+    def encoded(self, table: data.Table, enc: data.Encoding, output_shape: tuple[int, ...],
+                rows: np.ndarray | None) -> np.ndarray:
+        """The float32 targets of the rows where the mask `rows` holds (None: every row): class
+        labels encoded once per distinct label, then indexed by the codes."""
+        encoded = data.encode_targets(table, enc, output_shape)
+        if self.codes is None:
+            return encoded if rows is None else encoded[rows]
+        return encoded[self.codes if rows is None else self.codes[rows]]
+
+
+class Held:
+    """Encoded training and validation-split inputs written straight into their two arrays (no
+    array of every row to split afterwards)."""
+
+    def __init__(self, n_train: int, n_val: int, width: int):
+        self.x = {"train": np.empty((n_train, width), np.float32), "validation": np.empty((n_val, width), np.float32)}
+        self.at = {"train": 0, "validation": 0}
+
+    def write(self, rows: np.ndarray, in_train: np.ndarray) -> None:
+        for key, part in (("train", rows[in_train]), ("validation", rows[~in_train])):
+            a = self.at[key]
+            self.x[key][a:a + len(part)] = part
+            self.at[key] = a + len(part)
+
+    def close(self) -> None:
+        pass
+
+    def stream(self, key: str) -> np.ndarray:
+        return self.x[key]
 
 
 class Spill:
@@ -399,29 +449,24 @@ def _prepare_csv(spec: spec_mod.Spec) -> Prepared:
     exactly as an untyped CSV)."""
     d = spec["data"]
     try:
-        x_all, table, cols, split, notes = _typed_csv(spec)
+        x_all, targets, cols, in_val, notes = _typed_csv(spec)
     except DataError as exc:
         if "(from " in exc.message:
             raise
         raise DataError(f"{exc.message} (from {spec.source}: data.train)") from None
     net = network.build(spec, (cols.width,))
+    table = targets.table(cols.names, cols.width)
     try:
         enc = data.fit_encoding(table, spec["loss"], net.output_shape[-1])
-        t_all = data.encode_targets(table, enc, net.output_shape)
+        t_tr = targets.encoded(table, enc, net.output_shape, ~in_val if in_val is not None else None)
+        t_va = targets.encoded(table, enc, net.output_shape, in_val) if in_val is not None else None
     except data.UnitsMismatch as exc:
         raise spec.error(spec.layers[-1].path, exc.message) from None
     y_name = table.y_name
-    del table
-    x_tr, t_tr, x_va, t_va = x_all, t_all, None, None
+    del table, targets
     streamed = isinstance(x_all, Spill)
-    if streamed:
-        x_tr, x_va = x_all.stream("train"), (x_all.stream("validation") if split is not None else None)
-    if split is not None:
-        tr, va = split
-        t_tr, t_va = t_all[tr], t_all[va]
-        if not streamed:
-            x_tr, x_va = x_all[tr], x_all[va]
-    del x_all, t_all
+    x_tr, x_va = x_all.stream("train"), (x_all.stream("validation") if in_val is not None else None)
+    del x_all, in_val
     if streamed:  # the one accumulator, one update per block
         moments = data.Moments()
         for rows in x_tr.checked_blocks(d["train"]):
@@ -445,9 +490,9 @@ def _prepare_csv(spec: spec_mod.Spec) -> Prepared:
         x_tr = x_tr.normalized(normalizer)
         x_va = x_va.normalized(normalizer) if isinstance(x_va, data.XStream) else (
             normalizer.apply(x_va) if x_va is not None else None)
-    else:
-        x_tr = np.ascontiguousarray(normalizer.apply(x_tr))
-        x_va = normalizer.apply(x_va) if x_va is not None else None
+    else:  # in place: these arrays are prepare's own
+        x_tr = normalizer.apply(x_tr, out=x_tr)
+        x_va = normalizer.apply(x_va, out=x_va) if x_va is not None else None
     plain = cols.plain() and not cols.any_missing and not d.get("columns")
     lines = () if plain else tuple(cols.lines())
     return Prepared(spec, net, enc, normalizer, x_tr, np.ascontiguousarray(t_tr), x_va, t_va, cols.names, y_name,

@@ -67,3 +67,33 @@ def test_none_is_the_identity():
     n = Normalizer.fit("none", x)
     assert n.kind == "none" and n.apply(x) is x
     assert Normalizer.from_moments("none", Moments()).kind == "none"
+
+
+def test_a_big_update_goes_in_blocks_and_still_equals_numpy(monkeypatch):
+    import nncli.data.normalize as normalize
+
+    monkeypatch.setattr(normalize, "UPDATE_BYTES", 8 * 3 * 100)  # blocks of 100 rows of 3 features
+    x = (np.random.default_rng(1).normal(size=(1037, 3)) * [1, 1e3, 1e-3] + [5, -2e4, 0]).astype(np.float32)
+    stats = Moments().update(x).compute()
+    x64 = x.astype(np.float64)
+    assert stats.count == 1037
+    np.testing.assert_allclose(stats.mean, x64.mean(axis=0), rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(stats.std, x64.std(axis=0), rtol=1e-9)
+    np.testing.assert_array_equal(stats.min, x64.min(axis=0))
+    np.testing.assert_array_equal(stats.max, x64.max(axis=0))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_apply_in_place_gives_the_same_bits(dtype):
+    rng = np.random.default_rng(2)
+    x = (rng.normal(size=(500, 4)) * [1, 10, 100, 1e4] + [0, 3, -7, 1e5]).astype(dtype)
+    norm = Normalizer.fit("standard", x)
+    want = ((x - norm.shift) * norm.scale).astype(np.float32)  # the formula, written out
+    np.testing.assert_array_equal(norm.apply(x), want)
+    out = np.empty(x.shape, np.float32)
+    assert norm.apply(x, out=out) is out
+    np.testing.assert_array_equal(out, want)
+    if dtype == np.float32:
+        same = x.copy()
+        assert norm.apply(same, out=same) is same
+        np.testing.assert_array_equal(same, want)
