@@ -1,115 +1,28 @@
-"""`nncli sweep`: local sweeps, a real Dask cluster of separate processes on 127.0.0.1, a trial
-killed mid-run and resumed, pruning, and bad sweep files. Every process a test starts is bounded
-by a timeout and stopped in a finally; references: results.csv read with the csv module, each
-trial's own metrics.csv, an uninterrupted `nncli train` of the same trial (h5py arrays), the
-Dask scheduler's own list of workers."""
+"""`nncli sweep` on this machine: results and best.yaml, determinism, pruning, a failing trial,
+a trial killed mid-run and resumed, the driver killed and resumed, Ctrl-C, and bad sweep files.
+Every process a test starts is bounded by a timeout and stopped in a finally; references:
+results.csv read with the csv module, each trial's own metrics.csv, an uninterrupted `nncli
+train` of the same trial (h5py arrays). The Dask cluster tests are in test_sweep_dask.py."""
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
-from support import assert_same_arrays, error_line, nncli_executable
+from support import assert_same_arrays, error_line
 
 pytest.importorskip("optuna")
 pytest.importorskip("distributed")
-psutil = pytest.importorskip("psutil")
+pytest.importorskip("psutil")
 
-NNCLI = nncli_executable()
-DASK = str(Path(sys.executable).with_name("dask"))
-
-SMALL = """
-name: small
-seed: 1
-data: {train: small.csv, validation: 0.2, normalize: standard}
-layers:
-  - {type: dense, units: 8, activation: tanh}
-  - {type: dense, units: 3, activation: softmax}
-optimizer: adam
-learning_rate: 0.05
-epochs: 3
-batch_size: 16
-checkpoint_interval: 0
-"""
-
-LONG = """
-name: long
-seed: 1
-data: {train: big.csv, validation: 0.2, normalize: standard}
-layers:
-  - {type: dense, units: 8, activation: tanh}
-  - {type: dense, units: 3, activation: softmax}
-optimizer: adam
-learning_rate: 0.01
-epochs: 16
-batch_size: 4
-checkpoint_interval: 0
-"""
-
-
-def _blobs(path: Path, per_class: int, spread: float, gap: float, seed: int = 0) -> None:
-    rng = np.random.default_rng(seed)
-    rows = ["a,b,colour"]
-    for _ in range(per_class):
-        for name, (cx, cy) in {"red": (0, 0), "green": (gap, 0), "blue": (0, gap)}.items():
-            rows.append(f"{cx + rng.normal(0, spread):.4f},{cy + rng.normal(0, spread):.4f},{name}")
-    path.write_text("\n".join(rows) + "\n")
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("sweep")
-    _blobs(d / "small.csv", 30, 0.5, 4.0)
-    _blobs(d / "big.csv", 2000, 1.0, 3.0)
-    (d / "small.yaml").write_text(SMALL)
-    (d / "long.yaml").write_text(LONG)
-    return d
-
-
-def write_sweep(folder: Path, name: str, **keys) -> Path:
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(keys, sort_keys=False))
-    return path
-
-
-def run(args, cwd, timeout=240) -> subprocess.CompletedProcess:
-    return subprocess.run([NNCLI, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
-
-
-def table(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def metric_column(run_folder: Path, name: str) -> list[float]:
-    return [float(r[name]) for r in table(run_folder / "metrics.csv")]
-
-
-PARAMS = {"learning_rate": {"space": "loguniform", "lower": 1.0e-3, "upper": 0.1},
-          "layers[0].units": {"space": "int", "lower": 4, "upper": 16, "log": True},
-          "optimizer.type": {"space": "choice", "values": ["adam", "sgd"]}}
-
-
-def check_results(out: Path, n: int, metric: str, maximize: bool) -> list[dict]:
-    rows = table(out / "results.csv")
-    assert [int(r["number"]) for r in rows] == list(range(n))
-    for r in rows:
-        assert r["status"] == "complete", r
-        values = metric_column(out / f"trial-{int(r['number']):03d}", metric)
-        best = max(values) if maximize else min(values)
-        assert float(r[metric]) == pytest.approx(best, abs=1e-12)
-        assert int(r["best_epoch"]) == values.index(best) + 1 and int(r["epochs"]) == len(values)
-    return rows
+from sweep_support import (NNCLI, PARAMS, _children_with, _epochs_logged, _kill_trial_mid_run,  # noqa: E402
+                           _reference, check_results, metric_column, run, table, write_sweep)
 
 
 # --- local ---------------------------------------------------------------------------------------
@@ -183,53 +96,6 @@ def test_a_diverging_trial_is_failed_with_its_error_and_the_sweep_goes_on(folder
     assert rows[1000.0]["status"] == "failed" and "became nan" in rows[1000.0]["error"], rows
     assert rows[0.05]["status"] == "complete" and rows[0.05]["error"] == ""
     assert yaml.safe_load((out / "best.yaml").read_text())["learning_rate"] == 0.05
-
-
-def _children_with(pid: int, text: str) -> list:
-    try:
-        procs = psutil.Process(pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return []
-    out = []
-    for p in procs:
-        try:
-            if text in " ".join(p.cmdline()) and "train" in p.cmdline():
-                out.append(p)
-        except psutil.Error:
-            pass
-    return out
-
-
-def _epochs_logged(log: Path) -> int:
-    try:
-        lines = log.read_text().splitlines()
-    except FileNotFoundError:
-        return 0
-    return sum(1 for l in lines if l.startswith('{"epoch"'))
-
-
-def _kill_trial_mid_run(parent_pid: int, out: Path, number: int, deadline: float) -> int:
-    """Wait for 3 epochs of the trial, then SIGKILL its `nncli train`; the pid killed."""
-    log = out / "logs" / f"trial-{number:03d}.jsonl"
-    while time.monotonic() < deadline:
-        if _epochs_logged(log) >= 3:
-            procs = _children_with(parent_pid, f"trial-{number:03d}")
-            if procs:
-                procs[0].send_signal(signal.SIGKILL)
-                return procs[0].pid
-        time.sleep(0.05)
-    raise AssertionError("the trial never reached epoch 3")
-
-
-def _reference(folder: Path, tmp_path: Path, sets: list[str]) -> Path:
-    ref = tmp_path / "reference"
-    args = ["train", "long.yaml", "-o", str(ref), "-q"]
-    for s in sets:
-        args += ["--set", s]
-    r = run(args, folder)
-    assert r.returncode == 0, r.stderr
-    return ref
-
 
 def test_a_killed_trial_is_retried_and_resumes_to_the_same_weights(folder, tmp_path):
     sweep = write_sweep(folder, "kill", base="long.yaml", samples=1, parallel=1, retries=1,
@@ -317,140 +183,6 @@ def test_ctrl_c_stops_trials_with_their_state_and_exits_130_then_resume_finishes
     ref = _reference(folder, tmp_path, [f"learning_rate={rows[0]['learning_rate']}"])
     assert_same_arrays(out / "trial-000" / "last.h5", ref / "last.h5", groups=("params", "optimizer"))
 
-
-# --- a real Dask cluster: a scheduler and two workers, each its own process ---------------------
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    d = tmp_path_factory.mktemp("dask")
-    sched_file = d / "scheduler.json"
-    procs = []
-    logs = []
-
-    def start(args):
-        log = open(d / f"log-{len(procs)}.txt", "w")
-        logs.append(log)
-        procs.append(subprocess.Popen([DASK, *args], cwd=d, stdout=log, stderr=subprocess.STDOUT))
-
-    try:
-        start(["scheduler", "--scheduler-file", str(sched_file), "--host", "127.0.0.1", "--no-dashboard"])
-        deadline = time.monotonic() + 60
-        while not sched_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        for i in range(2):
-            start(["worker", "--scheduler-file", str(sched_file), "--nthreads", "1", "--no-dashboard",
-                   "--host", "127.0.0.1", "--local-directory", str(d / f"w{i}"), "--name", f"w{i}"])
-        from distributed import Client
-
-        with Client(scheduler_file=str(sched_file), timeout=30) as client:
-            while len(client.scheduler_info()["workers"]) < 2:
-                assert time.monotonic() < deadline, "the 2 Dask workers did not join within 60 s"
-                time.sleep(0.2)
-        yield sched_file
-    finally:
-        for p in reversed(procs):
-            if p.poll() is None:
-                p.terminate()
-        for p in reversed(procs):
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        for log in logs:
-            log.close()
-
-
-def _workers(sched_file: Path) -> dict:
-    from distributed import Client
-
-    with Client(scheduler_file=str(sched_file), timeout=30) as client:
-        return {addr: info for addr, info in client.scheduler_info()["workers"].items()}
-
-
-def test_dask_sweep_runs_trials_on_both_workers(folder, tmp_path, cluster):
-    sweep = write_sweep(folder, "dask", base="small.yaml", samples=4, parallel=2,
-                        sampler={"type": "random", "seed": 1}, parameters=PARAMS)
-    out = tmp_path / "out"
-    r = run(["sweep", str(sweep), "-o", str(out), "--scheduler-file", str(cluster)], folder)
-    assert r.returncode == 0, r.stderr
-    rows = check_results(out, 4, "val_loss", maximize=False)
-    workers = _workers(cluster)
-    used = {x["worker"] for x in rows}
-    assert used <= set(workers) and len(used) == 2, (used, set(workers))
-
-
-def test_dask_trial_process_killed_is_retried_and_resumes(folder, tmp_path, cluster):
-    sweep = write_sweep(folder, "daskkill", base="long.yaml", samples=1, parallel=1, retries=1,
-                        sampler={"type": "random", "seed": 0},
-                        parameters={"learning_rate": {"space": "grid", "values": [0.02]}})
-    out = tmp_path / "out"
-    proc = subprocess.Popen([NNCLI, "sweep", str(sweep), "-o", str(out), "--scheduler-file", str(cluster)],
-                            cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        from distributed import Client
-
-        with Client(scheduler_file=str(cluster), timeout=30) as client:
-            workers = set(client.run(os.getpid).values())  # the worker processes (children of nannies)
-        assert len(workers) == 2
-        deadline = time.monotonic() + 120
-        killed = None
-        while killed is None:
-            for pid in workers:
-                try:
-                    killed = _kill_trial_mid_run(pid, out, 0, min(deadline, time.monotonic() + 0.5))
-                    break
-                except AssertionError:
-                    continue
-            assert time.monotonic() < deadline, "no trial process reached epoch 3 on a worker"
-        stdout, stderr = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, stderr
-    row = table(out / "results.csv")[0]
-    assert row["status"] == "complete" and row["attempts"] == "2" and row["worker"] in _workers(cluster), row
-    ref = _reference(folder, tmp_path, ["learning_rate=0.02"])
-    assert_same_arrays(out / "trial-000" / "last.h5", ref / "last.h5", groups=("params", "optimizer"))
-
-
-def test_dask_worker_killed_mid_trial_trial_reruns_and_resumes(folder, tmp_path, cluster):
-    """SIGKILL the whole worker process running the trial: Dask reruns the task (on the other worker
-    or the nanny's restarted one), which resumes from last.h5 to the uninterrupted run's weights."""
-    sweep = write_sweep(folder, "workerkill", base="long.yaml", samples=1, parallel=1, retries=1,
-                        sampler={"type": "random", "seed": 0},
-                        parameters={"learning_rate": {"space": "grid", "values": [0.03]}})
-    out = tmp_path / "out"
-    from distributed import Client
-
-    with Client(scheduler_file=str(cluster), timeout=30) as client:
-        pids = client.run(os.getpid)  # address -> worker process id
-    proc = subprocess.Popen([NNCLI, "sweep", str(sweep), "-o", str(out), "--scheduler-file", str(cluster)],
-                            cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        log = out / "logs" / "trial-000.jsonl"
-        deadline = time.monotonic() + 120
-        victim = None
-        while victim is None:
-            assert time.monotonic() < deadline, "the trial never reached epoch 3"
-            if _epochs_logged(log) >= 3:
-                victim = next((a for a, pid in pids.items() if _children_with(pid, "trial-000")), None)
-            time.sleep(0.05)
-        os.kill(pids[victim], signal.SIGKILL)
-        stdout, stderr = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, stderr
-    row = table(out / "results.csv")[0]
-    assert row["status"] == "complete" and row["attempts"] == "2", row
-    attempts = [json.loads(l) for l in log.read_text().splitlines() if l.startswith('{"attempt"')]
-    assert attempts[0]["worker"] == victim and [a["resume"] for a in attempts] == [False, True]
-    ref = _reference(folder, tmp_path, ["learning_rate=0.03"])
-    assert_same_arrays(out / "trial-000" / "last.h5", ref / "last.h5", groups=("params", "optimizer"))
-    assert_same_arrays(out / "trial-000" / "model.h5", ref / "model.h5")
 
 
 # --- bad sweep files -------------------------------------------------------------------------------
