@@ -3,7 +3,12 @@
 Endpoints: ``GET /health``, ``GET /info``, ``POST /predict``. A predict request
 holds rows as ``{"instances": [{"col": value, ...}, ...]}`` (by column name, as
 a CSV's header names them), ``{"inputs": [[...], ...]}`` (arrays in the
-model's input shape) or a ``text/csv`` body with a header row. The reply holds
+model's input shape) or a ``text/csv`` body with a header row. For a model
+trained on typed CSV columns, instances and CSV rows hold the raw cells (words,
+dates, nulls or missing tokens), encoded with the checkpoint's /columns as
+``nncli predict`` encodes a file; values unseen in training are reported in the
+reply's ``warnings`` (header ``X-Nncli-Warnings`` with ``Accept: text/csv``);
+``inputs`` are then the encoded arrays. The reply holds
 the numbers ``nncli predict`` prints for the same rows: the rows go through
 the same normalisation and the same formatter (inference.format_predictions,
 %.9g), and the JSON numbers are those printed cells (``Accept: text/csv``
@@ -36,7 +41,9 @@ from typing import Any, Callable
 import numpy as np
 
 from nncli import __version__, data, functions, inference
+from nncli.data.columns import Notes
 from nncli.data.csv import parse_header
+from nncli.data.jsonl import cell_text
 from nncli.data.table import FLOAT32_MAX, preview
 from nncli.errors import ConfigError, DataError, NncliError
 
@@ -144,7 +151,8 @@ class Service:
             raise ConfigError(f"--max-wait-ms {max_wait_ms}: expected 0 to 10000")
         self.model = inference.load_model(model_path)
         ck = self.model.ck
-        self.names = inference.input_names(ck, model_path)
+        self.columns = ck.columns   # typed CSV columns: requests hold raw cells (None: numbers)
+        self.names = self.columns.raw_names if self.columns is not None else inference.input_names(ck, model_path)
         self.max_rows = max_rows
         compiled = functions.compile_predict(self.model.net, max_batch)
         self.batcher = Batcher(compiled.fn, max_batch, ck.input_shape, self.model.net.output_shape,
@@ -158,7 +166,8 @@ class Service:
         return {"model": self.model.path, "nncli_version": __version__, "checkpoint_nncli_version": ck.nncli_version,
                 "created": ck.created, "epoch": ck.epoch, "task": ck.task, "loss": ck.loss,
                 "input_shape": list(ck.input_shape),
-                "inputs": [{"name": n, "type": "number"} for n in self.names],
+                "inputs": ([{"name": c.name, "type": c.type} for c in self.columns.columns]
+                           if self.columns is not None else [{"name": n, "type": "number"} for n in self.names]),
                 "normalization": ck.normalizer.kind,
                 "classes": ck.encoding.classes if ck.encoding.kind != "values" else None,
                 "output": self._header(),
@@ -175,7 +184,8 @@ class Service:
 
     # -- parsing requests ---------------------------------------------------------
 
-    def rows_from_json(self, body: bytes) -> np.ndarray:
+    def rows_from_json(self, body: bytes) -> tuple[np.ndarray, list[str]]:
+        """The request's rows, normalised, and the warnings for the reply (unseen values)."""
         try:
             doc = json.loads(body.decode("utf-8"), parse_constant=_no_constant)
         except UnicodeDecodeError as exc:
@@ -187,18 +197,20 @@ class Service:
                             f'"inputs" (arrays of shape {list(self.model.ck.input_shape)}), not both')
         if "instances" in doc:
             return self._instances(doc["instances"])
-        return self._arrays(doc["inputs"])
+        return self._arrays(doc["inputs"]), []
 
     def _check_count(self, n: int) -> None:
         if n > self.max_rows:
             raise RequestError(413, f"{SOURCE}: {n:,} rows; at most {self.max_rows:,} per request")
 
-    def _instances(self, items: Any) -> np.ndarray:
+    def _instances(self, items: Any) -> tuple[np.ndarray, list[str]]:
         if not isinstance(items, list):
             raise DataError(f'{SOURCE}: "instances" must be a list of objects (one per row)')
         self._check_count(len(items))
-        x = np.empty((len(items), len(self.names)), np.float64)
+        typed = self.columns is not None
+        x = np.empty((len(items), len(self.names)), object if typed else np.float64)
         wanted = set(self.names)
+        fill = self._fill() if typed else None
         for r, item in enumerate(items):
             if not isinstance(item, dict):
                 raise DataError(f"{SOURCE}: instance {r}: expected an object of column: value, got {_kind(item)}")
@@ -209,8 +221,29 @@ class Service:
                                 f"missing {preview(missing)}; not model inputs: "
                                 f"{preview([str(u) for u in unused]) or 'none'}")
             for c, name in enumerate(self.names):
-                x[r, c] = _number(item[name], f"instance {r}, column '{name}'")
-        return self._finish(x.reshape((len(items), *self.model.ck.input_shape)))
+                x[r, c] = (cell_text(f"{SOURCE}: instance {r}", name, item[name], fill) if typed
+                           else _number(item[name], f"instance {r}, column '{name}'"))
+        if typed:
+            return self._encoded(x, np.arange(len(items)), "instance")
+        return self._finish(x.reshape((len(items), *self.model.ck.input_shape))), []
+
+    def _fill(self) -> str | None:
+        """The cell a JSON null stands for: a missing token of the training (as JSON lines read it)."""
+        tokens = self.columns.missing_values
+        return "" if "" in tokens else (tokens[0] if tokens else None)
+
+    def _encoded(self, cells: np.ndarray, lines: np.ndarray, unit: str) -> tuple[np.ndarray, list[str]]:
+        """Raw cells (rows, raw columns in the model's order) through the typed columns; errors
+        and warnings name the row as `unit` N (an instance, or a CSV body's line)."""
+        if len(cells) == 0:
+            raise DataError(f"{SOURCE}: no rows")
+        cells = np.char.strip(np.asarray(cells, dtype=str).reshape(len(cells), len(self.names)))
+        notes = Notes()
+        try:
+            x = self.columns.encode(SOURCE, cells, lines, notes)
+        except DataError as exc:
+            raise DataError(exc.message.replace(f"{SOURCE}: line ", f"{SOURCE}: {unit} ", 1)) from None
+        return self._finish(x), notes.lines(SOURCE)
 
     def _arrays(self, items: Any) -> np.ndarray:
         shape = tuple(self.model.ck.input_shape)
@@ -224,7 +257,8 @@ class Service:
             x[r] = values
         return self._finish(x.reshape((len(items), *shape)))
 
-    def rows_from_csv(self, body: bytes) -> np.ndarray:
+    def rows_from_csv(self, body: bytes) -> tuple[np.ndarray, list[str]]:
+        """The request's rows, normalised, and the warnings for the reply (unseen values)."""
         try:
             text = body.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
@@ -248,8 +282,10 @@ class Service:
         cells = np.array(body_rows, dtype=str).reshape(len(body_rows), len(names))
         idx, _, shown = data.model_columns(SOURCE, names, len(names), self.names, self.model.ck.y_name,
                                            with_targets=False, by_position=False)
+        if self.columns is not None:
+            return self._encoded(cells[:, idx], np.arange(len(body_rows)) + 2, "line")
         x = data.to_float(SOURCE, cells[:, idx], [shown[i] for i in idx], row_offset=2)
-        return self._finish(x.reshape((len(body_rows), *self.model.ck.input_shape)))
+        return self._finish(x.reshape((len(body_rows), *self.model.ck.input_shape))), []
 
     def _finish(self, x: np.ndarray) -> np.ndarray:
         if len(x) == 0:
@@ -322,12 +358,16 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format, *args):  # noqa: A002  (quiet: no line per request)
         pass
 
-    def _send(self, status: int, payload: Any, content_type: str = "application/json") -> None:
+    def _send(self, status: int, payload: Any, content_type: str = "application/json",
+              headers: dict[str, str] | None = None) -> None:
         body = payload.encode("utf-8") if isinstance(payload, str) else \
             json.dumps(payload, allow_nan=False).encode("utf-8")
         self.send_response(status)
         self.send_header("Content-Type", f"{content_type}; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():  # ASCII, one line: a client's text can neither
+            text = value.encode("ascii", "backslashreplace").decode("ascii")  # break nor add a header
+            self.send_header(name, "".join(ch if " " <= ch <= "~" else "?" for ch in text)[:8192])
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
@@ -387,7 +427,8 @@ class Handler(BaseHTTPRequestHandler):
         ctype = (self.headers.get("Content-Type") or "application/json").split(";")[0].strip().lower()
         try:
             # text/csv: CSV; anything else (application/json, curl -d's form type) is read as JSON
-            x = self.service.rows_from_csv(body) if ctype == "text/csv" else self.service.rows_from_json(body)
+            x, warnings = (self.service.rows_from_csv(body) if ctype == "text/csv"
+                           else self.service.rows_from_json(body))
             text = self.service.predict(x)
         except RequestError as exc:
             self._error(exc.status, exc.message)
@@ -402,9 +443,9 @@ class Handler(BaseHTTPRequestHandler):
             self._error(500, f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
             return
         if "text/csv" in (self.headers.get("Accept") or ""):
-            self._send(200, text, "text/csv")
+            self._send(200, text, "text/csv", {"X-Nncli-Warnings": " | ".join(warnings)} if warnings else None)
         else:
-            self._send(200, self.service.as_json(text))
+            self._send(200, {**self.service.as_json(text), **({"warnings": warnings} if warnings else {})})
 
 
 class Server(ThreadingHTTPServer):

@@ -62,18 +62,20 @@ def _object(path: str, raw: bytes, line: int) -> dict:
 MAX_CELL_CHARS = 131_072
 
 
-def _cell(path: str, line: int, key: str, value, fill: str | None) -> str:
-    text = _text(path, line, key, value, fill)
+def cell_text(where: str, key: str, value, fill: str | None) -> str:
+    """A JSON value as a cell's text, as a CSV would hold it: null -> `fill` (a missing token),
+    true/false -> "true"/"false", a number as JSON writes it, a string as is; a nested value or
+    text over MAX_CELL_CHARS is an error naming `where` (e.g. "file.jsonl: line 3") and the key."""
+    text = _text(where, key, value, fill)
     if len(text) > MAX_CELL_CHARS:
-        raise DataError(f"{path}: line {line}, key '{key}': a value of {len(text):,} characters (at most "
-                        f"{MAX_CELL_CHARS:,})")
+        raise DataError(f"{where}, key '{key}': a value of {len(text):,} characters (at most {MAX_CELL_CHARS:,})")
     return text
 
 
-def _text(path: str, line: int, key: str, value, fill: str | None) -> str:
+def _text(where: str, key: str, value, fill: str | None) -> str:
     if value is None:
         if fill is None:
-            raise DataError(f"{path}: line {line}, key '{key}': null, but data.missing_values is empty")
+            raise DataError(f"{where}, key '{key}': null, but data.missing_values is empty")
         return fill
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -81,7 +83,7 @@ def _text(path: str, line: int, key: str, value, fill: str | None) -> str:
         return value
     if isinstance(value, (int, float)):
         return json.dumps(value)
-    raise DataError(f"{path}: line {line}, key '{key}': a nested value ({_kind(value)}); expected a string, "
+    raise DataError(f"{where}, key '{key}': a nested value ({_kind(value)}); expected a string, "
                     f"a number, true/false or null")
 
 
@@ -123,7 +125,7 @@ def read_chunks(path: str, chunk_rows: int | None = None, missing: Sequence[str]
             if i is None:
                 raise DataError(f"{path}: line {line}: key '{key}' is not one of line 1's keys "
                                 f"({preview(names)}); every line needs the same keys")
-            cells[i] = _cell(path, line, key, value, fill)
+            cells[i] = cell_text(f"{path}: line {line}", key, value, fill)
         if fill is None and len(obj) < width:
             gone = next(k for k in names if k not in obj)
             raise DataError(f"{path}: line {line}, key '{gone}': absent, but data.missing_values is empty")
