@@ -13,7 +13,8 @@ Reported, in rows per second:
   the faster of numpy's default BLAS threads and one BLAS thread (a child process);
 - PyTorch inference (torch.no_grad, same weights, same batches; 1 thread and the default);
 - `nncli predict MODEL INPUT -o OUT` as a whole process (start, load, compile, read, compute,
-  write the CSV of labels and probabilities), with its peak RSS;
+  write the CSV of labels and probabilities; for the HDF5 input also `-o OUT.h5`, the arrays),
+  with its peak RSS;
 - the same steps in this process, timed one by one: reading (for CSV: parsing) and normalising
   the input, the compiled forward pass, formatting the output CSV text.
 Each figure is the best of --repeat runs, taken in turn. Not part of the test suite.
@@ -212,11 +213,13 @@ def main(argv=None) -> int:
                 st = stages(model, path)
                 for k in ("read", "forward", "format", "format labels only"):
                     keep(f"{kind}: {k}", st[k])
-                for extra in ((), ("--no-proba",)) if kind == "hdf5" else ((),):
-                    wall, rss, code = whole_process(model, path, folder / f"out-{kind}{''.join(extra)}.csv", *extra)
+                variants = ((".csv", ()), (".csv", ("--no-proba",)), (".h5", ())) if kind == "hdf5" else ((".csv", ()),)
+                for suffix, extra in variants:
+                    wall, rss, code = whole_process(model, path, folder / f"out-{kind}{''.join(extra)}{suffix}", *extra)
                     if code != 0:
-                        print(f"nncli predict {kind} {' '.join(extra)} failed (exit {code})")
-                    name = f"{kind}: nncli predict process" + (" --no-proba" if extra else "")
+                        print(f"nncli predict {kind} {' '.join(extra)} -o {suffix} failed (exit {code})")
+                    name = f"{kind}: nncli predict process" + (" --no-proba" if extra else "") + (
+                        " -o .h5 (arrays)" if suffix == ".h5" else "")
                     keep(name, wall)
                     info[name] = {"rss_mib": max(info.get(name, {}).get("rss_mib", 0), rss)}
         # the output of nncli predict against the floor
@@ -227,6 +230,10 @@ def main(argv=None) -> int:
             next(reader)
             got = np.array([[float(v) for v in row[1:]] for _, row in zip(range(5000), reader)])
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+        import h5py
+
+        with h5py.File(folder / "out-hdf5.h5", "r") as f:
+            np.testing.assert_allclose(f["probabilities"][:5000], want, rtol=1e-4, atol=1e-6)
     floor = min(best["numpy floor"], best["numpy floor, BLAS 1 thread"])
     lines = [f"`python bench/bench_predict.py {' '.join(sys.argv[1:] if argv is None else argv)}` on {cpu_model()} "
              f"({platform.machine()}), {os.cpu_count()} cores; {a.rows:,} rows x 64 inputs, digits-mlp "

@@ -250,7 +250,9 @@ DELIMITER_HELP = ("The CSV delimiter: auto (a .tsv is tab-separated, others snif
 @click.argument("input", type=click.Path(dir_okay=False), shell_complete=DATA_FILES)
 @click.option("--output", "-o", type=click.Path(dir_okay=False),
               help="Write the CSV here (default or '-': stdout). A file is replaced atomically; a device "
-                   "or pipe is written through; an input of the command is refused.")
+                   "or pipe is written through; an input of the command is refused. A name ending in .h5 "
+                   "(or .hdf5) gets arrays instead of text: 'label' and 'probabilities', or the target's "
+                   "values; an existing file is replaced only when it is an nncli predictions file.")
 @click.option("--proba/--no-proba", default=True, show_default=True,
               help="Add one probability column per class (classifiers).")
 @click.option("--by-position", is_flag=True,
@@ -273,6 +275,7 @@ def predict(model, input, output, proba, by_position, delimiter):
     Examples:
       nncli predict runs/iris/model.h5 data/iris.csv | head -3
       nncli predict runs/digits-mlp/model.h5 data/digits-test.h5 -o preds.csv --no-proba
+      nncli predict runs/digits-mlp/model.h5 data/digits-test.h5 -o preds.h5
     """
     from nncli import inference
 

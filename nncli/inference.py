@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator, TextIO
 
 import numpy as np
 
-from nncli import backend, checkpoint, data, fileio, functions, metrics as metrics_mod, network
+from nncli import backend, checkpoint, data, fileio, functions, metrics as metrics_mod, network, predictions_h5
 from nncli import spec as spec_mod
 from nncli.data import columns as columns_mod
 from nncli.errors import CheckpointError, ConfigError, DataError, NncliError
@@ -137,6 +137,13 @@ def input_names(ck: checkpoint.Checkpoint, path: str) -> list[str]:
     return names or [f"x{i}" for i in range(n_features)]
 
 
+def normalised(ck: checkpoint.Checkpoint, x: np.ndarray) -> np.ndarray:
+    """x with the stored normalisation applied, in place when x is float32 (x is the reader's own
+    array: no second array of the file's size)."""
+    own = x.dtype == np.float32 and x.flags.writeable and x.flags.c_contiguous
+    return ck.normalizer.apply(x, out=x if own else None)
+
+
 def read_inputs(model: Loaded, path: str, with_targets: bool, by_position: bool = False,
                 header: bool = True, delimiter: str | None = None, warn: Callable[[str], None] = _stderr
                 ) -> data.Table:
@@ -152,7 +159,7 @@ def read_inputs(model: Loaded, path: str, with_targets: bool, by_position: bool 
                                              delimiter=reading(model, delimiter)[0])
         for line in notes:
             warn(line)
-        table.x = ck.normalizer.apply(table.x)
+        table.x = normalised(ck, table.x)
         return table
     if data.is_hdf5(path):
         if by_position:
@@ -166,7 +173,7 @@ def read_inputs(model: Loaded, path: str, with_targets: bool, by_position: bool 
                       by_position=by_position, delimiter=delim, missing=missing)
     if table.x.shape[1:] != ck.input_shape:
         raise DataError(f"{path}: inputs of shape {table.x.shape[1:]} per example, the model expects {ck.input_shape}")
-    table.x = ck.normalizer.apply(table.x)
+    table.x = normalised(ck, table.x)
     return table
 
 
@@ -258,7 +265,7 @@ def _typed_chunks(model: Loaded, path: str, by_position: bool, delimiter: str | 
 
     def gen():
         for _, x, _ in rows:
-            yield ck.normalizer.apply(x)
+            yield normalised(ck, x)
         for line in notes.lines(path):
             warn(line)
     return gen()
@@ -275,16 +282,24 @@ def input_chunks(model: Loaded, path: str, by_position: bool = False, delimiter:
     return iter([read_inputs(model, path, with_targets=False, by_position=by_position, delimiter=delimiter).x])
 
 
+def _runner(model: Loaded) -> Callable[[np.ndarray], np.ndarray]:
+    """x -> outputs through one compiled predict function, compiled at the first call (batches of
+    PREDICT_BATCH rows, or of all the rows of a smaller first chunk)."""
+    compiled = []
+
+    def run(x: np.ndarray) -> np.ndarray:
+        if not compiled:
+            compiled.append(functions.compile_predict(model.net, max(1, min(PREDICT_BATCH, len(x)))))
+        return functions.predict_array(compiled[0], x)
+    return run
+
+
 def write_predictions(model: Loaded, chunks: Iterator[np.ndarray], proba: bool, fh: TextIO | None) -> int:
-    """Run every chunk through one compiled predict function (batches of PREDICT_BATCH rows, or
-    of all the rows of a smaller first chunk) and write it as CSV text to `fh` (None: count the
-    rows); return the row count."""
-    fn, batch, total = None, PREDICT_BATCH, 0
+    """Run every chunk through one compiled predict function (see _runner) and write it as CSV
+    text to `fh` (None: count the rows); return the row count."""
+    run, total = _runner(model), 0
     for x in chunks:
-        if fn is None:
-            batch = max(1, min(batch, len(x)))
-            fn = functions.compile_predict(model.net, batch)
-        out = functions.predict_array(fn, x)
+        out = run(x)
         if fh is not None:
             fh.write(format_predictions(model, out, proba, header=total == 0))
         total += len(out)
@@ -298,10 +313,15 @@ def predict(model_path: str, input_path: str, output: str | None = None, proba: 
     row count. The output is checked before anything is read: never one of the inputs.
     `by_position`: take a CSV's columns in order rather than by name (see data.model_columns)."""
     target = fileio.output_target(output, inputs=(model_path, input_path)) if output else None
+    as_arrays = predictions_h5.wants_hdf5(output)
+    if as_arrays:
+        predictions_h5.check_target(target)
     if target is not None and target.kind == "stdout":
         target = None
     model = load_model(model_path)
     chunks = input_chunks(model, str(input_path), by_position, delimiter, warn)
+    if as_arrays:
+        return predictions_h5.write(model, chunks, proba, target, _runner(model))
     if target is None:
         return write_predictions(model, chunks, proba, stream)
     try:
