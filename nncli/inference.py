@@ -242,13 +242,13 @@ def _csv_chunks(model: Loaded, path: str, by_position: bool, delimiter: str | No
     delim, missing = reading(model, delimiter)
     header, width, chunks = data.read_chunks(path, chunk_rows, header="position" if by_position else True,
                                              hint=data.PREDICT_NO_HEADER_HINT, n_inputs=len(names),
-                                             delimiter=delim, missing=missing)
+                                             delimiter=delim, missing=missing, raw=True)
     idx, _, shown = data.model_columns(path, header, width, names, ck.y_name, False, by_position)
     if (len(idx),) != tuple(ck.input_shape):
         raise DataError(f"{path}: inputs of shape {(len(idx),)} per example, the model expects {ck.input_shape}")
     col_names = [shown[i] for i in idx]
-    return (ck.normalizer.apply(data.to_float(path, cells[:, idx], col_names, row_offset=first, missing=missing))
-            for first, cells in chunks)
+    return (normalised(ck, data.rows_to_float(path, rows, idx, col_names, row_offset=first, missing=missing))
+            for first, rows in chunks)
 
 
 def _typed_chunks(model: Loaded, path: str, by_position: bool, delimiter: str | None,

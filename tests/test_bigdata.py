@@ -187,6 +187,27 @@ def test_chunked_predict_gives_the_same_text_as_in_memory(csv_model, tmp_path, m
     assert out.read_bytes() == before and not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
+def test_chunked_predict_of_json_lines_gives_the_same_text_as_in_memory(csv_model, tmp_path, monkeypatch):
+    """A big .jsonl input streams through the same raw-rows path as a CSV (rows_to_float)."""
+    import json
+
+    folder, model = csv_model
+    rng = np.random.default_rng(4)
+    rows = rng.normal(size=(1500, 4))
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"id": i, **dict(zip("abcd", map(float, r)))}) + "\n"
+                           for i, r in enumerate(rows)))
+    runner = CliRunner()
+    whole = runner.invoke(main, ["predict", str(model), str(src)])
+    assert whole.exit_code == 0, whole.stderr
+    monkeypatch.setattr(inference, "PREDICT_STREAM_BYTES", 0)
+    monkeypatch.setattr(inference, "PREDICT_CHUNK_ROWS", 400)
+    assert inference.streams_csv(src)
+    chunked = runner.invoke(main, ["predict", str(model), str(src)])
+    assert chunked.exit_code == 0, chunked.stderr
+    assert chunked.stdout == whole.stdout and len(chunked.stdout.splitlines()) == 1501
+
+
 # A small launcher starts the command and reports its peak RSS. (Measured from this process,
 # ru_maxrss would include the moment between fork and exec, when the child is a copy of pytest.)
 LAUNCHER = """

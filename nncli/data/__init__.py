@@ -23,7 +23,7 @@ exports (`data.read`, `data.Normalizer`, ...); the parts import each other direc
 
 from nncli.data.batches import Rows, Source, batches, source, split, validation_mask
 from nncli.data.csv import (DELIMITERS, MISSING_VALUES, PREDICT_NO_HEADER_HINT, is_missing, model_columns,
-                            read_chunks, to_float)
+                            read_chunks, rows_to_float, to_float)
 from nncli.data.files import read
 from nncli.data.hdf5 import XStream, block_ranges, budget_bytes, open_targets, should_stream, stored_completely
 from nncli.data.normalize import Moments, Normalizer
@@ -33,4 +33,4 @@ from nncli.data.targets import MAX_CLASSES, Encoding, UnitsMismatch, decode, enc
 __all__ = ["DELIMITERS", "MISSING_VALUES", "is_missing", "MAX_CLASSES", "PREDICT_NO_HEADER_HINT", "Encoding", "Moments", "Normalizer", "Rows", "Source", "Table",
            "UnitsMismatch", "XStream", "batches", "block_ranges", "budget_bytes", "decode", "encode_targets",
            "fit_encoding", "is_hdf5", "model_columns", "open_targets", "read", "read_chunks", "should_stream",
-           "source", "split", "stored_completely", "to_float", "validation_mask"]
+           "rows_to_float", "source", "split", "stored_completely", "to_float", "validation_mask"]

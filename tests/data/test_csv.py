@@ -83,3 +83,41 @@ def test_header_modes(tmp_path):
     src.write_text("p,q\n3,4\n")
     names, cells, first = read_rows(str(src), header="position", n_inputs=2)
     assert names == ["p", "q"] and first == 2 and cells.tolist() == [["3", "4"]]
+
+
+# --- rows_to_float: numbers parsed from raw chunks (the streamed predict path) -------------------
+
+CELLS = ["1.5", " 2 ", "-3e2", "+.25", "1_000", "\t7\n", "0", "٣"]
+
+
+@pytest.mark.parametrize("idx", [[0, 1, 2], [2, 0], [1]])
+def test_rows_to_float_equals_float_of_each_cell(idx):
+    rng = np.random.default_rng(0)
+    rows = [[CELLS[k] for k in rng.integers(0, len(CELLS), 3)] for _ in range(50)]
+    got = csv_reader.rows_to_float("f.csv", rows, idx, ["a", "b", "c"])
+    want = np.array([[float(r[i]) for i in idx] for r in rows], dtype=np.float32)  # Python's own parse
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got, csv_reader.to_float("f.csv", np.array(rows, dtype=str)[:, idx],
+                                                            [["a", "b", "c"][i] for i in idx]))
+
+
+@pytest.mark.parametrize("bad", ["NA", "", "x1", "nan", "inf", "1e39", "0x10"])
+def test_rows_to_float_words_a_bad_cell_as_to_float_does(bad):
+    rows = [["1", "2"], ["3", bad], ["5", "6"]]
+    with pytest.raises(DataError) as fast:
+        csv_reader.rows_to_float("f.csv", rows, [0, 1], ["a", "b"], row_offset=10)
+    with pytest.raises(DataError) as slow:
+        csv_reader.to_float("f.csv", np.array(rows, dtype=str), ["a", "b"], row_offset=10)
+    assert fast.value.message == slow.value.message
+    assert fast.value.message.startswith("f.csv: line 11, column 'b': ")
+
+
+def test_raw_chunks_are_the_rows_of_the_string_chunks(tmp_path):
+    path = tmp_path / "r.csv"
+    path.write_text("a,b\n" + "".join(f"{i},{i * 2}\n" for i in range(25)) + "\n")
+    plain = list(read_chunks(str(path), 10).chunks)
+    raw = list(read_chunks(str(path), 10, raw=True).chunks)
+    assert [s for s, _ in raw] == [s for s, _ in plain] == [2, 12, 22]
+    for (_, rows), (_, cells) in zip(raw, plain):
+        assert isinstance(rows, list) and rows == cells.tolist()
