@@ -30,7 +30,8 @@ from typing import Any, Callable, Sequence
 import h5py
 import numpy as np
 
-from nncli.data.csv import PREDICT_NO_HEADER_HINT, _is_number, _targets, generic_names, model_columns, read_chunks
+from nncli.data.csv import (PREDICT_NO_HEADER_HINT, _is_number, _targets, finite_float64, generic_names, model_columns,
+                            number_error, read_chunks)
 from nncli.data.table import FLOAT32_MAX, Table, preview
 from nncli.errors import DataError
 from nncli.registry import Registry, did_you_mean
@@ -74,22 +75,13 @@ def _first_line(mask: np.ndarray, lines: np.ndarray) -> int:
 
 def parse_numbers(path: str, name: str, cells: np.ndarray, lines: np.ndarray) -> np.ndarray:
     """float64 values of stripped, non-missing cells; the first bad cell named with its line."""
-    try:
-        out = cells.astype(np.float64)
-    except ValueError:
-        out = None
-    if out is not None and np.isfinite(out).all() and (np.abs(out) <= FLOAT32_MAX).all():
+    out = finite_float64(cells)
+    if out is not None:
         return out
     for cell, line in zip(cells.tolist(), lines.tolist()):
-        try:
-            v = float(cell)
-        except ValueError:
-            raise DataError(f"{path}: line {line}, column '{name}': expected a number, got {cell[:40]!r} "
-                            f"(a number column)") from None
-        if not np.isfinite(v):
-            raise DataError(f"{path}: line {line}, column '{name}': non-finite value {cell!r}")
-        if abs(v) > FLOAT32_MAX:
-            raise DataError(f"{path}: line {line}, column '{name}': {cell[:40]!r} is too large for float32")
+        error = number_error(path, line, name, cell, " (a number column)")
+        if error is not None:
+            raise error
     raise DataError(f"{path}: column '{name}': cannot read numbers")  # pragma: no cover
 
 

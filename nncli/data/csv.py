@@ -298,15 +298,37 @@ def read_rows(path: str, header: bool | str = True, hint: str = NO_HEADER_HINT, 
     return names, cells, first
 
 
+def finite_float64(cells) -> np.ndarray | None:
+    """The cells as float64 (float()'s parse, which skips surrounding whitespace itself) when every
+    one is a finite number float32 can hold; else None (then number_error names the first bad one)."""
+    try:
+        out = np.asarray(cells).astype(np.float64)
+    except ValueError:
+        return None
+    return out if np.isfinite(out).all() and (np.abs(out) <= FLOAT32_MAX).all() else None
+
+
+def number_error(path: str, line: int, name: str, cell: str, note: str = "") -> DataError | None:
+    """The one-line error for a cell that is not a finite float32 number (None when it is one);
+    `note` follows "expected a number, got ..."."""
+    text = cell.strip()
+    try:
+        v = float(text)
+    except ValueError:
+        return DataError(f"{path}: line {line}, column '{name}': expected a number, got {text[:40]!r}{note}")
+    if not np.isfinite(v):
+        return DataError(f"{path}: line {line}, column '{name}': non-finite value {text!r}")
+    if abs(v) > FLOAT32_MAX:
+        return DataError(f"{path}: line {line}, column '{name}': {text[:40]!r} is too large for float32")
+    return None
+
+
 def to_float(path: str, cells: np.ndarray, names: Sequence[str], row_offset: int = 2,
              missing: Sequence[str] = MISSING_VALUES) -> np.ndarray:
     """Convert a (rows, cols) array of strings to float32, naming the first bad cell (a missing
     one, see is_missing, as missing: the columns read here are numbers without imputation)."""
-    try:  # float()'s parse, which skips surrounding whitespace itself (no np.char.strip copy)
-        out = np.asarray(cells).astype(np.float64)
-    except ValueError:
-        out = None
-    if out is not None and np.isfinite(out).all() and (np.abs(out) <= FLOAT32_MAX).all():
+    out = finite_float64(cells)
+    if out is not None:
         return out.astype(np.float32)
     for r, row in enumerate(cells):
         for c, cell in enumerate(row):
@@ -314,17 +336,9 @@ def to_float(path: str, cells: np.ndarray, names: Sequence[str], row_offset: int
                 raise DataError(f"{path}: line {r + row_offset}, column '{names[c]}': missing value "
                                 f"{cell.strip()[:40]!r} (one of data.missing_values) in a number column; fill it "
                                 f"in or drop the row")
-            try:
-                v = float(cell)
-            except ValueError:
-                raise DataError(f"{path}: line {r + row_offset}, column '{names[c]}': "
-                                f"expected a number, got {cell.strip()[:40]!r}") from None
-            if not np.isfinite(v):
-                raise DataError(f"{path}: line {r + row_offset}, column '{names[c]}': "
-                                f"non-finite value {cell.strip()!r}")
-            if abs(v) > FLOAT32_MAX:
-                raise DataError(f"{path}: line {r + row_offset}, column '{names[c]}': "
-                                f"{cell.strip()[:40]!r} is too large for float32")
+            error = number_error(path, r + row_offset, names[c], cell)
+            if error is not None:
+                raise error
     raise DataError(f"{path}: cannot read numbers")  # pragma: no cover
 
 
@@ -341,8 +355,7 @@ def rows_to_float(path: str, rows: list[list[str]], idx: Sequence[int], names: S
         out = np.array(rows if pick is None else [pick(r) for r in rows], dtype=np.float64)
     except (ValueError, TypeError):
         out = None
-    if out is not None and out.shape == (len(rows), len(idx)) and np.isfinite(out).all() and \
-            (np.abs(out) <= FLOAT32_MAX).all():
+    if out is not None and out.shape == (len(rows), len(idx)) and finite_float64(out) is not None:
         return out.astype(np.float32)
     return to_float(path, np.array(rows, dtype=str)[:, list(idx)], names, row_offset, missing)
 

@@ -120,12 +120,13 @@ def read_chunks(path: str, chunk_rows: int | None = None, missing: Sequence[str]
 
     def row(obj: dict, line: int) -> list[str]:
         cells = [fill] * width
+        where = f"{path}: line {line}"
         for key, value in obj.items():
             i = position.get(key)
             if i is None:
                 raise DataError(f"{path}: line {line}: key '{key}' is not one of line 1's keys "
                                 f"({preview(names)}); every line needs the same keys")
-            cells[i] = cell_text(f"{path}: line {line}", key, value, fill)
+            cells[i] = cell_text(where, key, value, fill)
         if fill is None and len(obj) < width:
             gone = next(k for k in names if k not in obj)
             raise DataError(f"{path}: line {line}, key '{gone}': absent, but data.missing_values is empty")

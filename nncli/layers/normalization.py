@@ -16,6 +16,16 @@ from nncli.layers.base import LAYERS, Layer, ShapeError
 from nncli.schema import Key, boolean, number
 
 
+def _scale_and_center(config, n: int) -> dict[str, np.ndarray]:
+    """gamma (ones, with scale: true) and beta (zeros, with center: true) over n features."""
+    params = {}
+    if config["scale"]:
+        params["gamma"] = np.ones(n, dtype="float32")
+    if config["center"]:
+        params["beta"] = np.zeros(n, dtype="float32")
+    return params
+
+
 @LAYERS.register("batch_norm")
 class BatchNorm(Layer):
     """Normalise each feature (each channel of (channels, height, width) input) to zero mean, unit variance.
@@ -45,13 +55,7 @@ class BatchNorm(Layer):
         return int(input_shape[self._feature_axis(input_shape)])
 
     def init_params(self, input_shape, rng):
-        n = self._features(input_shape)
-        params = {}
-        if self.config["scale"]:
-            params["gamma"] = np.ones(n, dtype="float32")
-        if self.config["center"]:
-            params["beta"] = np.zeros(n, dtype="float32")
-        return params
+        return _scale_and_center(self.config, self._features(input_shape))
 
     def init_state(self, input_shape):
         n = self._features(input_shape)
@@ -120,13 +124,7 @@ class LayerNorm(Layer):
         return input_shape
 
     def init_params(self, input_shape, rng):
-        n = int(input_shape[-1])
-        params = {}
-        if self.config["scale"]:
-            params["gamma"] = np.ones(n, dtype="float32")
-        if self.config["center"]:
-            params["beta"] = np.zeros(n, dtype="float32")
-        return params
+        return _scale_and_center(self.config, int(input_shape[-1]))
 
     def linear(self, x, params, ctx):
         eps = np.asarray(self.config["epsilon"], dtype=x.dtype)

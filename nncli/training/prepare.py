@@ -228,7 +228,7 @@ def _typed_csv(spec: spec_mod.Spec, encode: bool = True):
                 raise
     n_all = n_rows[0]
     keep = np.concatenate(keeps) if keeps else None
-    del keeps
+    keeps.clear()
     n_kept = int(keep.sum()) if keep is not None else n_all
     if not n_kept:
         what = ", ".join(f"'{specs[j][0]}' ({int(k)} missing)" for j, k in zip(drop_cols, n_drop_col))
@@ -313,6 +313,11 @@ class Targets:
         return encoded[self.codes if rows is None else self.codes[rows]]
 
 
+def _parts(rows: np.ndarray, in_train: np.ndarray):
+    """(key, rows) for the training and the validation rows of an encoded chunk."""
+    return ("train", rows[in_train]), ("validation", rows[~in_train])
+
+
 class Held:
     """Encoded training and validation-split inputs written straight into their two arrays (no
     array of every row to split afterwards)."""
@@ -322,7 +327,7 @@ class Held:
         self.at = {"train": 0, "validation": 0}
 
     def write(self, rows: np.ndarray, in_train: np.ndarray) -> None:
-        for key, part in (("train", rows[in_train]), ("validation", rows[~in_train])):
+        for key, part in _parts(rows, in_train):
             a = self.at[key]
             self.x[key][a:a + len(part)] = part
             self.at[key] = a + len(part)
@@ -354,7 +359,7 @@ class Spill:
             raise DataError(f"{self.path}: cannot write the encoded inputs: {exc}") from None
 
     def write(self, rows: np.ndarray, in_train: np.ndarray) -> None:
-        for key, part in (("train", rows[in_train]), ("validation", rows[~in_train])):
+        for key, part in _parts(rows, in_train):
             if len(part):
                 a = self.at[key]
                 try:
@@ -405,14 +410,8 @@ def prepare(spec: spec_mod.Spec) -> Prepared:
     del t_all
     # the normalisation statistics of the training part: one accumulator, updated once in
     # memory, once per block when streamed (a pass that also refuses a non-finite input)
-    if streamed:
-        moments = data.Moments()
-        for rows in x_tr.checked_blocks(d["train"]):
-            if d["normalize"] != "none":
-                moments.update(rows)
-        normalizer = data.Normalizer.from_moments(d["normalize"], moments)
-    else:
-        normalizer = data.Normalizer.fit(d["normalize"], x_tr)
+    normalizer = (_streamed_normalizer(d["normalize"], x_tr, d["train"]) if streamed
+                  else data.Normalizer.fit(d["normalize"], x_tr))
     if isinstance(val, str):
         vt = read_table(spec, val, "validation")
         if vt.x.shape[1:] != input_shape:
@@ -434,14 +433,22 @@ def prepare(spec: spec_mod.Spec) -> Prepared:
     return Prepared(spec, net, enc, normalizer, x_tr, t_tr, x_va, t_va, x_names, y_name, target_scaler, weights)
 
 
-def _fit_normalizer(kind: str, x: np.ndarray, numeric: np.ndarray) -> data.Normalizer:
-    """The normaliser of the numeric inputs (numbers, date parts); one-hot, 0/1 and indicator
-    inputs pass unchanged (shift 0, scale 1)."""
-    norm = data.Normalizer.fit(kind, x)
+def _streamed_normalizer(kind: str, x: data.XStream, where: str) -> data.Normalizer:
+    """The normaliser of a stream's rows: the one accumulator, one update per block (a pass that
+    also refuses a non-finite input, whatever the kind)."""
+    moments = data.Moments()
+    for rows in x.checked_blocks(where):
+        if kind != "none":
+            moments.update(rows)
+    return data.Normalizer.from_moments(kind, moments)
+
+
+def _numeric_only(norm: data.Normalizer, numeric: np.ndarray) -> None:
+    """Typed columns: only numeric inputs (numbers, date parts) are normalised; one-hot, 0/1 and
+    indicator inputs pass unchanged (shift 0, scale 1)."""
     if norm.kind != "none":
         norm.shift[~numeric] = 0.0
         norm.scale[~numeric] = 1.0
-    return norm
 
 
 def _prepare_csv(spec: spec_mod.Spec) -> Prepared:
@@ -467,16 +474,9 @@ def _prepare_csv(spec: spec_mod.Spec) -> Prepared:
     streamed = isinstance(x_all, Spill)
     x_tr, x_va = x_all.stream("train"), (x_all.stream("validation") if in_val is not None else None)
     del x_all, in_val
-    if streamed:  # the one accumulator, one update per block
-        moments = data.Moments()
-        for rows in x_tr.checked_blocks(d["train"]):
-            if d["normalize"] != "none":
-                moments.update(rows)
-        normalizer = data.Normalizer.from_moments(d["normalize"], moments)
-        if normalizer.kind != "none":
-            normalizer.shift[~cols.numeric], normalizer.scale[~cols.numeric] = 0.0, 1.0
-    else:
-        normalizer = _fit_normalizer(d["normalize"], x_tr, cols.numeric)
+    normalizer = (_streamed_normalizer(d["normalize"], x_tr, d["train"]) if streamed
+                  else data.Normalizer.fit(d["normalize"], x_tr))
+    _numeric_only(normalizer, cols.numeric)
     val = d["validation"]
     if isinstance(val, str):
         try:

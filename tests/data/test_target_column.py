@@ -163,3 +163,28 @@ def test_prepare_gives_each_kept_row_its_one_hot_target_in_the_split_drawn_by_ha
     x_tr = p.x_train if isinstance(p.x_train, np.ndarray) else np.concatenate(
         [x for x, _, _ in p.x_train.batches(None, 1)])
     np.testing.assert_array_equal(x_tr[:, 0], inputs[tr])
+
+
+@pytest.mark.parametrize("cell, loss, words", [
+    ("cheap", "mse", ["line 5, column 'price'", "regression targets must be numbers", "'cheap'"]),
+    ("NA", "mse", ["line 5, column 'price'", "1 missing target value", "drop those rows"]),
+    ("NA", "categorical_crossentropy", ["line 5, column 'price'", "1 missing target value"]),
+])
+def test_a_bad_target_cell_stops_train_with_one_line_and_writes_nothing(tmp_path, cell, loss, words):
+    from click.testing import CliRunner
+
+    from nncli.cli import main
+    from support import error_line
+
+    rows = ["1,10", "2,20", "3,30", f"4,{cell}", "5,50"]
+    (tmp_path / "t.csv").write_text("a,price\n" + "\n".join(rows) + "\n")
+    units = "{type: dense, units: 1}" if loss == "mse" else "{type: dense, units: 5, activation: softmax}"
+    (tmp_path / "c.yaml").write_text(f"name: t\ndata: {{train: t.csv, y: price}}\nlayers: [{units}]\nloss: {loss}\n")
+    out = tmp_path / "out"
+    r = CliRunner().invoke(main, ["train", str(tmp_path / "c.yaml"), "-o", str(out)])
+    assert r.exit_code == 1, r.stderr
+    line = error_line(r.stderr)
+    assert len([l for l in r.stderr.splitlines() if l.strip()]) == 1 and "t.csv" in line
+    for w in words:
+        assert w in line, line
+    assert not out.exists()

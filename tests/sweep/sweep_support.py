@@ -5,6 +5,7 @@ reference run of a trial."""
 from __future__ import annotations
 
 import csv
+from contextlib import contextmanager
 import signal
 import subprocess
 import sys
@@ -152,3 +153,14 @@ def _reference(folder: Path, tmp_path: Path, sets: list[str]) -> Path:
     assert r.returncode == 0, r.stderr
     return ref
 
+
+
+@contextmanager
+def reaped(proc: subprocess.Popen):
+    """The started `proc`, killed and waited for on the way out if it is still running."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -22,7 +22,7 @@ pytest.importorskip("distributed")
 pytest.importorskip("psutil")
 
 from sweep_support import (NNCLI, PARAMS, _children_with, _epochs_logged, _kill_trial_mid_run,  # noqa: E402
-                           _reference, check_results, metric_column, run, table, write_sweep)
+                           _reference, check_results, metric_column, reaped, run, table, write_sweep)
 
 
 # --- local ---------------------------------------------------------------------------------------
@@ -104,13 +104,9 @@ def test_a_killed_trial_is_retried_and_resumes_to_the_same_weights(folder, tmp_p
     out = tmp_path / "out"
     proc = subprocess.Popen([NNCLI, "sweep", str(sweep), "-o", str(out)], cwd=folder,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with reaped(proc):
         _kill_trial_mid_run(proc.pid, out, 0, time.monotonic() + 120)
         stdout, stderr = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 0, stderr
     row = table(out / "results.csv")[0]
     assert row["status"] == "complete" and row["attempts"] == "2", row
@@ -129,17 +125,13 @@ def test_driver_killed_then_resume_keeps_completed_trials(folder, tmp_path):
     out = tmp_path / "out"
     proc = subprocess.Popen([NNCLI, "sweep", str(sweep), "-o", str(out)], cwd=folder,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with reaped(proc):
         deadline = time.monotonic() + 120
         while _epochs_logged(out / "logs" / "trial-001.jsonl") < 3:
             assert time.monotonic() < deadline and proc.poll() is None, "trial 1 never reached epoch 3"
             time.sleep(0.05)
         proc.kill()  # the driver: its trial process dies with it (PR_SET_PDEATHSIG)
         proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     first = (out / "trial-000" / "last.h5").read_bytes()
     before = table(out / "results.csv")  # written after each trial: trial 0's row survived the kill
     assert [(x["number"], x["status"], x["worker"]) for x in before] == [("0", "complete", "local")]
@@ -161,17 +153,13 @@ def test_ctrl_c_stops_trials_with_their_state_and_exits_130_then_resume_finishes
     out = tmp_path / "out"
     proc = subprocess.Popen([NNCLI, "sweep", str(sweep), "-o", str(out)], cwd=folder,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with reaped(proc):
         deadline = time.monotonic() + 120
         while min(_epochs_logged(out / "logs" / f"trial-{n:03d}.jsonl") for n in (0, 1)) < 2:
             assert time.monotonic() < deadline and proc.poll() is None, "the trials never reached epoch 2"
             time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 130, stderr
     assert "--resume" in error_line(stderr)
     assert not _children_with(os.getpid(), "trial-00")

@@ -21,7 +21,7 @@ pytest.importorskip("distributed")
 pytest.importorskip("psutil")
 
 from sweep_support import (DASK, NNCLI, PARAMS, _children_with, _epochs_logged, _kill_trial_mid_run,  # noqa: E402
-                           _reference, check_results, run, table, write_sweep)
+                           _reference, check_results, reaped, run, table, write_sweep)
 
 
 # --- a real Dask cluster: a scheduler and two workers, each its own process ---------------------
@@ -93,7 +93,7 @@ def test_dask_trial_process_killed_is_retried_and_resumes(folder, tmp_path, clus
     out = tmp_path / "out"
     proc = subprocess.Popen([NNCLI, "sweep", str(sweep), "-o", str(out), "--scheduler-file", str(cluster)],
                             cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with reaped(proc):
         from distributed import Client
 
         with Client(scheduler_file=str(cluster), timeout=30) as client:
@@ -110,10 +110,6 @@ def test_dask_trial_process_killed_is_retried_and_resumes(folder, tmp_path, clus
                     continue
             assert time.monotonic() < deadline, "no trial process reached epoch 3 on a worker"
         stdout, stderr = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 0, stderr
     row = table(out / "results.csv")[0]
     assert row["status"] == "complete" and row["attempts"] == "2" and row["worker"] in _workers(cluster), row
@@ -134,7 +130,7 @@ def test_dask_worker_killed_mid_trial_trial_reruns_and_resumes(folder, tmp_path,
         pids = client.run(os.getpid)  # address -> worker process id
     proc = subprocess.Popen([NNCLI, "sweep", str(sweep), "-o", str(out), "--scheduler-file", str(cluster)],
                             cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with reaped(proc):
         log = out / "logs" / "trial-000.jsonl"
         deadline = time.monotonic() + 120
         victim = None
@@ -145,10 +141,6 @@ def test_dask_worker_killed_mid_trial_trial_reruns_and_resumes(folder, tmp_path,
             time.sleep(0.05)
         os.kill(pids[victim], signal.SIGKILL)
         stdout, stderr = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 0, stderr
     row = table(out / "results.csv")[0]
     assert row["status"] == "complete" and row["attempts"] == "2", row
