@@ -103,3 +103,25 @@ def test_a_bad_input_row_leaves_the_previous_predictions(blobs_run, blobs_csv, t
     r = predict(model, bad, "-o", out)
     assert r.exit_code == 1 and "line 3" in error_line(r.stderr)
     assert out.read_bytes() == before and not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_symlink_output_replaces_its_target_only_when_that_is_a_predictions_file(blobs_run, blobs_csv,
+                                                                                   tmp_path):
+    result, _ = blobs_run
+    model = result.output / "model.h5"
+    other = tmp_path / "checkpoint-copy.h5"
+    other.write_bytes(model.read_bytes())
+    link = tmp_path / "link.h5"
+    link.symlink_to(other)
+    before = other.read_bytes()
+    r = predict(model, blobs_csv, "-o", link)
+    assert r.exit_code == 2 and "not an nncli predictions file" in error_line(r.stderr)
+    assert other.read_bytes() == before and link.is_symlink()
+    target = tmp_path / "preds.h5"
+    assert predict(model, blobs_csv, "-o", target).exit_code == 0
+    link.unlink()
+    link.symlink_to(target)
+    assert predict(model, blobs_csv, "-o", link, "--no-proba").exit_code == 0
+    assert link.is_symlink() and link.resolve() == target.resolve()   # the link kept, its target replaced
+    with h5py.File(target, "r") as f:
+        assert set(f) == {"label"}
