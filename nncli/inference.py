@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator, TextIO
 
 import numpy as np
 
-from nncli import backend, checkpoint, data, fileio, functions, metrics as metrics_mod, network, predictions_h5
+from nncli import backend, checkpoint, data, fileio, functions, metrics as metrics_mod, network, numtext, predictions_h5
 from nncli import spec as spec_mod
 from nncli.data import columns as columns_mod
 from nncli.errors import CheckpointError, ConfigError, DataError, NncliError
@@ -196,7 +196,8 @@ def _cells(texts) -> list[str]:
 
 def format_predictions(model: Loaded, out: np.ndarray, proba: bool, header: bool = True) -> str:
     """Network outputs as CSV text: the header line (when `header`) and one line per example.
-    The one formatter of `predict`, for every chunk of inputs (a small file is one); class names are quoted once, numbers written with %.9g."""
+    The one formatter of `predict`, for every chunk of inputs (a small file is one); class names
+    are quoted once, numbers written with %.9g (by numtext.csv_rows: the text of Python's %)."""
     enc = model.ck.encoding
     n = len(out)
     if enc.kind in ("categorical", "binary"):
@@ -206,19 +207,19 @@ def format_predictions(model: Loaded, out: np.ndarray, proba: bool, header: bool
         names = [name] if cols == 1 else [f"{name}_{i}" for i in range(cols)]
     head = ",".join(_cells(names)) + "\n" if header else ""
     if enc.kind in ("categorical", "binary"):
-        labels = data.decode(data.Encoding(enc.kind, _cells(enc.classes)), out).tolist()
+        classes = _cells(enc.classes)
         if not proba:
+            labels = data.decode(data.Encoding(enc.kind, classes), out).tolist()
             return head + "".join(f"{lab}\n" for lab in labels)
         if enc.kind == "binary":
             p1 = out.reshape(n)
-            probs = np.stack([1.0 - p1, p1], axis=1)
+            probs, codes = np.stack([1.0 - p1, p1], axis=1), (p1 > 0.5).astype(np.intp)
         else:
             probs = out.reshape(n, -1)
-        fmt = "%s," + ",".join(["%.9g"] * probs.shape[1]) + "\n"
-        return head + "".join([fmt % (lab, *row) for lab, row in zip(labels, probs.astype(np.float64).tolist())])
-    flat = model.ck.target_scaler.invert(out).reshape(n, -1).astype(np.float64)  # in the target's units
-    fmt = ",".join(["%.9g"] * flat.shape[1]) + "\n"
-    return head + "".join([fmt % tuple(row) for row in flat.tolist()])
+            codes = np.argmax(probs, axis=1)
+        return head + numtext.csv_rows(probs, classes, codes)
+    flat = model.ck.target_scaler.invert(out).reshape(n, -1)  # in the target's units
+    return head + numtext.csv_rows(flat)
 
 
 def streams_csv(path: str | os.PathLike) -> bool:
