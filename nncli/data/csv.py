@@ -28,7 +28,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from nncli.data import jsonl
+from nncli.data import fastcsv, jsonl
 from nncli.data.table import FLOAT32_MAX, Chunks, Table, preview
 from nncli.errors import DataError
 
@@ -182,15 +182,26 @@ def resolve_delimiter(path: str, delimiter: str = "auto") -> str:
     return sniff_delimiter(path, sample, whole)
 
 
-def _parsed(path: str, fh, delimiter: str = ",") -> Iterator[list[str]]:
-    """The rows of an open CSV file (\\r-only line ends too), problems as DataErrors."""
+def _parsed(path: str, fh, delimiter: str = ",", lines_before: int = 0) -> Iterator[list[str]]:
+    """The rows of an open CSV file (\\r-only line ends too), problems as DataErrors; the file's
+    first `lines_before` lines were read elsewhere."""
     reader = csv.reader(fh, strict=True, delimiter=delimiter)
     try:
         yield from reader
     except UnicodeDecodeError:  # the file changed since _check_text
-        raise DataError(f"{path}: not UTF-8 text (a bad byte after line {reader.line_num})") from None
+        raise DataError(f"{path}: not UTF-8 text (a bad byte after line {lines_before + reader.line_num})") from None
     except csv.Error as exc:
         raise DataError(f"{path}: malformed CSV: {exc}") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def _lines(path: str, fh, count: int, line: int) -> list[str]:
+    """The next `count` physical lines of an open text file (fewer at its end)."""
+    try:
+        return list(itertools.islice(fh, count))
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text (a bad byte after line {line})") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
@@ -212,7 +223,9 @@ def read_chunks(path: str, chunk_rows: int | None = None, header: bool | str = T
     delimiter: "auto" (see resolve_delimiter) or one character. A .jsonl file is read by
     nncli.data.jsonl (names from its keys; `missing`: what a null or absent key reads as).
     raw: each chunk is the list of its rows (lists of cells, widths checked) rather than an
-    array of strings (for rows_to_float, which parses numbers without that array)."""
+    array of strings (for rows_to_float, which parses numbers without that array); or, for a file
+    with a header row read in chunks, a float64 array of every column when fastcsv parsed the
+    chunk (only plain numbers, so only when no missing token looks like one)."""
     if jsonl.is_jsonl(path):
         read = jsonl.read_chunks(path, chunk_rows, missing)
         if not raw:
@@ -260,12 +273,26 @@ def read_chunks(path: str, chunk_rows: int | None = None, header: bool | str = T
     width_of = "the header" if header else "line 1"
     first = 2 if header else 1
 
+    # Big numeric files skip the csv module: blocks of plain numbers are parsed by fastcsv until
+    # the first block it does not take; that block and the rest go the csv module's way.
+    plain = (raw and names is not None and not ahead and chunk_rows is not None
+             and not any(fastcsv.could_take(t) for t in missing))
+
     def chunks() -> Iterator[tuple[int, np.ndarray]]:
         with fh:
+            start = line = first
+            rows_left = body
+            while plain:
+                lines = _lines(path, fh, chunk_rows, line)
+                block = fastcsv.parse_block("".join(lines), delimiter, width, len(lines)) if lines else None
+                if block is None:
+                    rows_left = _parsed(path, itertools.chain(lines, fh), delimiter, line - 1)
+                    break
+                yield start, block
+                start = line = line + len(lines)
             buf: list[list[str]] = []
             blanks: list[list[str]] = []  # blank rows: data if a row follows, else the ignored end
-            start = line = first
-            for row in body:
+            for row in rows_left:
                 if _blank(row):
                     blanks.append(row)
                     continue
@@ -328,7 +355,8 @@ def to_float(path: str, cells: np.ndarray, names: Sequence[str], row_offset: int
     """Convert a (rows, cols) array of strings to float32, naming the first bad cell (a missing
     one, see is_missing, as missing: the columns read here are numbers without imputation)."""
     out = finite_float64(cells)
-    if out is not None:
+    numeric = [t for t in missing if _is_number(t)]  # e.g. -999: a number to float(), missing to the user
+    if out is not None and not (numeric and np.isin(np.char.strip(np.asarray(cells, dtype=str)), numeric).any()):
         return out.astype(np.float32)
     for r, row in enumerate(cells):
         for c, cell in enumerate(row):
@@ -342,12 +370,17 @@ def to_float(path: str, cells: np.ndarray, names: Sequence[str], row_offset: int
     raise DataError(f"{path}: cannot read numbers")  # pragma: no cover
 
 
-def rows_to_float(path: str, rows: list[list[str]], idx: Sequence[int], names: Sequence[str], row_offset: int = 2,
+def rows_to_float(path: str, rows: list[list[str]] | np.ndarray, idx: Sequence[int], names: Sequence[str], row_offset: int = 2,
                   missing: Sequence[str] = MISSING_VALUES) -> np.ndarray:
     """The columns `idx` of a raw chunk of read_chunks (lists of cells) as float32: numpy parses the
     cells straight from the row lists (float()'s parse, as to_float's; about 2.6x faster than an
     array of strings first). Anything that is not a finite float32 number goes through to_float,
-    which words the error for the first bad cell exactly as for any other read."""
+    which words the error for the first bad cell exactly as for any other read. A chunk that
+    fastcsv parsed (a float64 array of plain numbers, finite and within float32) is only sliced."""
+    if isinstance(rows, np.ndarray):
+        return rows[:, list(idx)].astype(np.float32)
+    if any(_is_number(t) for t in missing):  # to_float checks the cells for those tokens
+        return to_float(path, np.array(rows, dtype=str)[:, list(idx)], names, row_offset, missing)
     width = len(rows[0]) if rows else 0
     pick = None if list(idx) == list(range(width)) else operator.itemgetter(*idx) if len(idx) > 1 else (
         lambda r, i=idx[0]: (r[i],))

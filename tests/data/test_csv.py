@@ -119,5 +119,11 @@ def test_raw_chunks_are_the_rows_of_the_string_chunks(tmp_path):
     plain = list(read_chunks(str(path), 10).chunks)
     raw = list(read_chunks(str(path), 10, raw=True).chunks)
     assert [s for s, _ in raw] == [s for s, _ in plain] == [2, 12, 22]
+    # the first two chunks are plain numbers (fastcsv's arrays); the last holds the blank end line,
+    # so it and what follows go through the csv module (lists of cells)
+    assert [type(rows) for _, rows in raw] == [np.ndarray, np.ndarray, list]
     for (_, rows), (_, cells) in zip(raw, plain):
-        assert isinstance(rows, list) and rows == cells.tolist()
+        if isinstance(rows, list):
+            assert rows == cells.tolist()
+        else:
+            assert rows.dtype == np.float64 and np.array_equal(rows, cells.astype(np.float64))
