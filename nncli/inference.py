@@ -213,11 +213,10 @@ def format_predictions(model: Loaded, out: np.ndarray, proba: bool, header: bool
             return head + "".join(f"{lab}\n" for lab in labels)
         if enc.kind == "binary":
             p1 = out.reshape(n)
-            probs, codes = np.stack([1.0 - p1, p1], axis=1), (p1 > 0.5).astype(np.intp)
+            probs = np.stack([1.0 - p1, p1], axis=1)
         else:
             probs = out.reshape(n, -1)
-            codes = np.argmax(probs, axis=1)
-        return head + numtext.csv_rows(probs, classes, codes)
+        return head + numtext.csv_rows(probs, classes, data.class_codes(enc, out))
     flat = model.ck.target_scaler.invert(out).reshape(n, -1)  # in the target's units
     return head + numtext.csv_rows(flat)
 

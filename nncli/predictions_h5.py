@@ -81,9 +81,9 @@ def _columns(model, out: np.ndarray, proba: bool, classify: bool) -> dict[str, n
     enc = model.ck.encoding
     n = len(out)
     if classify:
-        width = max(len(c.encode("utf-8")) for c in enc.classes)
-        cols = {"label": np.char.encode(data.decode(enc, out).astype(str), "utf-8").astype(
-            h5py.string_dtype("utf-8", width))}
+        names = [c.encode("utf-8") for c in enc.classes]
+        cols = {"label": np.array(names, dtype=h5py.string_dtype("utf-8", max(map(len, names))))[
+            data.class_codes(enc, out)]}
         if proba:
             p = out.reshape(n, -1).astype(np.float32)
             cols["probabilities"] = np.concatenate([1.0 - p, p], axis=1) if enc.kind == "binary" else p

@@ -146,10 +146,15 @@ def encode_targets(table: Table, enc: Encoding, output_shape: tuple[int, ...]) -
     return arr.reshape(n, *output_shape)
 
 
+def class_codes(enc: Encoding, output: np.ndarray) -> np.ndarray:
+    """The predicted classes (classification) as indices into enc.classes."""
+    if enc.kind == "categorical":
+        return np.argmax(output.reshape(len(output), -1), axis=1)
+    if enc.kind == "binary":
+        return (output.reshape(len(output)) > 0.5).astype(np.intp)
+    raise ValueError("regression outputs have no classes")
+
+
 def decode(enc: Encoding, output: np.ndarray) -> np.ndarray:
     """Predicted class names (classification) for network outputs."""
-    if enc.kind == "categorical":
-        return np.asarray(enc.classes)[np.argmax(output.reshape(len(output), -1), axis=1)]
-    if enc.kind == "binary":
-        return np.asarray(enc.classes)[(output.reshape(len(output)) > 0.5).astype(int)]
-    raise ValueError("regression outputs have no classes")
+    return np.asarray(enc.classes)[class_codes(enc, output)]

@@ -37,3 +37,28 @@ def test_the_stream_checks_every_block_and_normalises_on_the_fly(tmp_path):
         f["x"][9, 1] = np.nan
     with pytest.raises(DataError, match=r"'x' has a non-finite value at index \(9, 1\)"):
         list(stream.checked_blocks(str(path)))
+
+
+@pytest.mark.parametrize("dtype", ["f2", "f4", "f8"])
+def test_a_bad_input_is_named_by_its_index_past_the_first_check_block(tmp_path, monkeypatch, dtype):
+    """read_hdf5 checks the inputs in row blocks (hdf5.CHECK_BYTES): the index is the file's."""
+    from nncli.data import hdf5
+
+    monkeypatch.setattr(hdf5, "CHECK_BYTES", 64)  # a few rows a block
+    path = tmp_path / "bad.h5"
+    x = np.ones((100, 3), dtype)
+    for value, at, said in ((np.inf, (61, 2), "a non-finite value"), (-np.nan, (99, 0), "a non-finite value"),
+                            (1e39, (47, 1), "a value too large for float32")):
+        if dtype != "f8" and said.endswith("float32"):
+            continue  # float16 and float32 cannot hold the value
+        bad = x.copy()
+        bad[at] = value
+        with h5py.File(path, "w") as f:
+            f["x"], f["y"] = bad, np.zeros(100)
+        with pytest.raises(DataError) as info:
+            read_hdf5(str(path), "x", "y")
+        assert info.value.message == f"{path}: dataset 'x' has {said} at index {at}"
+    with h5py.File(path, "w") as f:
+        f["x"], f["y"] = x, np.zeros(100)
+    got = read_hdf5(str(path), "x", "y").x
+    assert got.dtype == np.float32 and np.array_equal(got, x)
