@@ -92,14 +92,23 @@ def test_missing_tokens_that_look_like_numbers_turn_it_off():
 # --- read_chunks with and without the fast path: the same arrays, the same errors -------------
 
 def _read(path, chunk_rows, fast: bool, monkeypatch, **kw):
+    """[(first line, float32 inputs, which reader: 'fastcsv' or 'csv')] of every chunk."""
     with monkeypatch.context() as m:
         if not fast:
             m.setattr(fastcsv, "parse_block", lambda *a: None)
         names, width, chunks = csv_reader.read_chunks(str(path), chunk_rows, raw=True, **kw)
-        out = [(first, csv_reader.rows_to_float(str(path), rows, range(width), names, first, **kw))
-               for first, rows in chunks]
-        kinds = None
-    return names, out, kinds
+        return [(first, csv_reader.rows_to_float(str(path), rows, range(width), names, first, **kw),
+                 "fastcsv" if isinstance(rows, np.ndarray) else "csv") for first, rows in chunks]
+
+
+def _messages(path, monkeypatch) -> list[str]:
+    """The error of reading `path` with the fast path and without it."""
+    messages = []
+    for fast in (True, False):
+        with pytest.raises(DataError) as info:
+            _read(path, 300, fast, monkeypatch)
+        messages.append(info.value.message)
+    return messages
 
 
 def _write(tmp_path, rows, extra=""):
@@ -114,8 +123,10 @@ def test_chunks_equal_the_csv_modules(tmp_path, monkeypatch):
                                                               rng.integers(-99, 99, 1000))]
     path = _write(tmp_path, rows, extra='"7",8,9\n1,2,3\n\n')  # a quoted cell in the last chunk, a blank end
     fast, slow = _read(path, 300, True, monkeypatch), _read(path, 300, False, monkeypatch)
-    assert [f for f, _ in fast[1]] == [f for f, _ in slow[1]] == [2, 302, 602, 902]
-    for (_, a), (_, b) in zip(fast[1], slow[1]):
+    assert [f for f, _, _ in fast] == [f for f, _, _ in slow] == [2, 302, 602, 902]
+    assert [r for _, _, r in fast] == ["fastcsv", "fastcsv", "fastcsv", "csv"]
+    assert [r for _, _, r in slow] == ["csv"] * 4
+    for (_, a, _), (_, b, _) in zip(fast, slow):
         assert a.dtype == np.float32 and a.tobytes() == b.tobytes()
 
 
@@ -129,25 +140,16 @@ def test_a_bad_row_after_fast_chunks_is_named_as_before(tmp_path, monkeypatch, b
     rows = [(i, i / 7, i) for i in range(1000)]
     path = _write(tmp_path, rows[:700])
     path.write_text(path.read_text() + bad + "\n" + "".join(f"{i},{i},{i}\n" for i in range(300)))
-    messages = []
-    for fast in (True, False):
-        with pytest.raises(DataError) as info:
-            _read(path, 300, fast, monkeypatch)
-        messages.append(info.value.message)
-    assert messages[0] == messages[1]
-    assert messages[0] == f"{path}: {expect}"
+    fast, slow = _messages(path, monkeypatch)
+    assert fast == slow == f"{path}: {expect}"
 
 
 def test_a_bad_byte_after_fast_chunks_names_the_line_as_before(tmp_path, monkeypatch):
     path = tmp_path / "bytes.csv"
     path.write_bytes(b"a,b\n" + b"".join(b"%d,%d\n" % (i, i) for i in range(650)) + b"1,\xff\n")
-    messages = []
-    for fast in (True, False):
-        with pytest.raises(DataError) as info:
-            _read(path, 300, fast, monkeypatch)
-        messages.append(info.value.message)
-    assert messages[0] == messages[1]
-    assert "not UTF-8" in messages[0]
+    fast, slow = _messages(path, monkeypatch)
+    offset = path.read_bytes().index(b"\xff")
+    assert fast == slow == f"{path}: not UTF-8 text (bad byte at offset {offset})"
 
 
 def test_a_numeric_missing_token_keeps_the_csv_module_which_refuses_it(tmp_path, monkeypatch):
