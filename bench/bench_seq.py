@@ -1,10 +1,12 @@
-"""Benchmark: the sequence examples (configs/majority-tcn.yaml, configs/majority-transformer.yaml)
-trained by nncli (JAX backend) vs plain PyTorch CPU loops of the same networks on the same data,
-in the same process, epochs interleaved.
+"""Benchmark: the sequence examples (configs/majority-tcn.yaml, configs/majority-transformer.yaml,
+configs/mnist1d-cnn.yaml, configs/mnist1d-transformer.yaml) trained by nncli (JAX backend) vs
+plain PyTorch CPU loops of the same networks on the same data, in the same process, epochs
+interleaved.
 
-    python bench/bench_seq.py [--epochs 8] [--threads 1] [--which tcn transformer] [--large]
+    python bench/bench_seq.py [--epochs 8] [--threads 1] [--which tcn transformer mnist1d-cnn
+                              mnist1d-transformer] [--large]
 
---large: the same networks at a larger size (sequences of 128 steps, 64 channels / features,
+--large: the majority networks at a larger size (sequences of 128 steps, 64 channels / features,
 random data of the same count) instead of the shipped 15 steps. Prints the median seconds per
 epoch of each and their ratio. Not part of the tests; torch is optional.
 """
@@ -25,13 +27,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from timing import nncli_epochs, versus_torch  # noqa: E402
 
 
-def load(large: bool):
+MNIST1D = ("mnist1d-cnn", "mnist1d-transformer")
+
+
+def data_file(which: str) -> Path:
+    return ROOT / "data" / ("mnist1d.h5" if which in MNIST1D else "majority.h5")
+
+
+def load(which: str, large: bool):
     import h5py
 
-    with h5py.File(ROOT / "data" / "majority.h5", "r") as f:
+    with h5py.File(data_file(which), "r") as f:
         x = np.asarray(f["x"], dtype=np.float32)
         y = np.asarray(f["y"], dtype=np.int64)
-    if large:   # same count, longer and wider sequences: a TCN/transformer of a more usual size
+    if large and which not in MNIST1D:   # same count, longer and wider sequences: a TCN/transformer of a more usual size
         rng = np.random.default_rng(0)
         x = rng.normal(size=(len(x), 128, 8)).astype(np.float32)
         y = (x[:, :, :3].sum(axis=1).argmax(axis=1)).astype(np.int64)
@@ -41,9 +50,10 @@ def load(large: bool):
 def layers(which: str, large: bool) -> list:
     import yaml
 
-    spec = yaml.safe_load((ROOT / "configs" / f"majority-{which}.yaml").read_text())
+    name = which if which in MNIST1D else f"majority-{which}"
+    spec = yaml.safe_load((ROOT / "configs" / f"{name}.yaml").read_text())
     out = spec["layers"]
-    if large:
+    if large and which not in MNIST1D:
         for layer in out:
             if layer["type"] in ("conv1d",):
                 layer["filters"] = 64
@@ -89,6 +99,44 @@ def torch_net(which: str, large: bool, channels: int):
             h = self.n2(h + self.ff2(torch.relu(self.ff1(h))))
             return self.out(h.mean(dim=1))
 
+    class MNIST1DCNN(nn.Module):
+        """Three conv1d of 25 channels (kernel 5, 3, 3; stride 2; padding 1), relu, linear
+        (configs/mnist1d-cnn.yaml)."""
+
+        def __init__(self):
+            super().__init__()
+            self.c1, self.c2 = nn.Conv1d(1, 25, 5, 2, 1), nn.Conv1d(25, 25, 3, 2, 1)
+            self.c3, self.out = nn.Conv1d(25, 25, 3, 2, 1), nn.Linear(125, 10)
+
+        def forward(self, x):                       # (N, 40)
+            h = x[:, None, :]
+            for conv in (self.c1, self.c2, self.c3):
+                h = torch.relu(conv(h))
+            return self.out(h.flatten(1))
+
+    class MNIST1DTransformer(nn.Module):
+        """conv1d stem (32, kernel 5, stride 2, padding 2, relu), + positions, self-attention (4
+        heads) + residual, layer_norm, dense relu 64, dense 32 + residual, layer_norm, mean, linear
+        (configs/mnist1d-transformer.yaml)."""
+
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv1d(1, 32, 5, 2, 2)
+            self.pos = nn.Parameter(torch.randn(20, 32) * 0.1)
+            self.attn = nn.MultiheadAttention(32, 4, batch_first=True)
+            self.n1, self.n2 = nn.LayerNorm(32, eps=1e-3), nn.LayerNorm(32, eps=1e-3)
+            self.ff1, self.ff2, self.out = nn.Linear(32, 64), nn.Linear(64, 32), nn.Linear(32, 10)
+
+        def forward(self, x):                       # (N, 40)
+            h = torch.relu(self.stem(x[:, None, :])).transpose(1, 2) + self.pos
+            h = self.n1(h + self.attn(h, h, h, need_weights=False)[0])
+            h = self.n2(h + self.ff2(torch.relu(self.ff1(h))))
+            return self.out(h.mean(dim=1))
+
+    if which == "mnist1d-cnn":
+        return MNIST1DCNN()
+    if which == "mnist1d-transformer":
+        return MNIST1DTransformer()
     if which == "tcn":
         return TCN(64 if large else 16)
     return Encoder(64 if large else 16, 4 if large else 2, 128 if large else 32, 128 if large else 15)
@@ -99,7 +147,7 @@ def bench_torch(which, large, x, y, batch_size, lr):
     from torch import nn
 
     torch.manual_seed(0)
-    net = torch_net(which, large, x.shape[2])
+    net = torch_net(which, large, x.shape[-1])
     opt = torch.optim.Adam(net.parameters(), lr=lr, eps=1e-7)
     loss_fn = nn.CrossEntropyLoss()
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
@@ -127,20 +175,23 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=8, help="timed epochs (after one warm-up epoch)")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0 = torch's default)")
-    ap.add_argument("--which", nargs="+", default=["tcn", "transformer"], choices=["tcn", "transformer"])
+    ap.add_argument("--which", nargs="+", default=["tcn", "transformer", *MNIST1D],
+                    choices=["tcn", "transformer", *MNIST1D])
     ap.add_argument("--large", action="store_true", help="128 steps, 64 channels/features")
     ap.add_argument("--no-torch", action="store_true")
     args = ap.parse_args(argv)
     os.environ.setdefault("NNCLI_BACKEND", "jax")
-    x, y = load(args.large)
     for which in args.which:
+        x, y = load(which, args.large)
+        classes = int(y.max()) + 1
         net_layers, lr, batch = layers(which, args.large)
-        print(f"\nmajority-{which}{' (large)' if args.large else ''}: x {x.shape}, batch {batch}, "
+        name = which if which in MNIST1D else f"majority-{which}"
+        print(f"\n{name}{' (large)' if args.large and which not in MNIST1D else ''}: x {x.shape}, batch {batch}, "
               f"{args.epochs} timed epochs, {os.cpu_count()} CPUs")
-        config = {"data": {"train": str(ROOT / "data" / "majority.h5")}, "layers": net_layers, "optimizer": "adam",
+        config = {"data": {"train": str(data_file(which))}, "layers": net_layers, "optimizer": "adam",
                   "learning_rate": lr, "batch_size": batch, "loss": "categorical_crossentropy",
                   "metrics": ["accuracy"]}
-        nncli = nncli_epochs(config, f"majority-{which} (bench)", x, np.eye(3, dtype=np.float32)[y])
+        nncli = nncli_epochs(config, f"{name} (bench)", x, np.eye(classes, dtype=np.float32)[y])
         make_torch = None if args.no_torch else (lambda: bench_torch(which, args.large, x, y, batch, lr))
         versus_torch(nncli, make_torch, args.threads, args.epochs, "accuracy")
 
