@@ -350,12 +350,25 @@ def number_error(path: str, line: int, name: str, cell: str, note: str = "") -> 
     return None
 
 
+def _number_tokens(missing: Sequence[str]) -> list[str]:
+    """The missing tokens that read as finite numbers (e.g. -999: a number to float(), missing to
+    the user). NaN tokens need no check: a non-finite cell goes to the error path anyway."""
+    out = []
+    for t in missing:
+        try:
+            if np.isfinite(float(t)):
+                out.append(t)
+        except ValueError:
+            pass
+    return out
+
+
 def to_float(path: str, cells: np.ndarray, names: Sequence[str], row_offset: int = 2,
              missing: Sequence[str] = MISSING_VALUES) -> np.ndarray:
     """Convert a (rows, cols) array of strings to float32, naming the first bad cell (a missing
     one, see is_missing, as missing: the columns read here are numbers without imputation)."""
     out = finite_float64(cells)
-    numeric = [t for t in missing if _is_number(t)]  # e.g. -999: a number to float(), missing to the user
+    numeric = _number_tokens(missing)
     if out is not None and not (numeric and np.isin(np.char.strip(np.asarray(cells, dtype=str)), numeric).any()):
         return out.astype(np.float32)
     for r, row in enumerate(cells):
@@ -379,7 +392,7 @@ def rows_to_float(path: str, rows: list[list[str]] | np.ndarray, idx: Sequence[i
     fastcsv parsed (a float64 array of plain numbers, finite and within float32) is only sliced."""
     if isinstance(rows, np.ndarray):
         return rows[:, list(idx)].astype(np.float32)
-    if any(_is_number(t) for t in missing):  # to_float checks the cells for those tokens
+    if _number_tokens(missing):  # to_float checks the cells for those tokens
         return to_float(path, np.array(rows, dtype=str)[:, list(idx)], names, row_offset, missing)
     width = len(rows[0]) if rows else 0
     pick = None if list(idx) == list(range(width)) else operator.itemgetter(*idx) if len(idx) > 1 else (

@@ -127,3 +127,24 @@ def test_raw_chunks_are_the_rows_of_the_string_chunks(tmp_path):
             assert rows == cells.tolist()
         else:
             assert rows.dtype == np.float64 and np.array_equal(rows, cells.astype(np.float64))
+
+
+def test_a_missing_token_that_reads_as_a_number_is_missing_not_the_number():
+    cells = np.array([["1", "2"], [" -999 ", "3"]])
+    with pytest.raises(DataError) as info:
+        csv_reader.to_float("f.csv", cells, ["a", "b"], missing=("NA", "-999"))
+    assert info.value.message == ("f.csv: line 3, column 'a': missing value '-999' (one of data.missing_values) in "
+                                  "a number column; fill it in or drop the row")
+    assert csv_reader.to_float("f.csv", cells, ["a", "b"]).tolist() == [[1, 2], [-999, 3]]  # not a token: a number
+
+
+def test_nan_tokens_keep_rows_to_float_on_its_fast_route(monkeypatch):
+    """The default tokens include nan and NaN, which float() reads: a NaN cell is refused anyway, so
+    only finite-number tokens send the rows to to_float's per-cell check."""
+    def refuse(*a, **k):
+        raise AssertionError("to_float called")
+    monkeypatch.setattr(csv_reader, "to_float", refuse)
+    rows = [["1", "2"], ["3", "4"]]
+    assert csv_reader.rows_to_float("f.csv", rows, [0, 1], ["a", "b"]).tolist() == [[1, 2], [3, 4]]
+    with pytest.raises(AssertionError):
+        csv_reader.rows_to_float("f.csv", rows, [0, 1], ["a", "b"], missing=("-999",))
