@@ -17,6 +17,7 @@ import csv
 import io
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, TextIO
 
@@ -294,12 +295,37 @@ def _runner(model: Loaded) -> Callable[[np.ndarray], np.ndarray]:
     return run
 
 
-def write_predictions(model: Loaded, chunks: Iterator[np.ndarray], proba: bool, fh: TextIO | None) -> int:
-    """Run every chunk through one compiled predict function (see _runner) and write it as CSV
-    text to `fh` (None: count the rows); return the row count."""
-    run, total = _runner(model), 0
+def _pieces(chunks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+    """The chunks cut into pieces of whole batches, at most PREDICT_CHUNK_ROWS rows (an HDF5 input
+    is one chunk): the same batches as the chunk whole, so the same outputs."""
+    rows = max(1, PREDICT_CHUNK_ROWS // PREDICT_BATCH) * PREDICT_BATCH
     for x in chunks:
-        out = run(x)
+        for start in range(0, len(x), rows):
+            yield x[start:start + rows]
+
+
+def outputs_ahead(model: Loaded, chunks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+    """The network's outputs for each piece of the chunks (see _pieces), computed one piece ahead in
+    a worker thread: the next piece is read and run (numba, XLA and numpy release the GIL) while
+    the caller formats and writes this one. Errors surface here, in order."""
+    run, pieces = _runner(model), _pieces(chunks)
+
+    def next_output():
+        x = next(pieces, None)
+        return None if x is None else run(x)
+
+    with ThreadPoolExecutor(1, thread_name_prefix="nncli-predict") as pool:
+        ahead = pool.submit(next_output)
+        while (out := ahead.result()) is not None:
+            ahead = pool.submit(next_output)
+            yield out
+
+
+def write_predictions(model: Loaded, chunks: Iterator[np.ndarray], proba: bool, fh: TextIO | None) -> int:
+    """Run every chunk through one compiled predict function (see outputs_ahead) and write it as
+    CSV text to `fh` (None: count the rows); return the row count."""
+    total = 0
+    for out in outputs_ahead(model, chunks):
         if fh is not None:
             fh.write(format_predictions(model, out, proba, header=total == 0))
         total += len(out)
@@ -321,7 +347,7 @@ def predict(model_path: str, input_path: str, output: str | None = None, proba: 
     model = load_model(model_path)
     chunks = input_chunks(model, str(input_path), by_position, delimiter, warn)
     if as_arrays:
-        return predictions_h5.write(model, chunks, proba, target, _runner(model))
+        return predictions_h5.write(model, outputs_ahead(model, chunks), proba, target)
     if target is None:
         return write_predictions(model, chunks, proba, stream)
     try:

@@ -49,8 +49,8 @@ def check_target(target: fileio.OutputTarget) -> None:
                           f"another file with HDF5 predictions (remove it or choose another name)")
 
 
-def write(model, chunks: Iterator[np.ndarray], proba: bool, target: fileio.OutputTarget, run) -> int:
-    """Write every chunk's outputs (`run(x) -> outputs`) to `target`; return the row count."""
+def write(model, outputs: Iterator[np.ndarray], proba: bool, target: fileio.OutputTarget) -> int:
+    """Write the network's outputs, chunk by chunk, to `target`; return the row count."""
     enc = model.ck.encoding
     classify = enc.kind in ("categorical", "binary")
     total = 0
@@ -59,8 +59,7 @@ def write(model, chunks: Iterator[np.ndarray], proba: bool, target: fileio.Outpu
             with h5py.File(tmp, "w") as f:
                 f.attrs.update({"nncli_predictions": FORMAT, "model": str(model.path), "task": model.ck.task})
                 sets: dict[str, h5py.Dataset] = {}
-                for x in chunks:
-                    out = run(x)
+                for out in outputs:
                     n = len(out)
                     for name, values in _columns(model, out, proba, classify).items():
                         if name not in sets:
