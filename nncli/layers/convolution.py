@@ -99,34 +99,39 @@ def convolve(x, w, strides, pads, dilation, channels_last: bool = False, w_shape
 # --- im2col (PyTensor's own operations) ---------------------------------------------------
 
 def im2col(x, w, strides, pads, dilation, channels_last: bool = False):
+    """The patches are built channels-last, (batch, *out, channels * kernel), whatever the layout:
+    a channels-first x is moved to channels-last once (x's size), so the product reads the
+    patches as they lie, where patches built channels-first needed a transposed copy of the
+    patch matrix (kernel-size times larger). The same sums in the same order (the same bits);
+    bench/results.md: 6.2-6.3 -> 5.1-5.3 ms for bench/run.py's two convolutions forward and back."""
     n = len(strides)
-    if channels_last:   # to channels first; the product below comes out channels-last anyway
-        x = x.dimshuffle(0, n + 1, *range(1, n + 1))
+    if channels_last:   # the kernel to (filters, channels, *kernel), as channels-first
         w = w.dimshuffle(n + 1, n, *range(n))
-    spatial = [int(d) if d is not None else None for d in x.type.shape[2:]]
+    else:
+        x = x.dimshuffle(0, *range(2, n + 2), 1)                                      # (B, *S, C)
+    spatial = [int(d) if d is not None else None for d in x.type.shape[1:n + 1]]
     if any(d is None for d in spatial) or any(d is None for d in w.type.shape):
         raise ValueError(f"convolve: needs static spatial and kernel shapes, got x {x.type.shape}, "
                          f"w {w.type.shape}")
     c, kernel = int(w.type.shape[1]), [int(k) for k in w.type.shape[2:]]
     f = int(w.type.shape[0])
     if any(p for pair in pads for p in pair):
-        padded = pt.zeros((x.shape[0], x.shape[1], *(d + a + b for d, (a, b) in zip(spatial, pads))), dtype=x.dtype)
-        x = pt.set_subtensor(padded[(slice(None), slice(None),
-                                     *(slice(a, a + d) for d, (a, _) in zip(spatial, pads)))], x)
+        padded = pt.zeros((x.shape[0], *(d + a + b for d, (a, b) in zip(spatial, pads)), x.shape[n + 1]),
+                          dtype=x.dtype)
+        x = pt.set_subtensor(padded[(slice(None), *(slice(a, a + d) for d, (a, _) in zip(spatial, pads)),
+                                     slice(None))], x)
         spatial = [d + a + b for d, (a, b) in zip(spatial, pads)]
     outs = [(d - dl * (k - 1) - 1) // s + 1 for d, k, s, dl in zip(spatial, kernel, strides, dilation)]
     ksize = int(np.prod(kernel))
     if ksize == 1:
-        patches = x[(slice(None), slice(None), *(slice(None, None, s) for s in strides))]
-        patches = patches[(slice(None), slice(None), *(slice(None, o) for o in outs))]      # (B, C, *O)
+        patches = x[(slice(None), *(slice(None, s * (o - 1) + 1, s) for s, o in zip(strides, outs)), slice(None))]
     else:
-        slices = [x[(slice(None), slice(None),
-                     *(slice(i * dl, i * dl + s * (o - 1) + 1, s)
-                       for i, dl, s, o in zip(offset, dilation, strides, outs)))]
+        slices = [x[(slice(None), *(slice(i * dl, i * dl + s * (o - 1) + 1, s)
+                                    for i, dl, s, o in zip(offset, dilation, strides, outs)), slice(None))]
                   for offset in itertools.product(*(range(k) for k in kernel))]    # row-major offsets
-        patches = pt.stack(slices, axis=2)                                         # (B, C, K, *O)
-        patches = patches.reshape((x.shape[0], c * ksize, *outs))
-    z = pt.tensordot(patches, w.reshape((f, c * ksize)), axes=[[1], [1]])           # (B, *O, F)
+        patches = pt.stack(slices, axis=n + 2)                                     # (B, *O, C, K)
+    rows = patches.reshape((-1, c * ksize))                                        # (B * O, C * K)
+    z = pt.dot(rows, w.reshape((f, c * ksize)).T).reshape((x.shape[0], *outs, f))   # (B, *O, F)
     return z if channels_last else z.dimshuffle(0, n + 1, *range(1, n + 1))
 
 
