@@ -103,7 +103,7 @@ def im2col(x, w, strides, pads, dilation, channels_last: bool = False):
     a channels-first x is moved to channels-last once (x's size), so the product reads the
     patches as they lie, where patches built channels-first needed a transposed copy of the
     patch matrix (kernel-size times larger). The same sums in the same order (the same bits);
-    bench/results.md: 6.2-6.3 -> 5.1-5.3 ms for bench/run.py's two convolutions forward and back."""
+    bench/results.md: 6.1-6.4 -> 5.0-5.3 ms for bench/run.py's two convolutions forward and back."""
     n = len(strides)
     if channels_last:   # the kernel to (filters, channels, *kernel), as channels-first
         w = w.dimshuffle(n + 1, n, *range(n))
