@@ -113,7 +113,8 @@ def bench_torch(x, y, units: int, batch_size: int, lr: float, example: str = "ad
 
 def bench_backward(units: int, batch_size: int, steps: int = 30, features: int = 2):
     """One LSTM layer, forward + backward under JAX, in microseconds: nncli's recurrence (scan with
-    the hand-arranged backward of nncli/layers/recurrence.py) against pytensor.grad of a plain scan."""
+    the hand-arranged backward of nncli/layers/recurrence.py) against pytensor.grad of a plain scan
+    and PyTorch's nn.LSTM."""
     import pytensor
     import pytensor.tensor as pt
 
@@ -152,6 +153,30 @@ def bench_backward(units: int, batch_size: int, steps: int = 30, features: int =
     y = hs[-1]
     fn = pytensor.function([x], [y, *pytensor.grad(pt.sum(y * y), list(p.values()))])
     rows.append(("pytensor.grad of the scan", timeit(fn, xv, repeat=30) * 1e6))
+    rows.extend(torch_backward(units, xv))
+    return rows
+
+
+def torch_backward(units: int, xv: np.ndarray) -> list:
+    """The same layer in PyTorch (nn.LSTM, the last hidden state, sum of squares, backward), with
+    1 and 2 threads; none when torch is not installed."""
+    try:
+        import torch
+    except ImportError:
+        return []
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(xv.shape[2], units, batch_first=True)
+    x = torch.from_numpy(xv)
+
+    def step(_):
+        lstm.zero_grad()
+        y = lstm(x)[0][:, -1]
+        (y * y).sum().backward()
+        return [y.detach().numpy()]
+    rows = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        rows.append((f"PyTorch nn.LSTM, {threads} thread{'s' if threads > 1 else ''}", timeit(step, None, repeat=30) * 1e6))
     return rows
 
 
