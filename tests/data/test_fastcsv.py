@@ -180,3 +180,40 @@ def test_random_strings_are_refused_or_read_as_float_reads_them():
         taken += 1
         assert same_double(got, float(cell)), cell
     assert taken > 2000  # enough of them are numbers for this to test something
+
+
+def test_random_files_read_the_same_with_and_without_the_fast_path(tmp_path, monkeypatch):
+    """Files of random lines (plain numbers in many forms, spaces, CRLF, quotes, blank lines, words,
+    missing cells, short and long lines): read_chunks + rows_to_float give the same chunks, or the
+    same error, with fastcsv and with the csv module alone."""
+    rng = np.random.default_rng(13)
+    cells = ["1", "-2.5", "3e-7", "+.5", " 4 ", "0.000123456789", "1234567890123456789", "1e-30", "007",
+             "6.02214076e23", "-0", "1.", "9007199254740993"]
+    odd = ['"7"', "x", "", "NA", "nan", "1e39", " ", "1_0", "inf"]
+    taken = fast_chunks = 0
+    for case in range(60):
+        lines = []
+        for _ in range(int(rng.integers(1, 40))):
+            row = [str(rng.choice(cells)) for _ in range(3)]
+            roll = rng.random()
+            if roll < 0.02:
+                row[int(rng.integers(3))] = str(rng.choice(odd))
+            elif roll < 0.03:
+                row = row[:2] if rng.random() < 0.5 else row + ["1"]
+            elif roll < 0.035:
+                row = [""]
+            lines.append(",".join(row) + ("\r\n" if rng.random() < 0.3 else "\n"))
+        path = tmp_path / f"f{case}.csv"
+        path.write_text("a,b,c\n" + "".join(lines), newline="")
+        results = []
+        for fast in (True, False):
+            try:
+                chunks = _read(path, 7, fast, monkeypatch)
+                results.append(("ok", [(f, x.tobytes()) for f, x, _ in chunks]))
+                if fast:
+                    fast_chunks += sum(r == "fastcsv" for _, _, r in chunks)
+            except DataError as exc:
+                results.append(("error", exc.message))
+        assert results[0] == results[1], (case, path.read_text())
+        taken += results[0][0] == "ok"
+    assert taken > 20 and fast_chunks > 50  # most files are read, many chunks by fastcsv
