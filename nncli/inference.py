@@ -209,17 +209,18 @@ def format_predictions(model: Loaded, out: np.ndarray, proba: bool, header: bool
     head = ",".join(_cells(names)) + "\n" if header else ""
     if enc.kind in ("categorical", "binary"):
         classes = _cells(enc.classes)
+        codes = data.class_codes(enc, out)
         if not proba:
-            labels = data.decode(data.Encoding(enc.kind, classes), out).tolist()
-            return head + "".join(f"{lab}\n" for lab in labels)
-        if enc.kind == "binary":
-            p1 = out.reshape(n)
-            probs = np.stack([1.0 - p1, p1], axis=1)
-        else:
-            probs = out.reshape(n, -1)
-        return head + numtext.csv_rows(probs, classes, data.class_codes(enc, out))
+            return head + "".join(f"{lab}\n" for lab in np.asarray(classes)[codes].tolist())
+        return head + numtext.csv_rows(data.class_probabilities(enc, out), classes, codes)
     flat = model.ck.target_scaler.invert(out).reshape(n, -1)  # in the target's units
     return head + numtext.csv_rows(flat)
+
+
+def _chunk_rows() -> int:
+    """Rows per chunk of a streamed input and per piece of outputs_ahead: whole batches, so the
+    same batches as the input whole."""
+    return max(1, PREDICT_CHUNK_ROWS // PREDICT_BATCH) * PREDICT_BATCH
 
 
 def streams_csv(path: str | os.PathLike) -> bool:
@@ -239,7 +240,7 @@ def _csv_chunks(model: Loaded, path: str, by_position: bool, delimiter: str | No
         raise DataError(f"{path}: file not found")
     ck = model.ck
     names = input_names(ck, path)
-    chunk_rows = max(1, PREDICT_CHUNK_ROWS // PREDICT_BATCH) * PREDICT_BATCH
+    chunk_rows = _chunk_rows()
     delim, missing = reading(model, delimiter)
     header, width, chunks = data.read_chunks(path, chunk_rows, header="position" if by_position else True,
                                              hint=data.PREDICT_NO_HEADER_HINT, n_inputs=len(names),
@@ -260,7 +261,7 @@ def _typed_chunks(model: Loaded, path: str, by_position: bool, delimiter: str | 
         raise DataError(f"{path}: file not found")
     ck = model.ck
     notes = columns_mod.Notes()
-    chunk_rows = max(1, PREDICT_CHUNK_ROWS // PREDICT_BATCH) * PREDICT_BATCH
+    chunk_rows = _chunk_rows()
     rows = columns_mod.encode_file(ck.columns, path, ck.y_name, False, True, by_position, chunk_rows, notes,
                                    delimiter=reading(model, delimiter)[0])
 
@@ -298,7 +299,7 @@ def _runner(model: Loaded) -> Callable[[np.ndarray], np.ndarray]:
 def _pieces(chunks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
     """The chunks cut into pieces of whole batches, at most PREDICT_CHUNK_ROWS rows (an HDF5 input
     is one chunk): the same batches as the chunk whole, so the same outputs."""
-    rows = max(1, PREDICT_CHUNK_ROWS // PREDICT_BATCH) * PREDICT_BATCH
+    rows = _chunk_rows()
     for x in chunks:
         for start in range(0, len(x), rows):
             yield x[start:start + rows]

@@ -78,14 +78,12 @@ def write(model, outputs: Iterator[np.ndarray], proba: bool, target: fileio.Outp
 
 def _columns(model, out: np.ndarray, proba: bool, classify: bool) -> dict[str, np.ndarray]:
     enc = model.ck.encoding
-    n = len(out)
     if classify:
         names = [c.encode("utf-8") for c in enc.classes]
         cols = {"label": np.array(names, dtype=h5py.string_dtype("utf-8", max(map(len, names))))[
             data.class_codes(enc, out)]}
         if proba:
-            p = out.reshape(n, -1).astype(np.float32)
-            cols["probabilities"] = np.concatenate([1.0 - p, p], axis=1) if enc.kind == "binary" else p
+            cols["probabilities"] = data.class_probabilities(enc, out).astype(np.float32)
         return cols
     name = model.ck.y_name or "output"
     return {name: model.ck.target_scaler.invert(out).astype(np.float32)}

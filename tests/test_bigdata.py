@@ -174,17 +174,52 @@ def test_chunked_predict_gives_the_same_text_as_in_memory(csv_model, tmp_path, m
     assert r.exit_code == 0 and "wrote 3000 predictions" in r.stderr
     no_proba = [line.split(",")[0] for line in whole.stdout.splitlines()]
     assert out.read_text().splitlines()[1:] == [l if l != '"blue' else '"blue, dark"' for l in no_proba[1:]]
-    # a bad cell deep in the file: the same message as in memory; the earlier -o output is kept
+    assert_a_bad_cell_is_worded_as_in_memory(model, src, out, monkeypatch)
+
+
+def assert_a_bad_cell_is_worded_as_in_memory(model, src, out, monkeypatch):
+    """A bad cell deep in `src` (streamed): exit 1 and, as the one line, the message a read in
+    memory gives; the earlier `out` is kept and no temporary file is left."""
     lines = src.read_text().splitlines()
     lines[2500] = lines[2500].replace(lines[2500].split(",")[1], "oops", 1)
     src.write_text("\n".join(lines) + "\n")
     before = out.read_bytes()
+    runner = CliRunner()
     bad = runner.invoke(main, ["predict", str(model), str(src), "-o", str(out)])
     monkeypatch.setattr(inference, "PREDICT_STREAM_BYTES", 1 << 40)
     bad_whole = runner.invoke(main, ["predict", str(model), str(src), "-o", str(out)])
     assert bad.exit_code == bad_whole.exit_code == 1
-    assert bad.stderr == bad_whole.stderr and "line 2501, column 'b'" in bad.stderr
-    assert out.read_bytes() == before and not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert bad.stderr == bad_whole.stderr and len(bad.stderr.strip().splitlines()) == 1
+    assert "line 2501, column 'b': expected a number, got 'oops'" in bad.stderr
+    assert out.read_bytes() == before and not [p for p in out.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_chunked_predict_of_plain_numbers_goes_through_fastcsv_and_words_a_bad_cell_as_in_memory(
+        csv_model, tmp_path, monkeypatch):
+    """Inputs without the label column: plain numbers, so the chunks are parsed by fastcsv. The
+    same text as in memory; a bad cell deep in the file: exit 1, the in-memory message as the
+    one line, the earlier -o output kept and no temporary file left."""
+    from nncli.data import fastcsv
+
+    folder, model = csv_model
+    src, out = tmp_path / "plain.csv", tmp_path / "out.csv"
+    write_big_csv(src, 3000, with_label=False)
+    runner = CliRunner()
+    whole = runner.invoke(main, ["predict", str(model), str(src), "-o", str(out)])
+    assert whole.exit_code == 0, whole.stderr
+    taken, real = [], fastcsv.parse_block
+
+    def counting(*args):
+        block = real(*args)
+        taken.append(block is not None)
+        return block
+    monkeypatch.setattr(fastcsv, "parse_block", counting)
+    monkeypatch.setattr(inference, "PREDICT_STREAM_BYTES", 0)
+    monkeypatch.setattr(inference, "PREDICT_CHUNK_ROWS", 700)
+    chunked = runner.invoke(main, ["predict", str(model), str(src)])
+    assert chunked.exit_code == 0, chunked.stderr
+    assert chunked.stdout == out.read_text() and taken == [True] * 3  # 3,000 rows in chunks of 1,024
+    assert_a_bad_cell_is_worded_as_in_memory(model, src, out, monkeypatch)
 
 
 def test_chunked_predict_of_json_lines_gives_the_same_text_as_in_memory(csv_model, tmp_path, monkeypatch):

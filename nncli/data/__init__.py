@@ -12,7 +12,7 @@ DataError naming the file and, where there is one, the row and column.
     columns.py    typed CSV columns: infer, impute, encode (COLUMN_TYPES), stored in the checkpoint
     hdf5.py       HDF5 datasets read whole, checked; XStream (training inputs read in blocks)
     files.py      read(): a file of either kind
-    targets.py    Encoding, fit_encoding, encode_targets, decode, class_codes
+    targets.py    Encoding, fit_encoding, encode_targets, decode, class_codes, class_probabilities
     target_column.py  a CSV target column read in chunks, held as int32 codes or float32 values
     normalize.py  Moments (the one running-moments accumulator), Normalizer
     batches.py    split and validation_mask, the Source protocol (Rows in memory, XStream on disk), batches
@@ -28,9 +28,9 @@ from nncli.data.files import read
 from nncli.data.hdf5 import XStream, block_ranges, budget_bytes, open_targets, should_stream, stored_completely
 from nncli.data.normalize import Moments, Normalizer
 from nncli.data.table import Table, is_hdf5
-from nncli.data.targets import MAX_CLASSES, Encoding, UnitsMismatch, class_codes, decode, encode_targets, fit_encoding
+from nncli.data.targets import MAX_CLASSES, Encoding, UnitsMismatch, class_codes, class_probabilities, decode, encode_targets, fit_encoding
 
 __all__ = ["DELIMITERS", "MISSING_VALUES", "is_missing", "MAX_CLASSES", "PREDICT_NO_HEADER_HINT", "Encoding", "Moments", "Normalizer", "Rows", "Source", "Table",
-           "UnitsMismatch", "XStream", "batches", "block_ranges", "budget_bytes", "class_codes", "decode", "encode_targets",
+           "UnitsMismatch", "XStream", "batches", "block_ranges", "budget_bytes", "class_codes", "class_probabilities", "decode", "encode_targets",
            "fit_encoding", "is_hdf5", "model_columns", "open_targets", "read", "read_chunks", "should_stream",
            "rows_to_float", "source", "split", "stored_completely", "to_float", "validation_mask"]

@@ -197,11 +197,11 @@ def _parsed(path: str, fh, delimiter: str = ",", lines_before: int = 0) -> Itera
 
 
 def _lines(path: str, fh, count: int, line: int) -> list[str]:
-    """The next `count` physical lines of an open text file (fewer at its end)."""
+    """The next `count` physical lines of an open text file (fewer at its end), from row `line`."""
     try:
         return list(itertools.islice(fh, count))
     except UnicodeDecodeError:
-        raise DataError(f"{path}: not UTF-8 text (a bad byte after line {line})") from None
+        raise DataError(f"{path}: not UTF-8 text (a bad byte after line {line - 1})") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
@@ -225,7 +225,7 @@ def read_chunks(path: str, chunk_rows: int | None = None, header: bool | str = T
     raw: each chunk is the list of its rows (lists of cells, widths checked) rather than an
     array of strings (for rows_to_float, which parses numbers without that array); or, for a file
     with a header row read in chunks, a float64 array of every column when fastcsv parsed the
-    chunk (only plain numbers, so only when no missing token looks like one)."""
+    chunk (only plain numbers, so only when no missing token reads as a number)."""
     if jsonl.is_jsonl(path):
         read = jsonl.read_chunks(path, chunk_rows, missing)
         if not raw:
@@ -276,7 +276,7 @@ def read_chunks(path: str, chunk_rows: int | None = None, header: bool | str = T
     # Big numeric files skip the csv module: blocks of plain numbers are parsed by fastcsv until
     # the first block it does not take; that block and the rest go the csv module's way.
     plain = (raw and names is not None and not ahead and chunk_rows is not None
-             and not any(fastcsv.could_take(t) for t in missing))
+             and not _number_tokens(missing))
 
     def chunks() -> Iterator[tuple[int, np.ndarray]]:
         with fh:

@@ -12,21 +12,20 @@ word any error as for any other read. Exactly:
   multiplication or division rounds the exact value correctly (Clinger's fast path, as in
   fast_float): the same double as float() reads. Any other plain number (more digits, a larger
   exponent) is read by float() from its text, and a block with one that float32 cannot hold
-  says no.
+  says no;
+- memory is bounded before anything is allocated: a block of more than MAX_CELLS cells (a very
+  wide file), or with more than MAX_HARD numbers for float(), says no.
 """
 
 from __future__ import annotations
-
-import re
 
 import numpy as np
 
 from nncli.data.table import FLOAT32_MAX
 
-# the cells the compiled loop may take (it may still say no: too many digits, too large an exponent)
-PLAIN = re.compile(r" *[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)? *")
-
 _kernel = None
+MAX_CELLS = 1 << 24  # a block of more cells (a very wide file) is left to the csv module: 128 MB as float64
+MAX_HARD = 1 << 20   # and so is a block with more cells for float() than this
 
 
 def _compile():
@@ -56,29 +55,24 @@ def _compile():
             nd = 0
             q = 0
             digits = False
-            while i < n and 48 <= buf[i] <= 57:
-                d = buf[i] - 48
-                if w != 0 or d != 0:
-                    if nd < 18:  # 18 digits fit in int64
-                        w = w * 10 + d
-                    else:
-                        q += 1
-                    nd += 1
-                digits = True
-                i += 1
-            if i < n and buf[i] == 46:
-                i += 1
-                while i < n and 48 <= buf[i] <= 57:
+            point = False
+            while i < n:
+                if buf[i] == 46 and not point:
+                    point = True
+                elif 48 <= buf[i] <= 57:
                     d = buf[i] - 48
                     if w != 0 or d != 0:
-                        if nd < 18:  # 18 digits fit in int64
+                        if nd < 18:  # 18 digits fit in int64; more make the cell hard (below)
                             w = w * 10 + d
-                            q -= 1
+                            if point:
+                                q -= 1
                         nd += 1
-                    else:
+                    elif point:  # a zero between the point and the first significant digit
                         q -= 1
                     digits = True
-                    i += 1
+                else:
+                    break
+                i += 1
             if not digits:
                 return -1, 0
             if i < n and (buf[i] == 101 or buf[i] == 69):
@@ -106,6 +100,8 @@ def _compile():
             if w == 0:
                 out[row, col] = -0.0 if neg else 0.0
             elif nd > 18 or w > 9007199254740992 or q < -22 or q > 22:
+                if nhard == hard.shape[0]:
+                    return -1, 0
                 hard[nhard, 0] = row * width + col
                 hard[nhard, 1] = begin
                 hard[nhard, 2] = end
@@ -141,17 +137,12 @@ def _compile():
 _POW10 = np.array([10.0 ** k for k in range(23)])  # exact: 5**22 < 2**53
 
 
-def could_take(token: str) -> bool:
-    """Might a cell `token` be read as a number here? (A missing token that could is a reason
-    not to use this path at all.)"""
-    return PLAIN.fullmatch(token) is not None
-
-
 def parse_block(text: str, delimiter: str, width: int, rows: int) -> np.ndarray | None:
     """The `rows` lines of `text` (complete lines) as a float64 array of shape (rows, width) when
     every cell is a plain number (see above) that float32 can hold, else None."""
     global _kernel
-    if len(delimiter) != 1 or not delimiter.isascii() or width < 1 or len(text) >= 2 ** 31:
+    if (len(delimiter) != 1 or not delimiter.isascii() or width < 1 or len(text) >= 2 ** 31
+            or rows * width > MAX_CELLS):
         return None
     try:
         buf = np.frombuffer(text.encode("ascii"), dtype=np.uint8)
@@ -160,7 +151,7 @@ def parse_block(text: str, delimiter: str, width: int, rows: int) -> np.ndarray 
     if _kernel is None:
         _kernel = _compile()
     out = np.empty((rows, width), dtype=np.float64)
-    hard = np.empty((rows * width, 3), dtype=np.int64)  # untouched pages cost nothing
+    hard = np.empty((min(rows * width, MAX_HARD), 3), dtype=np.int64)  # more: the block is refused
     got, nhard = _kernel(buf, ord(delimiter), width, out, _POW10, hard)
     if got != rows:
         return None

@@ -110,7 +110,7 @@ def read_hdf5(path: str, x_name: str | None, y_name: str | None, *, with_targets
         x = read_dataset(x_ds, path, x_name)
         y = read_dataset(y_ds, path, y_name) if y_ds is not None else None
     if x.dtype.kind == "f":
-        _check_inputs(x, path, x_name)
+        check_inputs(x, path, x_name)
     if y is not None and len(y) != len(x):
         raise DataError(f"{path}: '{x_name}' has {len(x)} rows but '{y_name}' has {len(y)}")
     if y is not None and y.dtype.kind == "f" and not np.isfinite(y).all():
@@ -121,20 +121,21 @@ def read_hdf5(path: str, x_name: str | None, y_name: str | None, *, with_targets
 CHECK_BYTES = 4 << 20  # inputs checked this many bytes at a time: the temporaries stay in cache
 
 
-def _check_inputs(x: np.ndarray, path: str, x_name: str) -> None:
+def check_inputs(x: np.ndarray, path: str, x_name: str, first_row: int = 0) -> None:
     """Every input finite and within float32's range (true of every finite float32 and float16),
-    the first bad one named by its index; checked in row blocks."""
+    the first bad one named by its index in the file (x's rows start at `first_row`); checked in
+    row blocks."""
     rows = max(1, CHECK_BYTES // max(1, x[:1].nbytes))
     wide = x.dtype.itemsize > 4
     for start in range(0, len(x), rows):
         block = x[start:start + rows]
         if not np.isfinite(block).all():
             bad = np.argwhere(~np.isfinite(block))[0]
-            bad[0] += start
+            bad[0] += first_row + start
             raise DataError(f"{path}: dataset '{x_name}' has a non-finite value at index {tuple(int(i) for i in bad)}")
         if wide and block.size and np.abs(block).max() > FLOAT32_MAX:
             bad = np.argwhere(np.abs(block) > FLOAT32_MAX)[0]
-            bad[0] += start
+            bad[0] += first_row + start
             raise DataError(f"{path}: dataset '{x_name}' has a value too large for float32 at index "
                             f"{tuple(int(i) for i in bad)}")
 
@@ -249,11 +250,7 @@ class XStream(Source):
     def checked_blocks(self, where: str) -> Iterator[np.ndarray]:
         """The raw rows of each block in order; a non-finite value is a DataError naming `where`."""
         for ks, x in self.read_blocks(None, 1):
-            if not np.isfinite(x).all():
-                bad = np.argwhere(~np.isfinite(x))[0]
-                row = self.blocks[ks[0]][0] + int(bad[0])
-                raise DataError(f"{where}: dataset '{self.name}' has a non-finite value at index "
-                                f"{(row, *(int(i) for i in bad[1:]))}")
+            check_inputs(x, where, self.name, first_row=self.blocks[ks[0]][0])
             yield x
 
     def batches(self, t: np.ndarray | None, batch_size: int, order: StreamOrder | None = None) -> Iterator[Batch]:

@@ -155,6 +155,16 @@ def class_codes(enc: Encoding, output: np.ndarray) -> np.ndarray:
     raise ValueError("regression outputs have no classes")
 
 
+def class_probabilities(enc: Encoding, output: np.ndarray) -> np.ndarray:
+    """(rows, classes) probabilities in enc.classes' order: a binary output p is (1 - p, p)."""
+    if enc.kind == "binary":
+        p = output.reshape(len(output), 1)
+        return np.concatenate([1.0 - p, p], axis=1)
+    if enc.kind == "categorical":
+        return output.reshape(len(output), -1)
+    raise ValueError("regression outputs have no classes")
+
+
 def decode(enc: Encoding, output: np.ndarray) -> np.ndarray:
     """Predicted class names (classification) for network outputs."""
     return np.asarray(enc.classes)[class_codes(enc, output)]

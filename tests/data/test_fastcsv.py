@@ -85,8 +85,8 @@ def test_other_delimiters():
 
 
 def test_missing_tokens_that_look_like_numbers_turn_it_off():
-    assert fastcsv.could_take("-999") and fastcsv.could_take(" 0 ")
-    assert not any(fastcsv.could_take(t) for t in csv_reader.MISSING_VALUES)
+    assert csv_reader._number_tokens(["-999", "0", "NA", "nan", "inf", "1e999"]) == ["-999", "0"]
+    assert csv_reader._number_tokens(csv_reader.MISSING_VALUES) == []
 
 
 # --- read_chunks with and without the fast path: the same arrays, the same errors -------------
@@ -217,3 +217,14 @@ def test_random_files_read_the_same_with_and_without_the_fast_path(tmp_path, mon
         assert results[0] == results[1], (case, path.read_text())
         taken += results[0][0] == "ok"
     assert taken > 20 and fast_chunks > 50  # most files are read, many chunks by fastcsv
+
+
+def test_the_memory_of_a_block_is_bounded_before_it_is_allocated(monkeypatch):
+    text = "1,2\n3,4\n"
+    assert fastcsv.parse_block(text, ",", 2, 2) is not None
+    monkeypatch.setattr(fastcsv, "MAX_CELLS", 3)             # 4 cells: refused, nothing parsed
+    assert fastcsv.parse_block(text, ",", 2, 2) is None
+    monkeypatch.setattr(fastcsv, "MAX_CELLS", 1 << 24)
+    monkeypatch.setattr(fastcsv, "MAX_HARD", 1)              # room for one number for float()
+    assert fastcsv.parse_block("1e30,2\n", ",", 2, 1).tolist() == [[1e30, 2.0]]
+    assert fastcsv.parse_block("1e30,1e-30\n", ",", 2, 1) is None
