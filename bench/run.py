@@ -97,6 +97,7 @@ VARIANTS = {
     "conv=native": ("nncli.layers.convolution", "IMPLEMENTATION", "native"),
     "conv=im2col": ("nncli.layers.convolution", "IMPLEMENTATION", "im2col"),
     "lstm=per-gate": ("nncli.layers.recurrence", "FUSED_GATES", False),
+    "lstm=one-core": ("nncli.layers.batch_shards", "SHARDS", 1),
     "conv=native,steps=1": ("nncli.layers.convolution", "IMPLEMENTATION", "native"),
 }
 VARIANT_STEPS = {"conv=native,steps=1": "1"}   # variants that also set steps_per_execution

@@ -213,6 +213,35 @@ def choose(backend: str = "auto", device: str = "auto", layer_kinds: Sequence[st
     return Choice(backend, "cpu", notice, kind=kind, **extra)
 
 
+CPU_DEVICES_ENV = "NNCLI_CPU_DEVICES"
+MAX_CPU_DEVICES = 8
+
+
+def cpu_device_count() -> int:
+    """XLA CPU devices to ask for: $NNCLI_CPU_DEVICES, else one per usable core (at most MAX_CPU_DEVICES)."""
+    env = os.environ.get(CPU_DEVICES_ENV, "").strip()
+    if env:
+        if not env.isdigit() or int(env) < 1:
+            raise ConfigError(f"{CPU_DEVICES_ENV}={env}: expected a whole number >= 1")
+        return int(env)
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, MAX_CPU_DEVICES))
+
+
+def _cpu_devices(jax) -> None:
+    """One XLA CPU device per usable core, so that layers/batch_shards.py can run a loop's slices at once.
+
+    Only before JAX starts its backends; later (a library caller that already used jax) it stays as is.
+    """
+    try:
+        jax.config.update("jax_num_cpu_devices", cpu_device_count())
+    except RuntimeError:  # backends already started
+        pass
+
+
 def activate(choice: Choice) -> None:
     """Set PyTensor's global mode and float type for training (and the C backend's BLAS)."""
     import warnings
@@ -226,6 +255,7 @@ def activate(choice: Choice) -> None:
         jax = import_jax()
         if choice.device == "cpu":  # a process that never touches the GPU does not start CUDA
             jax.config.update("jax_platforms", "cpu")
+        _cpu_devices(jax)
         # where jax has already started its GPU backend in this process (a library caller), this decides
         jax.config.update("jax_default_device", jax.devices("cuda" if choice.device == "gpu" else "cpu")[0])
         # full float32 matrix products on the GPU (JAX's default there is TF32, about 3 significant

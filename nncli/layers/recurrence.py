@@ -51,11 +51,14 @@ import pytensor.tensor as pt
 from pytensor.compile.builders import OpFromGraph
 from pytensor.gradient import DisconnectedType, disconnected_grad
 
+from nncli.layers import batch_shards
+
 Parts = Sequence[tuple[int | None, int | None]]
 
 # the forward loop's h U: one product for all gates, then split into the gate blocks (True), or
 # one product per gate block (False); measured below
 FUSED_GATES = True
+SHARED_PARTS = True
 
 
 def _blocks(v, units: int, count: int, axis: int) -> list:
@@ -85,20 +88,42 @@ def _sum_parts(parts: Parts, d_pre: list, which: int, gate: int, like):
     return total
 
 
-def recurrence(xw, U, b_recurrent, init: list, *, units: int, gates: int, parts: Parts,
-               cell: Callable[[list, list], list], name: str):
-    """Run the recurrence over xw (time, batch, gates * units); return every step's states.
+def _sum_over_rows(v):
+    """Sum of a (time, batch, n) array over its time and batch axes."""
+    return v.sum(axis=(0, 1))
 
-    ``init`` holds the initial states (batch, units), h first; ``b_recurrent`` is None or
-    (gates * units,), added to ``h U``. Returns a list of (time, batch, units) sequences.
+
+def recurrence(x, W, b, U, b_recurrent, init: list, *, units: int, gates: int, parts: Parts,
+               cell: Callable[[list, list], list], name: str):
+    """Run the recurrence over x (time, batch, features); return every step's states.
+
+    The input projection ``x W + b`` (W (features, gates * units), b None or (gates * units,)) is
+    one product for all steps, before the loop. ``init`` holds the initial states (batch, units),
+    h first; ``b_recurrent`` is None or (gates * units,), added to ``h U``. Returns a list of
+    (time, batch, units) sequences.
+
+    Where layers/batch_shards.py splits the batch (the JAX backend with several CPU devices), the
+    forward (projection and loop) and the backward (loop, then the weight gradients summed over
+    the slice's rows) each run as one op on every slice at once; the slices' weight gradients
+    are then added.
     """
     k = len(init)
     n_pre = len(parts)
-    has_brec = b_recurrent is not None
-    inner_in = [xw.type(), U.type(), *([b_recurrent.type()] if has_brec else []), *(s.type() for s in init)]
-    xw_i, U_i = inner_in[0], inner_in[1]
-    brec_i = inner_in[2] if has_brec else None
-    init_i = inner_in[-k:]
+    has_b, has_brec = b is not None, b_recurrent is not None
+    # the weights' shapes, static (a slice's graph needs every shape known: JAX traces shapes)
+    W = pt.specify_shape(W, (x.type.shape[2], gates * units))
+    U = pt.specify_shape(U, (units, gates * units))
+    b = pt.specify_shape(b, (gates * units,)) if has_b else None
+    b_recurrent = pt.specify_shape(b_recurrent, (gates * units,)) if has_brec else None
+    inner_in = [x.type(), W.type(), *([b.type()] if has_b else []), U.type(),
+                *([b_recurrent.type()] if has_brec else []), *(s.type() for s in init)]
+    weight_axes = [None] * (2 + has_b + has_brec)          # x's batch axis is 1, then the weights
+    batch, steps = init[0].type.shape[0], x.type.shape[0]
+    batch = batch if steps is not None else None        # a slice's scan needs every shape static
+
+    def project(x_, W_, b_):
+        xw = pt.tensordot(x_, W_, axes=[[2], [0]])        # (T, B, G*H), one product for all steps
+        return xw + b_ if b_ is not None else xw
 
     def forward_step(*args):
         xs, states, rest = args[:gates], args[gates:gates + k], args[gates + k:]
@@ -113,21 +138,26 @@ def recurrence(xw, U, b_recurrent, init: list, *, units: int, gates: int, parts:
         pre = _pre(parts, list(xs), hus)
         return [*cell(pre, list(states)), pt.concatenate(pre, axis=1)]   # one saved array per step
 
-    outs = pytensor.scan(forward_step, sequences=_blocks(xw_i, units, gates, 2),
-                         outputs_info=[*init_i, None],
-                         non_sequences=[*([U_i] if FUSED_GATES else _blocks(U_i, units, gates, 1)),
-                                        *(_blocks(brec_i, units, gates, 0) if has_brec else [])],
-                         strict=True, return_updates=False, name=f"{name}_forward")
-    outs = list(outs)
+    def forward(x_, W_, *rest):
+        b_ = rest[0] if has_b else None
+        U_ = rest[has_b]
+        brec_ = rest[has_b + 1] if has_brec else None
+        init_ = rest[-k:]
+        outs = pytensor.scan(forward_step, sequences=_blocks(project(x_, W_, b_), units, gates, 2),
+                             outputs_info=[*init_, None],
+                             non_sequences=[*([U_] if FUSED_GATES else _blocks(U_, units, gates, 1)),
+                                            *(_blocks(brec_, units, gates, 0) if has_brec else [])],
+                             strict=True, return_updates=False, name=f"{name}_forward")
+        return list(outs)
+
+    # the loops run on slices of the batch, one per core, where batch_shards says so
+    outs = batch_shards.split(forward, inner_in, [1, *weight_axes, *[0] * k], [1] * (k + 1), batch)
 
     def pullback(inputs, outputs, cotangents):
-        u_ = inputs[1]
-        init_ = inputs[-k:]
+        W_ = inputs[1]
         seqs, pre_all = outputs[:k], outputs[k]
         d_out = [pt.zeros_like(s) if isinstance(c.type, DisconnectedType) else c
                  for s, c in zip(seqs, cotangents[:k])]
-        prev = [pt.concatenate([s0[None], s[:-1]], axis=0) for s0, s in zip(init_, seqs)]
-        rev = [v[::-1] for v in (pre_all, *prev, *d_out)]
 
         def backward_step(*args):
             p = _blocks(args[0], units, n_pre, 1)
@@ -142,21 +172,39 @@ def recurrence(xw, U, b_recurrent, init: list, *, units: int, gates: int, parts:
             d_hu = pt.concatenate([_sum_parts(parts, d_pre, 1, g, s_prev[0]) for g in range(gates)], axis=1)
             return [d_prev[0] + pt.dot(d_hu, u_t), *d_prev[1:], pt.concatenate(d_pre, axis=1)]
 
-        back = pytensor.scan(backward_step, sequences=rev,
-                             outputs_info=[*(pt.zeros_like(s0) for s0 in init_), None],
-                             non_sequences=[u_.T], strict=True, return_updates=False, name=f"{name}_backward")
-        back = list(back)
-        d_init = [b[-1] for b in back[:k]]
-        d_pre = _blocks(back[k][::-1], units, n_pre, 2)            # (time, batch, units) each
-        like = prev[0]
-        d_xw = pt.concatenate([_sum_parts(parts, d_pre, 0, g, like) for g in range(gates)], axis=2)
-        d_hu = pt.concatenate([_sum_parts(parts, d_pre, 1, g, like) for g in range(gates)], axis=2)
-        d_u = pt.tensordot(prev[0], d_hu, axes=[[0, 1], [0, 1]])  # one product for all steps
-        grads = [d_xw, d_u]
-        if has_brec:
-            grads.append(d_hu.sum(axis=(0, 1)))
-        return grads + d_init
+        def backward(x_, U_, pre_, *rest):
+            seqs_, init_, d_out_ = rest[:k], rest[k:2 * k], rest[2 * k:]
+            prev = [pt.concatenate([s0[None], s[:-1]], axis=0) for s0, s in zip(init_, seqs_)]
+            rev = [v[::-1] for v in (pre_, *prev, *d_out_)]
+            back = pytensor.scan(backward_step, sequences=rev,
+                                 outputs_info=[*(pt.zeros_like(s0) for s0 in init_), None],
+                                 non_sequences=[U_.T], strict=True, return_updates=False,
+                                 name=f"{name}_backward")
+            back = list(back)
+            d_init = [v[-1] for v in back[:k]]
+            d_pre = _blocks(back[k][::-1], units, n_pre, 2)          # (time, batch, units) each
+            like = prev[0]
+            d_xw = pt.concatenate([_sum_parts(parts, d_pre, 0, g, like) for g in range(gates)], axis=2)
+            d_hu = pt.concatenate([_sum_parts(parts, d_pre, 1, g, like) for g in range(gates)], axis=2)
+            # the weight gradients: one product over all steps (and this slice's rows) each
+            if SHARED_PARTS and all(a == b for a, b in parts):   # d_xw is d_hu: dW and dU in one product
+                both = pt.tensordot(pt.concatenate([x_, prev[0]], axis=2), d_xw, axes=[[0, 1], [0, 1]])
+                d_w, d_u = both[:x_.type.shape[2]], both[x_.type.shape[2]:]
+            else:
+                d_w = pt.tensordot(x_, d_xw, axes=[[0, 1], [0, 1]])
+                d_u = pt.tensordot(prev[0], d_hu, axes=[[0, 1], [0, 1]])
+            sums = [d_w, *([_sum_over_rows(d_xw)] if has_b else []),
+                    d_u, *([_sum_over_rows(d_hu)] if has_brec else [])]
+            return [d_xw, *d_init, *sums]
+
+        n_sums = 2 + has_b + has_brec
+        back = batch_shards.split(backward, [inputs[0], inputs[2 + has_b], pre_all, *seqs, *inputs[-k:], *d_out],
+                                  [1, None, *[1] * (1 + k), *[0] * k, *[1] * k],
+                                  [1, *[0] * k, *[None] * n_sums], batch)
+        d_xw, d_init, sums = back[0], back[1:1 + k], back[1 + k:]
+        d_x = pt.tensordot(d_xw, W_, axes=[[2], [1]])                 # (T, B, features), row by row
+        return [d_x, *sums[:1 + has_b], *sums[1 + has_b:], *d_init]
 
     op = OpFromGraph(inner_in, outs, pullback=pullback, inline=True, name=name)
-    results = op(xw, U, *([b_recurrent] if has_brec else []), *init)
+    results = op(x, W, *([b] if has_b else []), U, *([b_recurrent] if has_brec else []), *init)
     return list(results[:k])

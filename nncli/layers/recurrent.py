@@ -139,17 +139,14 @@ class _Recurrent(Layer):
         nncli.layers.recurrence runs the loop (scan) and its hand-built backward pass.
         """
         h = self.config["units"]
-        xw = pt.tensordot(x, p["W"], axes=[[2], [0]])                # (B, T, G*H), one product for all steps
-        if "b" in p:
-            xw = xw + p["b"]
-        seq = xw.dimshuffle(1, 0, 2)                                 # (T, B, G*H)
+        seq = x.dimshuffle(1, 0, 2)                                  # (T, B, features)
         if reverse:
             seq = seq[::-1]
         batch = x.type.shape[0]
         dtype = upcast(x.dtype, p["W"].dtype, p["U"].dtype)
         # the static batch size when there is one (JAX's lax.scan needs a concrete carry shape)
         h0 = pt.zeros((batch if batch is not None else x.shape[0], h), dtype=dtype)
-        states = recurrence(seq, p["U"], p.get("b_recurrent"), [h0] * self.n_states, units=h,
+        states = recurrence(seq, p["W"], p.get("b"), p["U"], p.get("b_recurrent"), [h0] * self.n_states, units=h,
                             gates=self.gates, parts=self.parts, cell=self._cell, name=f"{self.name}_loop")
         hs = states[0]                                               # (T, B, H)
         if reverse:
