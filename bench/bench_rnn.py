@@ -129,12 +129,18 @@ def bench_backward(units: int, batch_size: int, steps: int = 30, features: int =
     xv = rng.normal(size=shape).astype("float32")
     x = pt.tensor("x", dtype="float32", shape=shape)
     rows = []
-    from nncli.layers import recurrence
+    from nncli.layers import batch_shards, recurrence
 
-    for fused, name in ((True, "nncli (one h U for all gates)"), (False, "nncli (h U per gate block)")):
-        old, recurrence.FUSED_GATES = recurrence.FUSED_GATES, fused
+    slices = batch_shards.shard_count(batch_size)
+    for fused, shards, name in ((True, "auto", f"nncli (one h U for all gates; the batch in {slices} slices)"),
+                                (True, 1, "nncli (one h U for all gates; one slice)"),
+                                (False, "auto", "nncli (h U per gate block)")):
+        if shards == 1 and slices == 1:
+            continue
+        old = recurrence.FUSED_GATES, batch_shards.SHARDS
+        recurrence.FUSED_GATES, batch_shards.SHARDS = fused, shards
         y = layer.linear(x, p, Context(training=True))
-        recurrence.FUSED_GATES = old
+        recurrence.FUSED_GATES, batch_shards.SHARDS = old
         fn = pytensor.function([x], [y, *pytensor.grad(pt.sum(y * y), list(p.values()))])
         rows.append((name, timeit(fn, xv, repeat=30) * 1e6))
 

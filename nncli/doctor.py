@@ -14,6 +14,7 @@ import sys
 from importlib import metadata
 
 from nncli import backend, blas
+from nncli.errors import ConfigError
 
 
 def _version(dist: str) -> str:
@@ -57,6 +58,7 @@ def report() -> dict:
         "blas_threads": {"batch < 256": blas.threads_for("dense", 32),
                          "batch >= 256": blas.threads_for("dense", 1024),
                          "recurrent": blas.threads_for("recurrent")},
+        "cpu_devices": _cpu_devices(),
         "compile_cache": str(pytensor.config.compiledir),
         "cache_env": cache_env or "",
         "cache_env_applied": bool(cache_env) and str(pytensor.config.base_compiledir).startswith(
@@ -66,6 +68,14 @@ def report() -> dict:
         "cpu_count": os.cpu_count(),
         "NNCLI_BACKEND": os.environ.get("NNCLI_BACKEND", ""),
     }
+
+
+def _cpu_devices() -> int | str:
+    """The CPU devices nncli asks JAX for (layers/batch_shards.py), or why the setting is wrong."""
+    try:
+        return backend.cpu_device_count()
+    except ConfigError as exc:
+        return exc.message
 
 
 def lines(info: dict) -> list[str]:
@@ -97,5 +107,8 @@ def lines(info: dict) -> list[str]:
     else:
         cache += " (set NNCLI_CACHE_DIR to move it)"
     out.append(cache)
+    n = info["cpu_devices"]
+    out.append(f"recurrent layers (jax, CPU): the batch split over {n} CPU device{'s' if n != 1 else ''}, one "
+               f"per core ({backend.CPU_DEVICES_ENV} overrides)" if isinstance(n, int) else f"CPU devices: {n}")
     out.append("devices: " + ", ".join(info["devices"]) + (f"; {info['gpu_note']}" if info["gpu_note"] else ""))
     return out

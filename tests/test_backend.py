@@ -17,7 +17,7 @@ from nncli.cli import main
 from nncli.errors import ConfigError
 from nncli.layers import KINDS, LAYERS
 
-from support import CONFIGS, nncli_executable
+from support import BLOBS_CONFIG, CONFIGS, error_line, nncli_executable
 
 
 def kinds(types):
@@ -151,6 +151,31 @@ def test_doctor_lists_backends():
         assert word in out
     result = CliRunner().invoke(main, ["doctor", "--json"])
     assert result.exit_code == 0 and '"backends"' in result.output
+
+
+def test_doctor_reports_the_cpu_devices_and_a_bad_setting(monkeypatch):
+    import json
+
+    monkeypatch.setenv("NNCLI_CPU_DEVICES", "3")
+    result = CliRunner().invoke(main, ["doctor"])
+    assert "the batch split over 3 CPU devices" in result.output
+    assert json.loads(CliRunner().invoke(main, ["doctor", "--json"]).output)["cpu_devices"] == 3
+    monkeypatch.setenv("NNCLI_CPU_DEVICES", "three")
+    result = CliRunner().invoke(main, ["doctor"])
+    assert result.exit_code == 0
+    assert "CPU devices: NNCLI_CPU_DEVICES=three: expected a whole number >= 1" in result.output
+
+
+def test_a_bad_cpu_device_count_is_one_line_before_training(blobs_csv, tmp_path):
+    """train, like predict, activates the backend: a bad NNCLI_CPU_DEVICES is a config error (exit 2)."""
+    config = tmp_path / "c.yaml"
+    config.write_text(BLOBS_CONFIG.format(train=blobs_csv))
+    env = {**os.environ, "NNCLI_CPU_DEVICES": "0", "NNCLI_BACKEND": "jax"}
+    proc = subprocess.run([nncli_executable(), "train", str(config), "-o", str(tmp_path / "run")], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert error_line(proc.stderr) == "Error: NNCLI_CPU_DEVICES=0: expected a whole number >= 1"
+    assert not (tmp_path / "run").exists()
 
 
 def test_doctor_cache_env_override(tmp_path):

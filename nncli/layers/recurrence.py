@@ -35,6 +35,14 @@ timed in turn in one process, 30 calls x 3 rounds, min): adding-lstm's layer (ba
 forward output is the same to the bit, the gradients to float32 rounding (1e-7 relative: XLA
 fuses the slices differently).
 
+The input projection ``x W + b`` of all steps is one product before the forward loop, and the
+weight gradients ``dW = sum_t x_t^T dP_t`` and ``dU`` are products after the backward loop (one
+product for both where every gate block of ``x W`` and ``h U`` is added into the same part: LSTM,
+simple_rnn). Under the JAX backend with several CPU devices (nncli/layers/batch_shards.py), the
+forward (projection and loop) and the backward (loop and the weight gradients of the slice's
+rows) each run on slices of the batch, one per core, and the slices' weight gradients are added.
+XLA keeps a loop's small products on one core; the slices put the other cores to work.
+
 The pair is an ``OpFromGraph`` (inlined at compile time) whose ``pullback`` is the
 backward scan. The cell's own derivative inside that scan is still
 ``pytensor.grad`` of the elementwise ``cell`` (any activation works): only the
@@ -58,6 +66,9 @@ Parts = Sequence[tuple[int | None, int | None]]
 # the forward loop's h U: one product for all gates, then split into the gate blocks (True), or
 # one product per gate block (False); measured below
 FUSED_GATES = True
+# dW and dU as one product ([x, h_prev]^T dP) where d(x W) = d(h U), i.e. every part reads gate k of
+# both (LSTM, simple_rnn): one LSTM layer (128 units, T=50, batch 64, split in 2) forward + backward
+# 17.5-18.1 -> 16.6-17.1 ms (min of 80 calls, 2 runs, 2-core AMD EPYC)
 SHARED_PARTS = True
 
 
