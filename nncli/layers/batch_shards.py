@@ -33,6 +33,12 @@ from pytensor.tensor.basic import infer_static_shape
 #: batch divides; an int: at most that many (1 turns the split off; bench/run.py's variants)
 SHARDS: str | int = "auto"
 MIN_ROWS = 8          # rows per slice, at least
+#: the split costs about 0.4 ms a training step (the devices meet at its all-reduce): a loop whose
+#: products make fewer multiply-adds than this over the whole batch stays in one piece. Measured
+#: (training, interleaved with PyTorch): sequence-rnn (0.5M: batch 32, 15 steps, 32 units) 32 -> 86 ms
+#: an epoch when split; adding-lstm (7.9M) 0.86-0.91 -> 0.76-0.77 of PyTorch; bench/run.py's
+#: lstm (210M) 1.27-1.40 -> 0.85-0.96. The bound sits between the first two (not measured nearer).
+MIN_WORK = 2_000_000
 
 
 def _cpu_devices() -> list:
@@ -49,9 +55,10 @@ def _cpu_devices() -> list:
         return []
 
 
-def shard_count(batch: int | None) -> int:
-    """Slices to cut a batch of ``batch`` rows into here: 1 means build the plain graph."""
-    if batch is None or SHARDS == 1:
+def shard_count(batch: int | None, work: int | None = None) -> int:
+    """Slices to cut a batch of ``batch`` rows into here (``work``: the multiply-adds of the piece's
+    products for the whole batch, None: not counted): 1 means build the plain graph."""
+    if batch is None or SHARDS == 1 or (work is not None and work < MIN_WORK):
         return 1
     devices = len(_cpu_devices())
     if SHARDS != "auto":
@@ -101,9 +108,9 @@ class BatchShards(Op):
 
 
 def split(build: Callable[..., list], inputs: Sequence, in_axes: Sequence[int | None],
-          out_axes: Sequence[int | None], batch: int | None) -> list:
-    """``build(*inputs)`` (a list of outputs), as a BatchShards op when ``shard_count(batch) > 1``."""
-    n = shard_count(batch)
+          out_axes: Sequence[int | None], batch: int | None, work: int | None = None) -> list:
+    """``build(*inputs)`` (a list of outputs), as a BatchShards op when ``shard_count(batch, work) > 1``."""
+    n = shard_count(batch, work)
     if n == 1:
         return list(build(*inputs))
     _register_jax()

@@ -49,6 +49,18 @@ def test_two_devices_split_a_batch_that_halves_into_slices_of_min_rows(devices):
     assert count(None) == 1          # no static batch size
 
 
+def test_a_piece_with_little_work_is_not_split(devices):
+    from nncli.layers import batch_shards
+
+    count = devices(2)
+    assert count(64, work=batch_shards.MIN_WORK) == 2
+    assert count(64, work=batch_shards.MIN_WORK - 1) == 1
+    # the shipped examples: adding-lstm (batch 64, 30 steps, 32 units, 4 gates) splits,
+    # sequence-rnn (batch 32, 15 steps, 32 units, 1 gate) does not
+    assert count(64, work=30 * 64 * 32 * 4 * 32) == 2
+    assert count(32, work=15 * 32 * 32 * 1 * 32) == 1
+
+
 def test_more_devices_take_the_largest_count_that_divides_the_batch(devices):
     count = devices(8)
     assert count(64) == 8
@@ -105,8 +117,11 @@ CHILD = textwrap.dedent("""
     import pytensor
     import pytensor.tensor as pt
     from nncli.layers import Context
+    from nncli.layers import batch_shards
     from nncli.layers.batch_shards import BatchShards
     import test_recurrent as tr
+
+    batch_shards.MIN_WORK = 0        # layers this small are not worth a split: split them all the same
 
     B, T, F, H = 16, tr.T, tr.F, tr.H
     rng = np.random.default_rng(5)
@@ -158,7 +173,7 @@ device: cpu
 backend: jax
 data: {{train: {data}, validation: 0.25}}
 layers:
-  - {{type: lstm, units: 8}}
+  - {{type: lstm, units: 64}}
   - {{type: dense, units: 1}}
 loss: mse
 optimizer: adam
@@ -175,7 +190,8 @@ def lstm_config(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("split")
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(256, 6, 2)).astype("float32")
+    # 20 steps x batch 32 x 64 units x 4 gates x 64: 10.5M multiply-adds a loop, above MIN_WORK (2M)
+    x = rng.normal(size=(256, 20, 2)).astype("float32")
     y = x[:, :, 0].sum(axis=1, keepdims=True).astype("float32")
     with h5py.File(folder / "seq.h5", "w") as f:
         f["x"], f["y"] = x, y
