@@ -6,7 +6,8 @@
 - conv: conv2d, max_pool2d, avg_pool2d; conv1d: conv1d
 - pooling: max_pool1d, avg_pool1d, global_{avg,max}_pool{1,2}d
 - attention: multi_head_attention, position_embedding
-- recurrent: simple_rnn, lstm, gru (their time loop: recurrence)
+- recurrent: simple_rnn, lstm, gru (their time loop: recurrence; its batch split over CPU
+  devices: batch_shards)
 - dropout: dropout; normalization: batch_norm, layer_norm
 
 Importing the package imports every family, and each registers its layers

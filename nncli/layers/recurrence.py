@@ -59,7 +59,7 @@ import pytensor.tensor as pt
 from pytensor.compile.builders import OpFromGraph
 from pytensor.gradient import DisconnectedType, disconnected_grad
 
-from nncli.layers import batch_shards
+from nncli.layers.batch_shards import split as split_batch
 
 Parts = Sequence[tuple[int | None, int | None]]
 
@@ -131,7 +131,7 @@ def recurrence(x, W, b, U, b_recurrent, init: list, *, units: int, gates: int, p
     weight_axes = [None] * (2 + has_b + has_brec)          # x's batch axis is 1, then the weights
     batch, steps = init[0].type.shape[0], x.type.shape[0]
     batch = batch if steps is not None else None        # a slice's scan needs every shape static
-    # the loop's products, h U over all steps: what the split must be worth (batch_shards.MIN_WORK)
+    # the loop's products, h U over all steps: what the split must be worth (layers/batch_shards.py, MIN_WORK)
     work = steps * batch * units * gates * units if batch is not None else None
 
     def project(x_, W_, b_):
@@ -164,7 +164,7 @@ def recurrence(x, W, b, U, b_recurrent, init: list, *, units: int, gates: int, p
         return list(outs)
 
     # the loops run on slices of the batch, one per core, where batch_shards says so
-    outs = batch_shards.split(forward, inner_in, [1, *weight_axes, *[0] * k], [1] * (k + 1), batch, work)
+    outs = split_batch(forward, inner_in, [1, *weight_axes, *[0] * k], [1] * (k + 1), batch, work)
 
     def pullback(inputs, outputs, cotangents):
         W_ = inputs[1]
@@ -211,7 +211,7 @@ def recurrence(x, W, b, U, b_recurrent, init: list, *, units: int, gates: int, p
             return [d_xw, *d_init, *sums]
 
         n_sums = 2 + has_b + has_brec
-        back = batch_shards.split(backward, [inputs[0], inputs[2 + has_b], pre_all, *seqs, *inputs[-k:], *d_out],
+        back = split_batch(backward, [inputs[0], inputs[2 + has_b], pre_all, *seqs, *inputs[-k:], *d_out],
                                   [1, None, *[1] * (1 + k), *[0] * k, *[1] * k],
                                   [1, *[0] * k, *[None] * n_sums], batch, work)
         d_xw, d_init, sums = back[0], back[1:1 + k], back[1 + k:]
