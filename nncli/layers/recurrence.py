@@ -212,8 +212,8 @@ def recurrence(x, W, b, U, b_recurrent, init: list, *, units: int, gates: int, p
 
         n_sums = 2 + has_b + has_brec
         back = split_batch(backward, [inputs[0], inputs[2 + has_b], pre_all, *seqs, *inputs[-k:], *d_out],
-                                  [1, None, *[1] * (1 + k), *[0] * k, *[1] * k],
-                                  [1, *[0] * k, *[None] * n_sums], batch, work)
+                           [1, None, *[1] * (1 + k), *[0] * k, *[1] * k],
+                           [1, *[0] * k, *[None] * n_sums], batch, work)
         d_xw, d_init, sums = back[0], back[1:1 + k], back[1 + k:]
         d_x = pt.tensordot(d_xw, W_, axes=[[2], [1]])                 # (T, B, features), row by row
         return [d_x, *sums[:1 + has_b], *sums[1 + has_b:], *d_init]
