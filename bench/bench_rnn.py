@@ -131,7 +131,7 @@ def bench_backward(units: int, batch_size: int, steps: int = 30, features: int =
     rows = []
     from nncli.layers import batch_shards, recurrence
 
-    slices = batch_shards.shard_count(batch_size, steps * batch_size * units * 4 * units)
+    slices = batch_shards.shard_count(batch_size, recurrence.loop_work(steps, batch_size, units, 4))
     for fused, shards, name in ((True, "auto", f"nncli (one h U for all gates; the batch in {slices} slices)"),
                                 (True, 1, "nncli (one h U for all gates; one slice)"),
                                 (False, "auto", "nncli (h U per gate block)")):

@@ -231,7 +231,7 @@ def cpu_device_count() -> int:
     return max(1, min(cores, MAX_CPU_DEVICES))
 
 
-def _cpu_devices(jax) -> None:
+def _ask_for_cpu_devices(jax) -> None:
     """One XLA CPU device per usable core, so that layers/batch_shards.py can run a loop's slices at once.
 
     Only before JAX starts its backends; later (a library caller that already used jax) it stays as is.
@@ -255,7 +255,7 @@ def activate(choice: Choice) -> None:
         jax = import_jax()
         if choice.device == "cpu":  # a process that never touches the GPU does not start CUDA
             jax.config.update("jax_platforms", "cpu")
-        _cpu_devices(jax)
+        _ask_for_cpu_devices(jax)
         # where jax has already started its GPU backend in this process (a library caller), this decides
         jax.config.update("jax_default_device", jax.devices("cuda" if choice.device == "gpu" else "cpu")[0])
         # full float32 matrix products on the GPU (JAX's default there is TF32, about 3 significant

@@ -58,7 +58,7 @@ def report() -> dict:
         "blas_threads": {"batch < 256": blas.threads_for("dense", 32),
                          "batch >= 256": blas.threads_for("dense", 1024),
                          "recurrent": blas.threads_for("recurrent")},
-        "cpu_devices": _cpu_devices(),
+        "cpu_devices": _cpu_device_setting(),
         "compile_cache": str(pytensor.config.compiledir),
         "cache_env": cache_env or "",
         "cache_env_applied": bool(cache_env) and str(pytensor.config.base_compiledir).startswith(
@@ -70,7 +70,7 @@ def report() -> dict:
     }
 
 
-def _cpu_devices() -> int | str:
+def _cpu_device_setting() -> int | str:
     """The CPU devices nncli asks JAX for (layers/batch_shards.py), or why the setting is wrong."""
     try:
         return backend.cpu_device_count()

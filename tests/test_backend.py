@@ -167,15 +167,27 @@ def test_doctor_reports_the_cpu_devices_and_a_bad_setting(monkeypatch):
 
 
 def test_a_bad_cpu_device_count_is_one_line_before_training(blobs_csv, tmp_path):
-    """train, like predict, activates the backend: a bad NNCLI_CPU_DEVICES is a config error (exit 2)."""
+    """train, like predict, activates the backend: a bad NNCLI_CPU_DEVICES is a config error (exit 2),
+    before anything is written: a fresh run leaves no folder, a resumed run's files stay as they were."""
     config = tmp_path / "c.yaml"
     config.write_text(BLOBS_CONFIG.format(train=blobs_csv))
-    env = {**os.environ, "NNCLI_CPU_DEVICES": "0", "NNCLI_BACKEND": "jax"}
-    proc = subprocess.run([nncli_executable(), "train", str(config), "-o", str(tmp_path / "run")], env=env,
-                          capture_output=True, text=True, timeout=300)
+    run = tmp_path / "run"
+
+    def train(devices, *extra):
+        env = {**os.environ, "NNCLI_CPU_DEVICES": devices, "NNCLI_BACKEND": "jax"}
+        return subprocess.run([nncli_executable(), "train", str(config), "-o", str(run), "-q", *extra],
+                              env=env, capture_output=True, text=True, timeout=300)
+
+    proc = train("0")
     assert proc.returncode == 2
     assert error_line(proc.stderr) == "Error: NNCLI_CPU_DEVICES=0: expected a whole number >= 1"
-    assert not (tmp_path / "run").exists()
+    assert not run.exists()
+    assert train("1", "--epochs", "2").returncode == 0
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    proc = train("two", "--resume", "--epochs", "4")
+    assert proc.returncode == 2
+    assert error_line(proc.stderr) == "Error: NNCLI_CPU_DEVICES=two: expected a whole number >= 1"
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
 
 
 def test_doctor_cache_env_override(tmp_path):

@@ -32,6 +32,13 @@ def _compile():
     import numba
 
     @numba.njit(nogil=True, cache=False)
+    def sign(buf, i, n):  # pragma: no cover - compiled
+        """An optional + or - at i: (negative, the index after it)."""
+        if i < n and (buf[i] == 45 or buf[i] == 43):
+            return buf[i] == 45, i + 1
+        return False, i
+
+    @numba.njit(nogil=True, cache=False)
     def parse(buf, delim, width, out, pow10, hard):  # pragma: no cover - compiled
         """Fill out (one row per line of buf); return (rows, hard cells), or (-1, 0): not plain.
         A hard cell is a plain number beyond the fast path: hard[k] = (row * width + col, start,
@@ -47,10 +54,7 @@ def _compile():
                 while i < n and buf[i] == 32:
                     i += 1
             begin = i
-            neg = False
-            if i < n and (buf[i] == 45 or buf[i] == 43):
-                neg = buf[i] == 45
-                i += 1
+            neg, i = sign(buf, i, n)
             w = 0
             nd = 0
             q = 0
@@ -76,11 +80,7 @@ def _compile():
             if not digits:
                 return -1, 0
             if i < n and (buf[i] == 101 or buf[i] == 69):
-                i += 1
-                eneg = False
-                if i < n and (buf[i] == 45 or buf[i] == 43):
-                    eneg = buf[i] == 45
-                    i += 1
+                eneg, i = sign(buf, i + 1, n)
                 ex = 0
                 ed = 0
                 while i < n and 48 <= buf[i] <= 57:

@@ -104,6 +104,12 @@ def _sum_over_rows(v):
     return v.sum(axis=(0, 1))
 
 
+def loop_work(steps: int, batch: int, units: int, gates: int) -> int:
+    """Multiply-adds of the loop's products h U over all steps: what a batch split must be worth
+    (layers/batch_shards.py, MIN_WORK)."""
+    return steps * batch * units * gates * units
+
+
 def recurrence(x, W, b, U, b_recurrent, init: list, *, units: int, gates: int, parts: Parts,
                cell: Callable[[list, list], list], name: str):
     """Run the recurrence over x (time, batch, features); return every step's states.
@@ -131,8 +137,7 @@ def recurrence(x, W, b, U, b_recurrent, init: list, *, units: int, gates: int, p
     weight_axes = [None] * (2 + has_b + has_brec)          # x's batch axis is 1, then the weights
     batch, steps = init[0].type.shape[0], x.type.shape[0]
     batch = batch if steps is not None else None        # a slice's scan needs every shape static
-    # the loop's products, h U over all steps: what the split must be worth (layers/batch_shards.py, MIN_WORK)
-    work = steps * batch * units * gates * units if batch is not None else None
+    work = loop_work(steps, batch, units, gates) if batch is not None else None
 
     def project(x_, W_, b_):
         xw = pt.tensordot(x_, W_, axes=[[2], [0]])        # (T, B, G*H), one product for all steps
@@ -216,7 +221,7 @@ def recurrence(x, W, b, U, b_recurrent, init: list, *, units: int, gates: int, p
                            [1, *[0] * k, *[None] * n_sums], batch, work)
         d_xw, d_init, sums = back[0], back[1:1 + k], back[1 + k:]
         d_x = pt.tensordot(d_xw, W_, axes=[[2], [1]])                 # (T, B, features), row by row
-        return [d_x, *sums[:1 + has_b], *sums[1 + has_b:], *d_init]
+        return [d_x, *sums, *d_init]                                   # dW, db, dU, db_recurrent
 
     op = OpFromGraph(inner_in, outs, pullback=pullback, inline=True, name=name)
     results = op(x, W, *([b] if has_b else []), U, *([b_recurrent] if has_brec else []), *init)

@@ -135,8 +135,8 @@ class _Recurrent(Layer):
     def _run(self, x, p: dict, reverse: bool):
         """One direction: returns the hidden states (batch, time, units), in input time order.
 
-        The input projection x W + b is one product for all steps outside the loop;
-        nncli.layers.recurrence runs the loop (scan) and its hand-built backward pass.
+        nncli.layers.recurrence projects the input (x W + b, one product for all steps, outside
+        the loop) and runs the loop (scan) and its hand-built backward pass.
         """
         h = self.config["units"]
         seq = x.dimshuffle(1, 0, 2)                                  # (T, B, features)

@@ -56,9 +56,12 @@ def test_a_piece_with_little_work_is_not_split(devices):
     assert count(64, work=batch_shards.MIN_WORK) == 2
     assert count(64, work=batch_shards.MIN_WORK - 1) == 1
     # the shipped examples: adding-lstm (batch 64, 30 steps, 32 units, 4 gates) splits,
-    # sequence-rnn (batch 32, 15 steps, 32 units, 1 gate) does not
+    # sequence-rnn (batch 32, 15 steps, 32 units, 1 gate) does not; the count written out here
     assert count(64, work=30 * 64 * 32 * 4 * 32) == 2
     assert count(32, work=15 * 32 * 32 * 1 * 32) == 1
+    from nncli.layers.recurrence import loop_work
+
+    assert loop_work(30, 64, 32, 4) == 30 * 64 * 32 * 4 * 32 == 7_864_320
 
 
 def test_more_devices_take_the_largest_count_that_divides_the_batch(devices):
