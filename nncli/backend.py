@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from nncli import blas
+from nncli import blas, generated_sources
 from nncli.errors import ConfigError
 
 BACKENDS = ("jax", "numba", "c")
@@ -273,5 +273,6 @@ def activate(choice: Choice) -> None:
             pytensor.config.blas__ldflags = found.ldflags if found is not None and found.ok else ""
         if choice.blas_threads:
             blas.set_threads(choice.blas_threads, found)
+    generated_sources.keep_private(numba=choice.backend == "numba")
     pytensor.config.floatX = "float32"
     pytensor.config.mode = _MODES[choice.backend]
