@@ -86,6 +86,31 @@ def cache_dir() -> Path:
     return Path(pytensor.config.base_compiledir)
 
 
+def cache_exposure() -> str:
+    """Why the compile cache is not private to this user ("" when it is): its entries are pickles,
+    compiled modules and executables, so whoever can write to it runs code as this user.
+
+    The cache folder (or, before it is made, the nearest folder above it that exists) must be this
+    user's and writable by nobody else; each folder above it must be this user's or root's, and
+    writable by others only with the sticky bit (as /tmp), so that nobody else can swap its entries."""
+    import stat
+
+    me = os.getuid()
+    strict = True
+    for folder in (cache_dir(), *cache_dir().parents):
+        try:
+            st = folder.stat()
+        except OSError:
+            continue                                  # not made yet
+        shared = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        if st.st_uid != me and (strict or st.st_uid != 0):
+            return f"{folder} belongs to another user"
+        if shared and (strict or not st.st_mode & stat.S_ISVTX):
+            return f"{folder} is writable by other users"
+        strict = False
+    return ""
+
+
 # --- what is installed --------------------------------------------------------------
 
 def jax_installed() -> bool:

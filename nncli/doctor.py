@@ -60,6 +60,7 @@ def report() -> dict:
                          "recurrent": blas.threads_for("recurrent")},
         "cpu_devices": _cpu_device_setting(),
         "compile_cache": str(pytensor.config.compiledir),
+        "compile_cache_exposed": backend.cache_exposure(),
         "cache_env": cache_env or "",
         "cache_env_applied": bool(cache_env) and str(pytensor.config.base_compiledir).startswith(
             os.path.abspath(os.path.expanduser(cache_env))),
@@ -107,6 +108,9 @@ def lines(info: dict) -> list[str]:
     else:
         cache += " (set NNCLI_CACHE_DIR to move it)"
     out.append(cache)
+    if info["compile_cache_exposed"]:
+        out.append(f"  WARNING: {info['compile_cache_exposed']}: the cache's entries run as code, keep it "
+                   "writable by you alone (or set NNCLI_CACHE_DIR to a private folder)")
     n = info["cpu_devices"]
     out.append(f"recurrent layers (jax, CPU): the batch split over {n} CPU device{'s' if n != 1 else ''}, one "
                f"per core ({backend.CPU_DEVICES_ENV} overrides)" if isinstance(n, int) else f"CPU devices: {n}")

@@ -166,6 +166,39 @@ def test_doctor_reports_the_cpu_devices_and_a_bad_setting(monkeypatch):
     assert "CPU devices: NNCLI_CPU_DEVICES=three: expected a whole number >= 1" in result.output
 
 
+def test_doctor_warns_when_others_can_write_to_the_compile_cache(tmp_path, monkeypatch):
+    """The cache's entries run as code (pickles, compiled modules): a folder that another user can write
+    to, or swap (a folder above it writable by others without the sticky bit), is reported."""
+    top = tmp_path / "top"
+    cache = top / "nncli" / "pytensor"
+    monkeypatch.setattr(backend, "cache_dir", lambda: cache)
+    top.mkdir(mode=0o755)
+    os.chmod(tmp_path, 0o755)
+    assert backend.cache_exposure() == ""                    # not made yet: top decides, and it is private
+    cache.mkdir(parents=True)
+    os.chmod(cache, 0o700)
+    assert backend.cache_exposure() == ""
+    os.chmod(cache, 0o775)
+    assert backend.cache_exposure() == f"{cache} is writable by other users"
+    os.chmod(cache, 0o755)
+    os.chmod(top, 0o777)                                      # others could rename nncli/ and put theirs there
+    assert backend.cache_exposure() == f"{top} is writable by other users"
+    os.chmod(top, 0o1777)                                     # sticky, as /tmp: they cannot
+    assert backend.cache_exposure() == ""
+    result = CliRunner().invoke(main, ["doctor"])
+    assert "WARNING" not in result.output
+    os.chmod(top, 0o755)
+    real = os.getuid()
+    monkeypatch.setattr(os, "getuid", lambda: real + 1)       # as if another user ran nncli
+    assert backend.cache_exposure() == f"{cache} belongs to another user"
+    monkeypatch.setattr(os, "getuid", lambda: real)
+    os.chmod(cache, 0o777)
+    result = CliRunner().invoke(main, ["doctor"])
+    assert result.exit_code == 0
+    assert (f"  WARNING: {cache} is writable by other users: the cache's entries run as code, keep it writable "
+            "by you alone (or set NNCLI_CACHE_DIR to a private folder)") in result.output.splitlines()
+
+
 def test_a_bad_cpu_device_count_is_one_line_before_training(blobs_csv, tmp_path):
     """train, like predict, activates the backend: a bad NNCLI_CPU_DEVICES is a config error (exit 2),
     before anything is written: a fresh run leaves no folder, a resumed run's files stay as they were."""
