@@ -15,7 +15,9 @@ rotating every round), so a busy stretch of a shared machine hits them all
 alike: nncli's own trainer (`nncli train`'s Trainer, run in a thread that waits
 for its turn before each epoch; its epoch time is the trainer's own clock), the
 hand-written PyTensor loop compiled in the same mode, and PyTorch eager with 1
-thread and with its default thread count (torch optional). After one warm-up
+thread and with its default thread count (torch optional), and for the MLP a
+hand-written JAX loop (jax.grad, the same Adam, as many steps per compiled call
+as nncli). After one warm-up
 epoch each, `--repeat` rounds of `--epochs - 1` epochs are timed: the table
 gives min / median / max seconds per epoch of each, and nncli's ratio to
 PyTorch's BEST thread setting, of the medians and of the mins (< 1: nncli is
@@ -305,6 +307,68 @@ def pytensor_runner(net: str, x, y, batch: int):
     return run_epoch, last
 
 
+# --- hand-written JAX (MLP only) --------------------------------------------------------
+
+def jax_runner(net: str, x, y, batch: int, steps: int):
+    """The MLP as a hand-written JAX loop: jax.grad of the same loss, the same Adam, `steps` batches
+    per compiled call (a lax.scan, as nncli runs them), JAX's defaults. What XLA makes of the
+    plainest program of this training step: nncli's graph against it shows what nncli's own graph
+    costs. None for other nets."""
+    if net != "mlp":
+        return None
+    import jax
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(0)
+    params = []
+    for a, b in [(784, 256), (256, 128), (128, 10)]:
+        params += [jnp.asarray(_glorot(rng, (a, b), a, b)), jnp.zeros((b,), jnp.float32)]
+
+    def loss(ps, xb, yb):
+        h = xb
+        for i in range(0, 6, 2):
+            h = h @ ps[i] + ps[i + 1]
+            if i < 4:
+                h = jnp.maximum(h, 0)
+        logp = jax.nn.log_softmax(h)
+        return -jnp.mean(jnp.take_along_axis(logp, yb[:, None], axis=1))
+
+    def step(carry, data):
+        ps, m, v, t = carry
+        value, g = jax.value_and_grad(loss)(ps, *data)
+        t = t + 1
+        a = LR * jnp.sqrt(1 - 0.999 ** t) / (1 - 0.9 ** t)
+        m = [0.9 * mi + 0.1 * gi for mi, gi in zip(m, g)]
+        v = [0.999 * vi + 0.001 * gi * gi for vi, gi in zip(v, g)]
+        ps = [p - a * mi / (jnp.sqrt(vi) + 1e-7) for p, mi, vi in zip(ps, m, v)]
+        return (ps, m, v, t), value
+
+    @jax.jit
+    def run(carry, xs, ys):
+        return jax.lax.scan(step, carry, (xs, ys))
+
+    zeros = [jnp.zeros_like(p) for p in params]
+    state = {"carry": (params, zeros, list(zeros), jnp.float32(0))}
+    order_rng = np.random.default_rng(1)
+    calls = len(x) // (batch * steps)
+    last: dict = {}
+
+    def run_epoch(_):
+        order = order_rng.permutation(len(x))[:calls * steps * batch]
+        xs = x[order].reshape(calls, steps, batch, 784)
+        ys = y[order].astype(np.int32).reshape(calls, steps, batch)
+        losses = []
+        for c in range(calls):
+            state["carry"], values = run(state["carry"], xs[c], ys[c])
+            losses.append(values)
+        last["loss"] = float(np.mean(np.asarray(jnp.stack(losses))))
+
+    t0 = time.perf_counter()
+    run_epoch(0)
+    last["compile"] = time.perf_counter() - t0
+    return _warmed(run_epoch), last
+
+
 # --- PyTorch ----------------------------------------------------------------------
 
 def torch_runner(net: str, x, y, batch: int, threads: int):
@@ -443,6 +507,7 @@ def main(argv=None) -> int:
                     help="the headline ratios in a few minutes: 4096 MLP rows, 4 epochs, one round, jax start-up")
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--no-pytensor", action="store_true", help="skip the hand-written PyTensor loop")
+    ap.add_argument("--no-jax-loop", action="store_true", help="skip the hand-written JAX loop (MLP workloads)")
     ap.add_argument("--no-start", action="store_true", help="skip the cold/warm start measurement")
     ap.add_argument("--start-backends", default="c,jax")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results.md"))
@@ -494,6 +559,10 @@ def main(argv=None) -> int:
                 except Exception as exc:  # a backend that cannot run this net
                     print(f"  nncli failed: {type(exc).__name__}: {exc}", flush=True)
                     continue
+                if not a.no_jax_loop:
+                    made = jax_runner(net, x, y, batch, infos["nncli"]()["steps"])
+                    if made is not None:
+                        runners["jax"], infos["jax"] = made
                 if not a.no_pytensor:
                     try:
                         runners["pytensor"], infos["pytensor"] = pytensor_runner(net, x, y, batch)
@@ -577,9 +646,10 @@ def report(rows, starts, peak, a, argv=None) -> str:
         "(after one warm-up epoch each): min / median / max. PyTorch runs with 1 thread and with its default; "
         "the ratios compare nncli with PyTorch's best setting (the lower median; for mins, the lower min). "
         "Ratio < 1: nncli is faster.", "",
-        "| workload | rows | backend (nncli's choice) | nncli s/epoch | PyTensor loop | PyTorch 1 thread "
-        "| PyTorch default threads | nncli/torch best (medians) | (mins) | nncli/pytensor (medians) | compile s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| workload | rows | backend (nncli's choice) | nncli s/epoch | PyTensor loop | JAX loop | PyTorch 1 thread "
+        "| PyTorch default threads | nncli/torch best (medians) | (mins) | nncli/pytensor (medians) "
+        "| nncli/JAX loop (medians) | compile s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def cell(v):
@@ -590,16 +660,18 @@ def report(rows, starts, peak, a, argv=None) -> str:
     for r in rows:
         st = r["stats"]
         torch_default = [k for k in st if k.startswith("torch") and k != "torch1"]
-        p = st.get("pytensor")
+        p, j = st.get("pytensor"), st.get("jax")
         for k in [k for k in st if k.startswith("nncli")]:
             n = st[k]
             label = r["workload"] + (k[5:] if k != "nncli" else "")
             lines.append(
                 f"| {label} (batch {r['batch']}) | {r['rows']} | {n['backend']}, {n.get('steps', 1)} "
-                f"step{'s' if n.get('steps', 1) != 1 else ''}/call | {cell(n)} | {cell(p)} | {cell(st.get('torch1'))} | "
+                f"step{'s' if n.get('steps', 1) != 1 else ''}/call | {cell(n)} | {cell(p)} | {cell(j)} | "
+                f"{cell(st.get('torch1'))} | "
                 f"{cell(st[torch_default[0]]) + f' ({torch_default[0][5:]} threads)' if torch_default else '-'} | "
                 f"{n.get('ratio_median', float('nan')):.2f} | {n.get('ratio_min', float('nan')):.2f} | "
-                f"{(n['median'] / p['median']) if p else float('nan'):.2f} | {n['compile']:.1f} |")
+                f"{(n['median'] / p['median']) if p else float('nan'):.2f} | "
+                f"{(n['median'] / j['median']) if j else float('nan'):.2f} | {n['compile']:.1f} |")
     if starts:
         lines += ["", "Start-up: `nncli train configs/xor.yaml --epochs 1` as a whole process (interpreter start, "
                   "imports, compile, one epoch, checkpoint, curves.png when matplotlib is installed): cold = empty "
