@@ -12,7 +12,8 @@ Layout (format_version 2; version 1 files, which have none of version 2's option
     /normalization        attr "kind"; datasets shift, scale (x -> (x - shift) * scale)
     /labels               attrs kind, numeric; dataset classes (UTF-8 strings)
     /history/<metric>     one value per finished epoch (loss, val_loss, accuracy, ...)
-    /rng                  attr "state": JSON of the numpy generator states for an exact resume
+    /rng                  attr "state": JSON of the numpy generator states for an exact resume (and,
+                          optional, "batch_slices": the slices of each batch split, layers/batch_shards.py)
 
 Version 2 adds optional items (a version 1 file, which has none of them, loads as before):
     /columns              (typed CSV inputs only) dataset missing_values; one group per input column,
@@ -313,7 +314,8 @@ def _history(group: h5py.Group, epoch: int) -> dict[str, list[float]]:
 def _rng(text: str) -> dict[str, Any]:
     """The resume state: the shuffle generator's state at the start of the epoch in progress,
     the minibatches of it already done, and their running sums (checked again by the trainer,
-    which knows how many there may be)."""
+    which knows how many there may be); optionally the slices each batch split of the training
+    step made (layers/batch_shards.py; [] when nothing was split)."""
     try:
         rng = json.loads(text)
     except (ValueError, RecursionError):
@@ -337,6 +339,9 @@ def _rng(text: str) -> dict[str, Any]:
         np.random.PCG64().state = shuffle
     except (TypeError, ValueError, OverflowError, KeyError):
         raise ValueError(f"/rng shuffle is not a {BIT_GENERATOR} generator state") from None
+    slices = rng.get("batch_slices", [])       # optional (written since 2026-11-29)
+    if not isinstance(slices, list) or len(slices) > 10_000 or not all(_int_in(v, 2, 4096) for v in slices):
+        raise ValueError(f"/rng batch_slices is {_show(slices)}, expected a list of slice counts (2 to 4096)")
     return rng
 
 

@@ -807,10 +807,10 @@ def assert_cli_outcome(r):
 
 
 RNG_KEYS = ["batch", "sums", "shuffle", "shuffle.bit_generator", "shuffle.state", "shuffle.state.state",
-            "shuffle.state.inc", "shuffle.has_uint32", "shuffle.uinteger"]
+            "shuffle.state.inc", "shuffle.has_uint32", "shuffle.uinteger", "batch_slices"]
 RNG_VALUES = st.one_of(VALUES, st.integers(-2**130, 2**130), st.sampled_from(
     ["PCG64", "MT19937", "Philox", 0, 1, 2, 4, 5, 99, -1, 2**63, [], [0.0], [1.0, 2.0], [1.0, 2.0, 3.0],
-     [float("nan"), 1.0], {}, {"state": 1, "inc": 1}]))
+     [float("nan"), 1.0], {}, {"state": 1, "inc": 1}, [2, 2], [1], [2, 5000], [True]]))
 RESUME_EDITS = st.one_of(
     st.tuples(st.just("json"), VALUES),
     st.tuples(st.just("text"), st.sampled_from(["", "{", "[]", "null", "NaN", "{}", '"x"', "[" * 3000, "1e999"])),

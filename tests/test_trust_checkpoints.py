@@ -98,6 +98,10 @@ def _rng_edit(kind):
             set_rng(f, {**state, "batch": 2, "sums": [float("nan"), 1.0]})
         elif kind == "batch-negative":
             set_rng(f, {**state, "batch": -3})
+        elif kind == "slices-one":       # a split into 1 slice is no split: never written
+            set_rng(f, {**state, "batch_slices": [1]})
+        elif kind == "slices-not-a-list":
+            set_rng(f, {**state, "batch_slices": "2"})
     return edit
 
 
@@ -112,7 +116,8 @@ def _slot_edit(shape_of):
 
 RESUME_DAMAGE = {
     **{f"rng-{k}": _rng_edit(k) for k in ("empty", "list", "sums-length", "batch-past-end", "generator",
-                                           "generator-state", "sums-nan", "batch-negative")},
+                                           "generator-state", "sums-nan", "batch-negative", "slices-one",
+                                           "slices-not-a-list")},
     "slot-reshaped": _slot_edit(lambda w: (w.size,)),          # same size: used to be reshaped silently
     "slot-wrong-size": _slot_edit(lambda w: (w.shape[0] + 1, w.shape[1])),
 }

@@ -127,6 +127,21 @@ def split(build: Callable[..., list], inputs: Sequence, in_axes: Sequence[int | 
     return list(out) if isinstance(out, (list, tuple)) else [out]
 
 
+def slices(fgraph) -> list[int]:
+    """How many slices each BatchShards op of a compiled function's graph cuts its batch into, in
+    graph order: [] when nothing is split. The checkpoint keeps it (training/trainer.py): a run
+    resumed with other slices matches an uninterrupted one to float32 rounding, not to the bit."""
+    return [node.op.n for node in fgraph.toposort() if isinstance(node.op, BatchShards)]
+
+
+def describe(counts: Sequence[int]) -> str:
+    """`slices`' list in words: "2 slices", "one piece" (no split)."""
+    if not counts:
+        return "one piece"
+    kinds = sorted(set(counts))
+    return f"{', '.join(map(str, kinds))} slices"
+
+
 _registered = False
 
 

@@ -32,6 +32,7 @@ from nncli import backend, checkpoint, data, fileio, inference, optimizers, plot
 from nncli import metrics as metrics_mod, regularization, schedules
 from nncli import functions, overrides as overrides_mod, spec as spec_mod, steps as steps_mod, tensorboard
 from nncli.errors import CheckpointError, ConfigError, Interrupted, TrainingError
+from nncli.layers import batch_shards
 from nncli.signals import exit_code, signals_to_flag
 from nncli.training import lock
 from nncli.training.prepare import Prepared, prepare
@@ -162,6 +163,8 @@ class Trainer:
         self.steps = steps_mod.for_data(s["steps_per_execution"], self.choice.backend, self.batch_size,
                                         len(self.p.x_train), net.input_shape, net.output_shape)
         self.train_fn = steps_mod.compile_several(graph, self.steps, self.choice.backend)
+        step_fn = self.train_fn.single or self.train_fn.fn
+        self.batch_slices = batch_shards.slices(step_fn.maker.fgraph) if hasattr(step_fn, "maker") else []
         n_eval = max(len(self.p.x_val) if self.p.x_val is not None else 0, 1)
         self.eval_batch = min(max(self.batch_size, 256), n_eval) if self.p.x_val is not None else self.batch_size
         self.eval_fn = functions.compile_eval(net, s["loss"], self.metrics, self.eval_batch, self.p.target_scaler) \
@@ -184,7 +187,8 @@ class Trainer:
             target_scaler=self.p.target_scaler,
             y_name=self.p.y_name, epoch=epoch, step=step, backend=self.choice.backend,
             optimizer_type=self.spec["optimizer"]["type"],
-            optimizer=optimizer, history={k: list(v) for k, v in history.items()}, rng=rng_state,
+            optimizer=optimizer, history={k: list(v) for k, v in history.items()},
+            rng={**rng_state, "batch_slices": list(self.batch_slices)},
             best_epoch=best_epoch, best_value=best_value, finished=finished, columns=self.p.columns)
 
     def _check_finite(self, arrays: Mapping[str, np.ndarray], epoch: int, rng_state) -> None:
@@ -279,6 +283,13 @@ class Trainer:
             sums = np.asarray(ck.rng["sums"], dtype=np.float64) if start_batch else None
             shuffle_rng.bit_generator.state = ck.rng["shuffle"]
             watch.best, watch.best_epoch = ck.best_value, ck.best_epoch
+            before = ck.rng.get("batch_slices")
+            if before is not None and list(before) != self.batch_slices:
+                r.info(f"note: {last_path} was trained with its recurrent layers' batches in "
+                       f"{batch_shards.describe(before)}; this process runs them in "
+                       f"{batch_shards.describe(self.batch_slices)} (one slice per CPU device; "
+                       f"{backend.CPU_DEVICES_ENV} sets the count): the continued run matches an uninterrupted "
+                       "one to float32 rounding, not bit for bit")
             if start_epoch >= epochs:
                 r.info(f"{last_path} already has {start_epoch} epochs (epochs: {epochs}); nothing to do")
             else:

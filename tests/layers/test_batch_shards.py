@@ -9,6 +9,7 @@ checks run `nncli train` as a child process with 2 devices and with 1.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -201,20 +202,33 @@ def lstm_config(tmp_path_factory):
     return write_config(folder, CONFIG.format(data=folder / "seq.h5"))
 
 
-def train(config, out, devices, *extra):
+def train(config, out, devices, *extra, notes=None):
     env = {**os.environ, "NNCLI_CPU_DEVICES": str(devices)}
     r = subprocess.run([nncli_executable(), "train", str(config), "-o", str(out), *extra],
                        env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
+    if notes is not None:
+        notes.extend(line for line in r.stderr.splitlines() if line.startswith("note:"))
     return out / "last.h5"
 
 
+def batch_slices(path):
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return json.loads(f["rng"].attrs["state"])["batch_slices"]
+
+
 def test_split_training_resumes_bit_exactly_and_agrees_with_one_device(lstm_config, tmp_path):
+    notes: list = []
     full = train(lstm_config, tmp_path / "full", 2)
     part = train(lstm_config, tmp_path / "part", 2, "--epochs", "2")
-    resumed = train(lstm_config, tmp_path / "part", 2, "--resume", "--epochs", "4")
+    resumed = train(lstm_config, tmp_path / "part", 2, "--resume", "--epochs", "4", notes=notes)
     assert_same_arrays(full, resumed, groups=("params", "optimizer"))
+    assert notes == []                               # the same slices: nothing to say
     one = train(lstm_config, tmp_path / "one", 1)
+    # the checkpoint records the slices: the layer's forward and backward pieces, 2 each, or none
+    assert batch_slices(full) == [2, 2] and batch_slices(one) == []
     a, b = checkpoint_arrays(full, ("history",)), checkpoint_arrays(one, ("history",))
     # the same training to float32 rounding: the slices' weight gradients are added in another order
     np.testing.assert_allclose(a["history/loss"], b["history/loss"], rtol=1e-4)
@@ -224,3 +238,10 @@ def test_split_training_resumes_bit_exactly_and_agrees_with_one_device(lstm_conf
     # ... and not to the bit: the 2-device run did take the split graph
     assert any(not np.array_equal(pa[k], pb[k]) for k in pa)
     assert part == resumed           # the same run folder, continued
+    # resumed with another device count: said on stderr, and the run goes on with this process's slices
+    train(lstm_config, tmp_path / "one", 2, "--resume", "--epochs", "5", notes=notes)
+    assert notes == [f"note: {tmp_path / 'one' / 'last.h5'} was trained with its recurrent layers' batches in "
+                     "one piece; this process runs them in 2 slices (one slice per CPU device; NNCLI_CPU_DEVICES "
+                     "sets the count): the continued run matches an uninterrupted one to float32 rounding, not bit "
+                     "for bit"]
+    assert batch_slices(one) == [2, 2]
