@@ -671,7 +671,7 @@ def report(rows, starts, peak, a, argv=None) -> str:
                 f"{cell(st[torch_default[0]]) + f' ({torch_default[0][5:]} threads)' if torch_default else '-'} | "
                 f"{n.get('ratio_median', float('nan')):.2f} | {n.get('ratio_min', float('nan')):.2f} | "
                 f"{(n['median'] / p['median']) if p else float('nan'):.2f} | "
-                f"{(n['median'] / j['median']) if j else float('nan'):.2f} | {n['compile']:.1f} |")
+                f"{format(n['median'] / j['median'], '.2f') if j else '-'} | {n['compile']:.1f} |")
     if starts:
         lines += ["", "Start-up: `nncli train configs/xor.yaml --epochs 1` as a whole process (interpreter start, "
                   "imports, compile, one epoch, checkpoint, curves.png when matplotlib is installed): cold = empty "
