@@ -10,24 +10,14 @@ import sys
 import textwrap
 from pathlib import Path
 
-from support import nncli_executable
-
-XOR_CONFIG = """
-data: {{train: {train}}}
-layers:
-  - {{type: dense, units: 4, activation: tanh}}
-  - {{type: dense, units: 1, activation: sigmoid}}
-loss: mse
-epochs: 2
-batch_size: 4
-"""
+from support import BLOBS_CONFIG, nncli_executable
 
 
-def test_train_predict_and_evaluate_leave_the_temp_folder_empty(tmp_path, xor_csv):
+def test_train_predict_and_evaluate_leave_the_temp_folder_empty(tmp_path, blobs_csv):
     temp = tmp_path / "temp"
     temp.mkdir()
-    config = tmp_path / "xor.yaml"
-    config.write_text(XOR_CONFIG.format(train=xor_csv))
+    config = tmp_path / "blobs.yaml"
+    config.write_text(BLOBS_CONFIG.format(train=blobs_csv))
     env = {**os.environ, "TMPDIR": str(temp), "NNCLI_BACKEND": "jax"}
 
     def nncli(*args):
@@ -37,10 +27,10 @@ def test_train_predict_and_evaluate_leave_the_temp_folder_empty(tmp_path, xor_cs
 
     nncli("train", str(config), "-o", str(tmp_path / "run"), "-q")
     model = tmp_path / "run" / "model.h5"
-    nncli("predict", str(model), str(xor_csv), "-o", str(tmp_path / "p.csv"))
-    nncli("evaluate", str(model), str(xor_csv))
+    nncli("predict", str(model), str(blobs_csv), "-o", str(tmp_path / "p.csv"))
+    nncli("evaluate", str(model), str(blobs_csv))
     assert sorted(p.name for p in temp.iterdir()) == []
-    assert len((tmp_path / "p.csv").read_text().splitlines()) == 5
+    assert len((tmp_path / "p.csv").read_text().splitlines()) == len(blobs_csv.read_text().splitlines())
 
 
 CHILD = textwrap.dedent("""
