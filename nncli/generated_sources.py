@@ -4,11 +4,11 @@ PyTensor's JAX and NUMBA linkers turn every graph they compile (the whole functi
 elementwise op's scalar function) into Python source, and write each source to a
 ``NamedTemporaryFile(delete=False)`` in the system temp folder so that tracebacks can show it
 (``pytensor.link.utils.compile_function_src``, ``pytensor.link.numba.cache``). Nothing ever removes
-those files: every ``nncli train``, ``predict`` or ``evaluate`` left 3-10 files per compiled function
-in /tmp (xor: 10 for training, 3 for a prediction), a sweep or a test run thousands (247,000 on
-this project's development machine after a few days). A folder with that many entries also slows
-every ``importlib.metadata`` lookup made from it: ``import pytensor`` with /tmp as the working
-folder took 1.07-1.52 s against 0.28-0.33 s.
+those files: every ``nncli train``, ``predict`` or ``evaluate`` left files in /tmp (configs/xor.yaml:
+10 for training, 3 for a prediction), a sweep or a test run thousands (247,000 on this project's
+development machine). A folder with that many entries also slows every ``importlib.metadata``
+lookup made from it (PyTensor's dependencies make some on import): ``python -X importtime -c
+"import pytensor"`` took 1.07 s with that /tmp as the working folder, 0.28-0.33 s in the project's.
 
 ``keep_private()`` (called by ``backend.activate``, before anything compiles) points those two
 modules' ``NamedTemporaryFile`` at one folder of this process, ``nncli-sources-*`` in the system
