@@ -288,7 +288,7 @@ def data_keys(base: Path) -> dict[str, Key]:
                                        "row; the columns are col1, col2, ...)"),
         "delimiter": Key(_delimiter, "auto", "CSV delimiter: auto (a .tsv is tab-separated, any other file is "
                                              "sniffed among , ; tab |; refused when ambiguous), tab, or the character"),
-        "missing_values": Key(list_of(_missing_token, max_len=100), ["", "NA", "N/A", "NaN", "nan", "null", "None", "?"],
+        "missing_values": Key(list_of(_missing_token, max_len=100), list(columns_mod.MISSING_VALUES),
                               "cells (stripped) read as missing; a missing target or number input is an error"),
         "normalize_target": Key(choice("auto", "none", "standard"), "auto",
                                 "regression targets: standardise for training (auto: for mse/mae losses with a "

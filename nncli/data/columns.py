@@ -30,14 +30,13 @@ from typing import Any, Callable, Sequence
 import h5py
 import numpy as np
 
-from nncli.data.csv import (PREDICT_NO_HEADER_HINT, _is_number, _targets, finite_float64, generic_names, model_columns,
-                            number_error, read_chunks)
+from nncli.data.csv import (MISSING_VALUES, PREDICT_NO_HEADER_HINT, _is_number, _targets, finite_float64, generic_names,
+                            model_columns, number_error, read_chunks)
 from nncli.data.table import FLOAT32_MAX, Table, preview
 from nncli.errors import DataError
 from nncli.registry import Registry, did_you_mean
 from nncli.schema import Invalid, Key, boolean, choice, integer, list_of, mapping, string, typed, typed_schema
 
-MISSING_VALUES = ("", "NA", "N/A", "NaN", "nan", "null", "None", "?")
 MAX_CATEGORIES = 50
 MISSING_LEVEL = "<missing>"
 OTHER_LEVEL = "<other>"
