@@ -169,7 +169,7 @@ class _Pool2D(Layer):
         if ph > h or pw > w:
             raise ShapeError(f"{self.type_name} pool_size {[ph, pw]} is larger than its input's height and width "
                              f"{[h, w]} (input shape {tuple(input_shape)}); use a smaller pool_size")
-        return (c, (h - ph) // sh + 1, (w - pw) // sw + 1)
+        return (c, out_size(h, ph, sh, (0, 0)), out_size(w, pw, sw, (0, 0)))
 
     def reduce(self, x, axis):
         """Reduce the window axes `axis` of a reshaped input."""
@@ -185,7 +185,7 @@ class _Pool2D(Layer):
     def linear(self, x, params, ctx):
         ph, pw, sh, sw = self._geometry()
         c, h, w = _static_image_shape(self, x)
-        ho, wo = (h - ph) // sh + 1, (w - pw) // sw + 1
+        ho, wo = out_size(h, ph, sh, (0, 0)), out_size(w, pw, sw, (0, 0))
         if (ph, pw) == (sh, sw):
             x = x[:, :, :ho * ph, :wo * pw]
             return self.reduce(x.reshape((x.shape[0], c, ho, ph, wo, pw)), (3, 5))

@@ -31,7 +31,7 @@ import pytensor.tensor as pt
 
 from nncli import initializers
 from nncli.layers.base import LAYERS, Layer, ShapeError, activation_key, initializer_key
-from nncli.layers.convolution import same_pads
+from nncli.layers.convolution import out_size, same_pads
 from nncli.schema import Key, boolean, choice, either, integer, list_of
 
 PADDING_KEY = Key(either(choice("valid", "same", "causal"), integer(min=0, max=100_000),
@@ -117,7 +117,7 @@ class Conv1D(Layer):
             raise ShapeError(f"conv1d kernel_size {k}{span} is longer than its padded input: {t} steps + padding "
                              f"{[left, right]} (input shape {(t, c)}); use a smaller kernel_size or dilation, "
                              f"or padding: same")
-        return t, c, left, right, (t + left + right - k_eff) // s + 1
+        return t, c, left, right, out_size(t, k, s, (left, right), d)
 
     def output_shape(self, input_shape):
         self.seen_shape = tuple(int(d) for d in input_shape)

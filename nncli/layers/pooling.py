@@ -23,6 +23,7 @@ import pytensor.tensor as pt
 
 from nncli.layers.base import LAYERS, Layer, ShapeError
 from nncli.layers.conv1d import example_shape, pad_time, pads_1d, sequence_shape, time_slices
+from nncli.layers.convolution import out_size
 from nncli.schema import Key, choice, integer, optional
 
 
@@ -47,7 +48,7 @@ class _Pool1D(Layer):
         if t + left + right < p:
             raise ShapeError(f"{self.type_name} pool_size {p} is longer than its input's {t} time steps "
                              f"(input shape {(t, c)}); use a smaller pool_size or padding: same")
-        return t, c, p, s, left, right, (t + left + right - p) // s + 1
+        return t, c, p, s, left, right, out_size(t, p, s, (left, right))
 
     def output_shape(self, input_shape):
         self.seen_shape = tuple(int(d) for d in input_shape)
