@@ -448,13 +448,19 @@ def read_csv(path: str, x_cols: Sequence[str] | str | None, y_col: str | None, *
     names = names if names is not None else generic_names(cells.shape[1])
     x_cols, y_name, idx, y_idx = training_columns(path, names, x_cols, y_col)
     y_cells = cells[:, y_idx]
-    if header_names is not None and all(_is_number(c) for c in x_cols) and y_name in set(np.char.strip(y_cells).tolist()):
-        # e.g. "5.1,3.5,1.4,0.2,setosa": numbers for input names and a target name that is also a label
-        raise DataError(f"{path}: line 1 ({preview(header_names, 4)}) looks like a data row, not a header row "
-                        f"of column names; {NO_HEADER_HINT}")
+    check_header_is_names(path, header_names, x_cols, y_name in set(np.char.strip(y_cells).tolist()))
     x = to_float(path, cells[:, idx], list(x_cols), row_offset=first, missing=missing)
     y = _targets(path, y_cells, y_name, row_offset=first, missing=missing) if with_targets else None
     return Table(x, y, path, list(x_cols), y_name)
+
+
+def check_header_is_names(path: str, header_names: Sequence[str] | None, x_cols: Sequence[str],
+                          target_name_is_a_label: bool) -> None:
+    """Refuse a header row that is a data row: numbers for every input's name, and a target name that
+    is also one of the target's values (e.g. "5.1,3.5,1.4,0.2,setosa")."""
+    if header_names is not None and target_name_is_a_label and all(_is_number(c) for c in x_cols):
+        raise DataError(f"{path}: line 1 ({preview(header_names, 4)}) looks like a data row, not a header row "
+                        f"of column names; {NO_HEADER_HINT}")
 
 
 def model_columns(path: str, names: list[str] | None, width: int, expect_x: Sequence[str], y_col: str | None,

@@ -21,9 +21,7 @@ import numpy as np
 from nncli import data, network
 from nncli import spec as spec_mod
 from nncli.data import columns as columns_mod
-from nncli.data.csv import (NO_HEADER_HINT, _is_number, generic_names, read_chunks,
-                            training_columns)
-from nncli.data.table import preview
+from nncli.data.csv import check_header_is_names, generic_names, read_chunks, training_columns
 from nncli.data.target_column import TargetColumn
 from nncli.data.targets import _label_strings, _sort_classes
 from nncli.errors import DataError
@@ -234,9 +232,7 @@ def _typed_csv(spec: spec_mod.Spec, encode: bool = True):
         what = ", ".join(f"'{specs[j][0]}' ({int(k)} missing)" for j, k in zip(drop_cols, n_drop_col))
         raise DataError(f"{path}: missing: drop_row on column {what} leaves no rows of {n_all}; choose another "
                         f"missing policy{where}")
-    if header_names is not None and all(_is_number(c) for c in x_cols) and target.has_name:
-        raise DataError(f"{path}: line 1 ({preview(header_names, 4)}) looks like a data row, not a header row "
-                        f"of column names; {NO_HEADER_HINT}")
+    check_header_is_names(path, header_names, x_cols, target.has_name)
     targets = Targets(*target.finish(), path, y_name)
     in_val = None
     if fraction:
