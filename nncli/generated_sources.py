@@ -14,8 +14,11 @@ lookup made from it (PyTensor's dependencies make some on import): ``python -X i
 modules' ``NamedTemporaryFile`` at one folder of this process, ``nncli-sources-*`` in the system
 temp folder, and removes the folder when the interpreter exits. The generated files still exist
 while the process runs (tracebacks still show the code). Only PyTensor's two modules change: the
-rest of the process, and the caller's own temp files, keep the system temp folder. A process killed
-with SIGKILL leaves its one folder behind.
+rest of the process, and the caller's own temp files, keep the system temp folder.
+
+A process killed with SIGKILL (a sweep's trial when its Dask worker is lost) cannot remove its
+folder. The folder's name holds its process id, ``nncli-sources-<pid>-*``: the next process that
+makes a folder removes those of this user whose process no longer exists.
 """
 
 from __future__ import annotations
@@ -41,9 +44,33 @@ def folder() -> str:
     A forked child writes into its parent's folder; only the process that made a folder removes it."""
     global _folder
     if _folder is None or not _ours(_folder):
-        _folder = tempfile.mkdtemp(prefix=PREFIX)
+        _remove_orphans(tempfile.gettempdir())
+        _folder = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-")
         atexit.register(_remove, _folder, os.getpid())
     return _folder
+
+
+def _remove_orphans(parent: str) -> None:
+    """Remove this user's source folders in `parent` whose process has ended (killed before its exit)."""
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return
+    for entry in entries:
+        pid = entry.name[len(PREFIX):].split("-", 1)[0]
+        if entry.name.startswith(PREFIX) and pid.isdigit() and len(pid) <= 9 and not _alive(int(pid)) \
+                and _ours(entry.path):
+            shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:               # exists, another user's
+        return True
+    return True
 
 
 def _ours(path: str) -> bool:

@@ -84,3 +84,24 @@ def test_a_folder_someone_else_put_in_its_place_is_not_used(tmp_path, monkeypatc
     assert decoy.is_dir() and Path(mine).is_symlink()
     generated_sources._remove(again, os.getpid())
     assert not Path(again).exists()
+
+
+def test_folders_of_processes_that_ended_are_removed_by_the_next_one(tmp_path):
+    """A process killed with SIGKILL leaves its folder: the next one removes it, and nothing else."""
+    from nncli import generated_sources
+
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                           text=True, timeout=60)
+    dead = int(ended.stdout)
+    names = {"dead": f"nncli-sources-{dead}-abc", "alive": f"nncli-sources-{os.getpid()}-abc",
+             "huge": "nncli-sources-99999999999999999999-abc", "other": f"not-nncli-{dead}"}
+    for name in names.values():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "f.py").write_text("x = 1\n")
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    os.symlink(target, tmp_path / f"nncli-sources-{dead}-link")       # a link is never followed nor removed
+    generated_sources._remove_orphans(str(tmp_path))
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted([names["alive"], names["huge"], names["other"], "elsewhere", f"nncli-sources-{dead}-link"])
+    assert (target).is_dir()
