@@ -183,6 +183,10 @@ def _read_v2(f: h5py.File) -> dict[str, Any]:
 MAX_INPUT_VALUES = 100_000_000   # values per example (the product of input_shape)
 MAX_HISTORY = 1_000_000          # epochs (the config's maximum)
 MAX_NAMES = 1_000_000            # x_names, trainable, history keys
+MAX_STRING_BYTES = 65_536        # one stored name (input, class, category level), UTF-8
+MAX_STRINGS_BYTES = 64 << 20     # one list of them: a list's count is checked before reading, its
+                                 # variable-length strings' sizes only as they are read, block by block
+STRING_BLOCK = 4096
 BIT_GENERATOR = "PCG64"          # what numpy.random.default_rng draws with (the shuffle generator)
 
 
@@ -219,11 +223,24 @@ def _read_tree(group: h5py.Group, max_values: int | None = None) -> dict[str, np
 
 
 def _strings(ds, max_values: int = MAX_NAMES) -> list[str]:
+    """A 1-D dataset of strings: at most `max_values` of them (checked before reading), each at most
+    MAX_STRING_BYTES and all together at most MAX_STRINGS_BYTES (checked block by block as read)."""
     ds = _declared(ds, max_values, getattr(ds, "name", "a string list"))
-    values = ds[()]
-    if np.ndim(values) != 1:
-        raise ValueError(f"{ds.name} has shape {np.shape(values)}, expected a list of strings")
-    return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
+    if len(ds.shape) != 1:
+        raise ValueError(f"{ds.name} has shape {tuple(ds.shape)}, expected a list of strings")
+    out: list[str] = []
+    total = 0
+    for start in range(0, ds.shape[0], STRING_BLOCK):
+        for v in ds[start:start + STRING_BLOCK]:
+            raw = v if isinstance(v, bytes) else str(v).encode("utf-8")
+            if len(raw) > MAX_STRING_BYTES:
+                raise ValueError(f"{ds.name} holds a string of {len(raw):,} bytes, more than the "
+                                 f"{MAX_STRING_BYTES:,} allowed")
+            total += len(raw)
+            if total > MAX_STRINGS_BYTES:
+                raise ValueError(f"{ds.name} holds more than {MAX_STRINGS_BYTES:,} bytes of strings")
+            out.append(v.decode("utf-8") if isinstance(v, bytes) else str(v))
+    return out
 
 
 def _attr_int(obj, key: str, lo: int, hi: int, default: int | None = None) -> int:

@@ -199,6 +199,9 @@ HOSTILE = {
     "best_epoch past the history": (_attr("", "best_epoch", 6000), "best_epoch"),
     "class names declared, never written": (_unwritten("labels/classes", (3,), STRINGS), "does not store all"),
     "x_names declared, never written": (_unwritten("model/x_names", (2,), STRINGS), "does not store all"),
+    "a class name of 100,000 bytes": (
+        _replace("labels/classes", np.array(["a" * 100_000, "b", "c"], dtype=object), dtype=STRINGS),
+        "holds a string of 100,000 bytes, more than the 65,536 allowed"),
     "trainable names a missing parameter": (
         _replace("model/trainable", np.array(["nope/W"], dtype=object), dtype=STRINGS), "nope/W"),
 }
@@ -485,3 +488,21 @@ def test_a_model_declaring_more_inputs_than_a_csv_can_hold_is_refused_before_nam
     code, seconds, rss_mb, stderr = measured("predict", tmp_path / "wide.h5", tmp_path / "in.csv")
     assert_one_line_fast(code, seconds, rss_mb, stderr, 1, "50,000,000 inputs", "1,000,000 columns")
     assert rss_mb < 800, rss_mb
+
+
+def test_string_lists_are_read_within_a_byte_budget_block_by_block(tmp_path, monkeypatch):
+    """The count of a string list is checked before reading; variable-length strings' bytes only as
+    they are read, so the reader stops at the first block past the budget."""
+    from nncli import checkpoint as ck
+
+    path = tmp_path / "s.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("names", data=np.array([f"name{i:04d}" for i in range(50)], dtype=object), dtype=STRINGS)
+    monkeypatch.setattr(ck, "STRING_BLOCK", 8)
+    with h5py.File(path, "r") as f:
+        assert ck._strings(f["names"]) == [f"name{i:04d}" for i in range(50)]
+        monkeypatch.setattr(ck, "MAX_STRINGS_BYTES", 8 * 50 - 1)          # one byte short of the whole list
+        with pytest.raises(ValueError, match="holds more than 399 bytes of strings"):
+            ck._strings(f["names"])
+        with pytest.raises(ValueError, match="more than the 10 values allowed"):
+            ck._strings(f["names"], 10)
