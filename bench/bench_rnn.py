@@ -111,14 +111,13 @@ def bench_torch(x, y, units: int, batch_size: int, lr: float, example: str = "ad
     return run_epoch, last
 
 
-def bench_backward(units: int, batch_size: int, steps: int = 30, features: int = 2):
-    """One LSTM layer, forward + backward under JAX, in microseconds: nncli's recurrence (scan with
-    the hand-arranged backward of nncli/layers/recurrence.py) against pytensor.grad of a plain scan
-    and PyTorch's nn.LSTM."""
+def lstm_layer(units: int, batch_size: int, steps: int, features: int):
+    """nncli's LSTM layer with seeded parameters (shared variables), a symbolic input of the given
+    shape and a random value for it: (layer, params, x, x value)."""
     import pytensor
     import pytensor.tensor as pt
 
-    from nncli.layers import LAYERS, Context
+    from nncli.layers import LAYERS
     from nncli.schema import mapping
 
     cls = LAYERS.get("lstm")
@@ -126,8 +125,28 @@ def bench_backward(units: int, batch_size: int, steps: int = 30, features: int =
     rng = np.random.default_rng(0)
     shape = (batch_size, steps, features)
     p = {k: pytensor.shared(v) for k, v in layer.init_params(shape[1:], rng).items()}
-    xv = rng.normal(size=shape).astype("float32")
-    x = pt.tensor("x", dtype="float32", shape=shape)
+    return layer, p, pt.tensor("x", dtype="float32", shape=shape), rng.normal(size=shape).astype("float32")
+
+
+def layer_function(layer, p: dict, x):
+    """The layer's forward + backward (the gradients of sum(y^2) for every parameter), compiled."""
+    import pytensor
+    import pytensor.tensor as pt
+
+    from nncli.layers import Context
+
+    y = layer.linear(x, p, Context(training=True))
+    return pytensor.function([x], [y, *pytensor.grad(pt.sum(y * y), list(p.values()))])
+
+
+def bench_backward(units: int, batch_size: int, steps: int = 30, features: int = 2):
+    """One LSTM layer, forward + backward under JAX, in microseconds: nncli's recurrence (scan with
+    the hand-arranged backward of nncli/layers/recurrence.py) against pytensor.grad of a plain scan
+    and PyTorch's nn.LSTM."""
+    import pytensor
+    import pytensor.tensor as pt
+
+    layer, p, x, xv = lstm_layer(units, batch_size, steps, features)
     rows = []
     from nncli.layers import batch_shards, recurrence
 
@@ -139,9 +158,10 @@ def bench_backward(units: int, batch_size: int, steps: int = 30, features: int =
             continue
         old = recurrence.FUSED_GATES, batch_shards.SHARDS
         recurrence.FUSED_GATES, batch_shards.SHARDS = fused, shards
-        y = layer.linear(x, p, Context(training=True))
-        recurrence.FUSED_GATES, batch_shards.SHARDS = old
-        fn = pytensor.function([x], [y, *pytensor.grad(pt.sum(y * y), list(p.values()))])
+        try:
+            fn = layer_function(layer, p, x)
+        finally:
+            recurrence.FUSED_GATES, batch_shards.SHARDS = old
         rows.append((name, timeit(fn, xv, repeat=30) * 1e6))
 
     n = units

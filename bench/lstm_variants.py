@@ -19,59 +19,49 @@ import functools
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from nncli import backend  # noqa: E402  (the compile cache, before PyTensor is imported)
+from timing import interleaved  # noqa: E402
 
 FAST_MATH = ("--xla_cpu_enable_fast_math=true --xla_cpu_fast_math_honor_nans=true "
              "--xla_cpu_fast_math_honor_infs=true")
 
 
 def layer_functions(a, unrolls):
-    """{unroll: compiled forward + backward of one LSTM layer} (unroll 1: nncli's own)."""
+    """{unroll: compiled forward + backward of one LSTM layer} (unroll 1: nncli's own), and an input."""
     backend.activate(backend.choose("jax", "cpu", ["lstm"]))
-    import pytensor
-    import pytensor.tensor as pt
     from jax.lax import scan
 
     import pytensor.link.jax.dispatch.scan as jax_scan_dispatch
-    from nncli.layers import LAYERS, Context
-    from nncli.schema import mapping
+    from bench_rnn import layer_function, lstm_layer
 
-    cls = LAYERS.get("lstm")
-    layer = cls("lstm", mapping({"units": a.units}, "lstm", cls.keys))
-    rng = np.random.default_rng(0)
-    params = {k: pytensor.shared(v) for k, v in layer.init_params((a.steps, a.features), rng).items()}
-    x = pt.tensor("x", dtype="float32", shape=(a.batch, a.steps, a.features))
+    layer, params, x, xv = lstm_layer(a.units, a.batch, a.steps, a.features)
     fns = {}
     original = jax_scan_dispatch.jax_scan
     try:
         for n in unrolls:
             jax_scan_dispatch.jax_scan = functools.partial(scan, unroll=n) if n > 1 else original
-            y = layer.linear(x, params, Context(training=True))
-            fn = pytensor.function([x], [y, *pytensor.grad(pt.sum(y * y), list(params.values()))])
-            fn(rng.normal(size=(a.batch, a.steps, a.features)).astype("float32"))   # compiled while patched
-            fns[n] = fn
+            fns[n] = layer_function(layer, params, x)
+            fns[n](xv)                       # JAX traces (and so reads jax_scan) at the first call
     finally:
         jax_scan_dispatch.jax_scan = original
-    return fns, rng.normal(size=(a.batch, a.steps, a.features)).astype("float32")
+    return fns, xv
 
 
 def timed(fns: dict, xv, rounds: int) -> dict:
-    times = {k: [] for k in fns}
-    for _ in range(rounds):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            for _ in range(20):
-                [np.asarray(v) for v in fn(xv)]
-            times[k].append((time.perf_counter() - t0) / 20 * 1e3)
-    return times
+    """Milliseconds a call of each function, 20 calls a round, the functions taking turns."""
+    def runner(fn):
+        return lambda _: [[np.asarray(v) for v in fn(xv)] for _ in range(20)]
+
+    result = interleaved({k: runner(fn) for k, fn in fns.items()}, rounds)
+    return {k: [t / 20 * 1e3 for t in times] for k, (_, times) in result.items()}
 
 
 def main(argv=None) -> None:

@@ -1,6 +1,6 @@
 """Experiment (not used by nncli): the WHOLE training step on slices of the batch, one per CPU device.
 
-    python bench/step_split.py [tf|lstm|cnn|tcn|mlp128|CONFIG.yaml ...] [--rounds 8]
+    python bench/step_split.py [tf|tcn|mlp32|mlp128|mlp1024|cnn|lstm|CONFIG.yaml ...] [--rounds 8]
 
 nncli splits only its recurrent layers' loops over the CPU devices (nncli/layers/batch_shards.py).
 This script builds the other way, data parallelism for the whole step: the network's forward pass,
@@ -9,15 +9,17 @@ the batch inside one BatchShards op (``jax.shard_map``, one slice per device); t
 added (one all-reduce), then Adam's updates follow on the totals. It times that step against
 nncli's own step (functions.train_graph), interleaved, both one minibatch per call and 16 per call
 (nncli's default on JAX, steps.compile_several), and prints the first step's sums of both (the same
-to float32 rounding). Networks: tf, a transformer block (128 steps x 8 features -> 64 wide, 4
-heads, batch 32: bench_seq.py's --large); lstm, cnn, mlp128 as in bench/run.py; tcn, two causal
-conv1d of 64 channels at 128 steps; or a shipped config. Synthetic data, seeded. Batch-coupled
-or random layers (batch_norm, dropout) are not handled. Results: bench/results.md, "fifth session".
+to float32 rounding). Networks: tf and tcn, bench_seq.py's --large transformer block (128 steps x
+8 features -> 64 wide, 4 heads) and TCN (two causal conv1d of 64 channels), batch 32; bench/run.py's
+workloads (mlp32, mlp128, mlp1024, cnn, lstm); or a shipped config. Their benchmarks' synthetic
+data, 16 batches of it. Batch-coupled or random layers (batch_norm, dropout) are not handled.
+Results: bench/results.md, "fifth session".
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -27,49 +29,34 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from nncli import backend  # noqa: E402  (the compile cache, before PyTensor is imported)
 
-NETS = {
-    "tf": ((128, 8), 3, 32, """  - {type: dense, units: 64, name: embed}
-  - {type: position_embedding, name: position}
-  - {type: multi_head_attention, num_heads: 4, key_dim: 16, name: attention}
-  - {type: add, inputs: [position, attention], name: residual1}
-  - {type: layer_norm, name: norm1}
-  - {type: dense, units: 128, activation: relu, name: ff1}
-  - {type: dense, units: 64, name: ff2}
-  - {type: add, inputs: [norm1, ff2], name: residual2}
-  - {type: layer_norm, name: norm2}
-  - {type: global_avg_pool1d}
-  - {type: dense, units: 3, activation: softmax}"""),
-    "lstm": ((50, 32), 10, 64, "  - {type: lstm, units: 128}\n  - {type: dense, units: 10, activation: softmax}"),
-    "cnn": ((1, 28, 28), 10, 64, """  - {type: conv2d, filters: 16, kernel_size: 3, activation: relu}
-  - {type: max_pool2d, pool_size: 2}
-  - {type: conv2d, filters: 32, kernel_size: 3, activation: relu}
-  - {type: max_pool2d, pool_size: 2}
-  - {type: flatten}
-  - {type: dense, units: 10, activation: softmax}"""),
-    "tcn": ((128, 8), 3, 32, """  - {type: conv1d, filters: 64, kernel_size: 3, padding: causal, activation: relu}
-  - {type: conv1d, filters: 64, kernel_size: 3, padding: causal, dilation: 2, activation: relu}
-  - {type: global_avg_pool1d}
-  - {type: dense, units: 3, activation: softmax}"""),
-    "mlp128": ((784,), 10, 128, """  - {type: dense, units: 256, activation: relu}
-  - {type: dense, units: 128, activation: relu}
-  - {type: dense, units: 10, activation: softmax}"""),
-}
+# the networks of the other benchmarks: bench/run.py's workloads, and bench_seq.py's --large ones
+SEQ_LARGE = {"tf": "transformer", "tcn": "tcn"}
 
 
 def config_for(which: str, folder: Path) -> Path:
-    """A config file for a named network on synthetic data, or the shipped config itself."""
+    """A config file for a named network on its benchmark's synthetic data (16 batches of it), or
+    the shipped config itself."""
     if which.endswith(".yaml"):
         return Path(which).resolve()
     import h5py
 
-    shape, classes, batch, layers = NETS[which]
-    rng = np.random.default_rng(0)
+    import bench_seq
+    import run
+
+    if which in SEQ_LARGE:
+        stack, _, batch = bench_seq.layers(SEQ_LARGE[which], large=True)
+        x, y = bench_seq.load(SEQ_LARGE[which], large=True)
+        layers = "\n".join(f"  - {json.dumps(layer)}" for layer in stack)     # JSON is YAML
+    else:
+        net, batch = run.WORKLOADS[which]["net"], run.WORKLOADS[which]["batch"]
+        x, y = run.make_data(net, 16 * batch)
+        layers = run.LAYERS_YAML[net].strip("\n")
     with h5py.File(folder / f"{which}.h5", "w") as f:
-        f["x"] = rng.standard_normal((16 * batch, *shape)).astype("float32")
-        f["y"] = rng.integers(0, classes, 16 * batch)
+        f["x"], f["y"] = x[:16 * batch], y[:16 * batch]
     path = folder / f"{which}.yaml"
     path.write_text(f"seed: 0\nbackend: jax\ndevice: cpu\ndata: {{train: {which}.h5}}\nlayers:\n{layers}\n"
                     f"loss: categorical_crossentropy\nmetrics: [accuracy]\noptimizer: adam\n"
@@ -160,7 +147,8 @@ def run(which: str, rounds: int, folder: Path) -> None:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("nets", nargs="*", default=["tf", "lstm", "cnn", "tcn", "mlp128"])
+    ap.add_argument("nets", nargs="*", default=["tf", "lstm", "cnn", "tcn", "mlp128"],
+                    help="tf, tcn, a workload of bench/run.py, or a config file")
     ap.add_argument("--rounds", type=int, default=8)
     a = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="nncli-step-split-") as tmp:

@@ -95,9 +95,9 @@ def cache_exposure() -> str:
     writable by others only with the sticky bit (as /tmp), so that nobody else can swap its entries."""
     import stat
 
-    me = os.getuid()
+    me, path = os.getuid(), cache_dir()
     strict = True
-    for folder in (cache_dir(), *cache_dir().parents):
+    for folder in (path, *path.parents):
         try:
             st = folder.stat()
         except OSError:

@@ -232,14 +232,15 @@ def _strings(ds, max_values: int = MAX_NAMES) -> list[str]:
     total = 0
     for start in range(0, ds.shape[0], STRING_BLOCK):
         for v in ds[start:start + STRING_BLOCK]:
-            raw = v if isinstance(v, bytes) else str(v).encode("utf-8")
-            if len(raw) > MAX_STRING_BYTES:
-                raise ValueError(f"{ds.name} holds a string of {len(raw):,} bytes, more than the "
+            text = v.decode("utf-8") if isinstance(v, bytes) else str(v)
+            size = len(v) if isinstance(v, bytes) else len(text.encode("utf-8"))
+            if size > MAX_STRING_BYTES:
+                raise ValueError(f"{ds.name} holds a string of {size:,} bytes, more than the "
                                  f"{MAX_STRING_BYTES:,} allowed")
-            total += len(raw)
+            total += size
             if total > MAX_STRINGS_BYTES:
                 raise ValueError(f"{ds.name} holds more than {MAX_STRINGS_BYTES:,} bytes of strings")
-            out.append(v.decode("utf-8") if isinstance(v, bytes) else str(v))
+            out.append(text)
     return out
 
 

@@ -95,7 +95,7 @@ def _named_temporary_file(*args, **kwargs):
 def keep_private(numba: bool = False) -> None:
     """Send the generated sources of PyTensor's writers (``WRITERS``; the NUMBA one only with ``numba``,
     as importing it imports numba) to ``folder()``."""
-    for name in WRITERS[:2 if numba else 1]:
+    for name in (WRITERS if numba else WRITERS[:1]):
         module = importlib.import_module(name)
         if getattr(module, "NamedTemporaryFile", None) is not _named_temporary_file:
             module.NamedTemporaryFile = _named_temporary_file

@@ -163,8 +163,8 @@ class Trainer:
         self.steps = steps_mod.for_data(s["steps_per_execution"], self.choice.backend, self.batch_size,
                                         len(self.p.x_train), net.input_shape, net.output_shape)
         self.train_fn = steps_mod.compile_several(graph, self.steps, self.choice.backend)
-        step_fn = self.train_fn.single or self.train_fn.fn
-        self.batch_slices = batch_shards.slices(step_fn.maker.fgraph) if hasattr(step_fn, "maker") else []
+        # the batch splits of the one-step function (the several-steps one runs it): for the checkpoint
+        self.batch_slices = batch_shards.slices((self.train_fn.single or self.train_fn.fn).maker.fgraph)
         n_eval = max(len(self.p.x_val) if self.p.x_val is not None else 0, 1)
         self.eval_batch = min(max(self.batch_size, 256), n_eval) if self.p.x_val is not None else self.batch_size
         self.eval_fn = functions.compile_eval(net, s["loss"], self.metrics, self.eval_batch, self.p.target_scaler) \
